@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Set up and run the project with nothing but Python 3.11+.
+
+    python3 dev.py up      # venv + install, sandbox shop and ERP, Dagster UI with schedules on
+    python3 dev.py test    # venv + install, ruff, the test suite (what CI runs)
+    python3 dev.py bench   # venv + install, the benchmarks
+
+The virtual environment lives in .venv/ (override with DEV_VENV=path) and is (re)installed
+when pyproject.toml changes. Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("DEV_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)  # noqa: T201
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("Python 3.11 or newer is required")
+    if not PY.exists():
+        say(f"creating virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / ".installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say("installing the project and its dev dependencies (first run takes a minute)")
+    subprocess.run(
+        [PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True, cwd=ROOT
+    )
+    subprocess.run(
+        [PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"], check=True, cwd=ROOT
+    )
+    stamp.write_text(digest)
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    sys.exit(f"nothing is listening on port {port} after {timeout:.0f} s")
+
+
+def up(args: list[str]) -> int:
+    ensure_venv()
+    home = ROOT / ".dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if "SHOP_API_URL" not in env or "ERP_API_URL" not in env:
+            say("starting the sandbox shop (:8801) and ERP (:8802)")
+            procs.append(subprocess.Popen([BIN / "integration-sandbox"], cwd=ROOT, env=env))
+            wait_for_port(8801)
+            wait_for_port(8802)
+        port = os.environ.get("DAGSTER_PORT", "3000")
+        say(f"starting Dagster: open http://127.0.0.1:{port} (Ctrl-C stops everything)")
+        procs.append(
+            subprocess.Popen(
+                [BIN / "dagster", "dev", "-h", "127.0.0.1", "-p", port, *args], cwd=ROOT, env=env
+            )
+        )
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return next(p.returncode for p in procs if p.returncode is not None) or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    say("ruff check")
+    lint = subprocess.run([BIN / "ruff", "check", "."], cwd=ROOT)
+    if lint.returncode:
+        return lint.returncode
+    say("pytest")
+    return subprocess.run([PY, "-m", "pytest", *args], cwd=ROOT).returncode
+
+
+def bench(args: list[str]) -> int:
+    ensure_venv()
+    return subprocess.run([PY, "-m", "bench", *args], cwd=ROOT).returncode
+
+
+COMMANDS = {"up": up, "test": test, "bench": bench}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(__doc__)
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
