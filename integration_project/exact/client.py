@@ -1,0 +1,453 @@
+"""HTTP client for the Exact Online REST API: tokens, look-ups, sales orders, rate budget.
+
+Knows nothing of Dagster or of the ledger's tables: the durable token store is handed in
+(:class:`TokenStore`). Rules it keeps, all from Exact's documentation:
+
+* Refresh tokens rotate on every use and the old one dies, so the new pair is saved in the
+  token store *before* the access token is used, and only one process refreshes at a time
+  (the store's lock). The access token is shared through the store by every run until it is
+  about to expire: delivery runs every minute and Exact refuses a refresh within 570 s.
+* Look-ups (GET) are retried with backoff on 5xx; a 429 waits for the announced reset.
+* ``POST salesorder/SalesOrders`` is never retried blindly: a timeout or 5xx there is
+  :class:`OutcomeUnknown` and the caller looks the order up by ``YourRef`` later.
+* One request at a time, paced by the ``X-RateLimit-*`` headers so steady state never hits 429;
+  when the daily budget is spent, :class:`BudgetExhausted` stops the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+from pydantic import ValidationError
+
+from integration_project.exact.models import (
+    ACCOUNTS,
+    ITEMS,
+    SALES_ORDERS,
+    TOKEN_PATH,
+    AccountCreate,
+    RateLimit,
+    SalesOrderRef,
+    TokenResponse,
+    data_path,
+    eq_filter,
+    error_message,
+    results,
+    single,
+)
+from integration_project.http import DEFAULT_TIMEOUT, ApiError, AuthError, build_session, safe_url
+
+log = logging.getLogger(__name__)
+
+#: Use a stored access token only while it has at least this long to live. Exact refuses a
+#: refresh within 570 s of the last one, so this must stay below 600 - 570 = 30 s.
+ACCESS_TOKEN_MARGIN_S = 20.0
+#: How long a process may hold the refresh lock before others may take it over.
+REFRESH_LOCK_TTL_S = 60.0
+#: Longest we wait for the per-minute budget to reset before giving the run back.
+MAX_RATE_WAIT_S = 65.0
+
+
+# --- the token store (implemented over DuckDB by the ledger) -------------------------------
+
+
+@dataclass(frozen=True)
+class StoredTokens:
+    refresh_token: str
+    access_token: str | None
+    access_expires_at: float | None  # epoch seconds
+    refreshed_at: float | None  # epoch seconds
+    seed_fingerprint: str  # which ERP_REFRESH_TOKEN this chain of rotations started from
+
+
+class TokenStore(Protocol):
+    def load(self) -> StoredTokens | None: ...
+
+    def save(self, tokens: StoredTokens) -> None: ...
+
+    def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool: ...
+
+    def release_refresh_lock(self, holder: str) -> None: ...
+
+
+def fingerprint(secret: str) -> str:
+    """Identifies a refresh token without storing or logging it."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+# --- errors and outcomes -------------------------------------------------------------------
+
+
+class RateLimited(ApiError):
+    """429, or the minute budget is spent for longer than we are willing to wait."""
+
+
+class BudgetExhausted(ApiError):
+    """The ERP's daily call budget is spent: stop sending and leave the rest pending."""
+
+
+class OutcomeUnknown(ApiError):
+    """A create POST timed out or got a 5xx: the ERP may or may not have stored it."""
+
+
+class ValidationRejected(ApiError):
+    """A 4xx that retrying cannot fix; ``erp_message`` is the ERP's own words."""
+
+    def __init__(self, message: str, *, erp_message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.erp_message = erp_message
+
+
+@dataclass(frozen=True)
+class CreatedSalesOrder:
+    order_id: str
+    order_number: int | None
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class ExactClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        division: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        token_store: TokenStore,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        backoff_factor: float = 0.5,
+        max_rate_wait_s: float = MAX_RATE_WAIT_S,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        holder: str | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._division = division
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._seed_refresh_token = refresh_token
+        self._store = token_store
+        self._timeout = timeout
+        self._max_rate_wait_s = max_rate_wait_s
+        self._clock = clock
+        self._sleep = sleep
+        self._holder = holder or f"pid-{uuid.uuid4().hex[:12]}"
+        # GETs are retried by urllib3 on 5xx; 429 is handled here from Exact's own headers.
+        self._session = build_session(
+            retry_methods=("GET",),
+            retry_statuses=(500, 502, 503, 504),
+            total=max_retries,
+            read_retries=max_retries,
+            backoff_factor=backoff_factor,
+        )
+        self._access: str | None = None
+        self._access_expires_at = 0.0
+        self.rate_limit: RateLimit | None = None
+        self.calls = 0
+        self.token_refreshes = 0
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ExactClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- look-ups --------------------------------------------------------------------------
+
+    def find_account_id(self, email: str) -> str | None:
+        rows = self._query(ACCOUNTS, eq_filter("Email", email), "ID")
+        return str(rows[0]["ID"]) if rows else None
+
+    def create_account(self, account: AccountCreate) -> str:
+        """Not retried blindly: callers look the e-mail up first, and again after a failure."""
+        body = self._request_json("POST", ACCOUNTS, json=account.model_dump(), create=True)
+        return str(single(body)["ID"])
+
+    def find_item_id(self, code: str) -> str | None:
+        rows = self._query(ITEMS, eq_filter("Code", code), "ID")
+        return str(rows[0]["ID"]) if rows else None
+
+    def find_sales_orders(self, your_ref: str) -> list[SalesOrderRef]:
+        rows = self._query(
+            SALES_ORDERS, eq_filter("YourRef", your_ref), "OrderID,OrderNumber,YourRef"
+        )
+        return [SalesOrderRef.model_validate(row) for row in rows]
+
+    def create_sales_order(self, payload: dict[str, Any]) -> CreatedSalesOrder:
+        body = self._request_json("POST", SALES_ORDERS, json=payload, create=True)
+        created = SalesOrderRef.model_validate(single(body))
+        return CreatedSalesOrder(order_id=created.OrderID, order_number=created.OrderNumber)
+
+    def _query(self, resource: str, odata_filter: str, select: str) -> list[dict[str, Any]]:
+        # Filter queries answer 200 with an empty list where a GET by id would 404: Exact
+        # blocks a key after ten 4xx an hour, so look-ups never risk a 404.
+        params = f"$filter={quote(odata_filter, safe='')}&$select={quote(select, safe=',')}"
+        out: list[dict[str, Any]] = []
+        url: str | None = f"{data_path(self._division, resource)}?{params}"
+        while url:
+            body = self._request_json("GET", url)
+            out.extend(results(body))
+            next_url = body.get("d", {}).get("__next") if isinstance(body.get("d"), dict) else None
+            url = next_url or None
+        return out
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def _access_token(self, *, force: bool = False) -> str:
+        now = self._clock()
+        if not force and self._access and now < self._access_expires_at - ACCESS_TOKEN_MARGIN_S:
+            return self._access
+        deadline = now + REFRESH_LOCK_TTL_S
+        while True:
+            stored = self._store.load()
+            if (
+                not force
+                and stored
+                and stored.seed_fingerprint == fingerprint(self._seed_refresh_token)
+                and stored.access_token
+                and stored.access_expires_at
+                and self._clock() < stored.access_expires_at - ACCESS_TOKEN_MARGIN_S
+            ):
+                self._access, self._access_expires_at = (
+                    stored.access_token,
+                    stored.access_expires_at,
+                )
+                return self._access
+            if self._store.acquire_refresh_lock(self._holder, REFRESH_LOCK_TTL_S):
+                try:
+                    again = self._store.load()
+                    if again != stored and not force:
+                        continue  # someone else refreshed meanwhile: use theirs
+                    return self._refresh(stored)
+                finally:
+                    self._store.release_refresh_lock(self._holder)
+            if self._clock() > deadline:
+                raise ApiError(
+                    "timed out waiting for another process to refresh the Exact Online token",
+                    method="POST",
+                    url=safe_url(self._base_url + TOKEN_PATH),
+                )
+            self._sleep(0.5)
+
+    def _refresh(self, stored: StoredTokens | None) -> str:
+        seed = fingerprint(self._seed_refresh_token)
+        candidates: list[str] = []
+        if stored and stored.seed_fingerprint == seed:
+            candidates.append(stored.refresh_token)
+        # The configured ERP_REFRESH_TOKEN starts a chain when the store has none for it (first
+        # run, or an operator re-authorised and set a new one). If the stored token is refused,
+        # the configured one is tried once: harmless when it was already used (Exact refuses it).
+        if self._seed_refresh_token not in candidates:
+            candidates.append(self._seed_refresh_token)
+        if stored and stored.refreshed_at and stored.seed_fingerprint == seed:
+            wait = stored.refreshed_at + 570 - self._clock()
+            if 0 < wait <= 35:
+                self._sleep(wait + 0.5)  # too early to refresh; the access token is nearly due
+        url = self._base_url + TOKEN_PATH
+        last_error = ""
+        for refresh_token in candidates:
+            self.token_refreshes += 1
+            try:
+                response = self._session.post(
+                    url,
+                    data={
+                        "grant_type": "refresh_token",
+                        "refresh_token": refresh_token,
+                        "client_id": self._client_id,
+                        "client_secret": self._client_secret,
+                    },
+                    headers={"Accept": "application/json"},
+                    timeout=self._timeout,
+                )
+            except requests.RequestException as exc:
+                raise ApiError(
+                    f"POST {safe_url(url)} failed: {type(exc).__name__}",
+                    method="POST",
+                    url=safe_url(url),
+                ) from None
+            if response.ok:
+                try:
+                    token = TokenResponse.model_validate(response.json())
+                except (ValueError, ValidationError):
+                    raise ApiError(
+                        f"POST {safe_url(url)} answered {response.status_code} with an "
+                        "unexpected token body",
+                        method="POST",
+                        url=safe_url(url),
+                        status=response.status_code,
+                    ) from None
+                now = self._clock()
+                expires_at = now + token.expires_in_seconds
+                # Durable first: the old refresh token is already dead.
+                self._store.save(
+                    StoredTokens(
+                        refresh_token=token.refresh_token,
+                        access_token=token.access_token,
+                        access_expires_at=expires_at,
+                        refreshed_at=now,
+                        seed_fingerprint=seed,
+                    )
+                )
+                self._access, self._access_expires_at = token.access_token, expires_at
+                log.info("Exact Online access token refreshed; the new refresh token is stored")
+                return token.access_token
+            last_error = _erp_error_text(response)
+            if response.status_code >= 500:
+                break
+        raise AuthError(
+            f"Exact Online refused to refresh the access token at POST {safe_url(url)} "
+            f"({last_error}): check ERP_CLIENT_ID and ERP_CLIENT_SECRET, and set a new "
+            "ERP_REFRESH_TOKEN if the stored one was revoked",
+            method="POST",
+            url=safe_url(url),
+        )
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _pace(self) -> None:
+        """Wait for the minute budget to reset rather than earn a 429; stop on the day's."""
+        rl = self.rate_limit
+        if rl is None:
+            return
+        now_ms = self._clock() * 1000
+        if rl.daily_remaining is not None and rl.daily_remaining <= 0:
+            if rl.daily_reset_ms is None or rl.daily_reset_ms > now_ms:
+                raise BudgetExhausted(
+                    "the Exact Online daily call budget is spent "
+                    f"(limit {rl.daily_limit}); resumes after the reset",
+                    method="GET",
+                    url=safe_url(self._base_url),
+                    status=429,
+                )
+        if rl.minutely_remaining is not None and rl.minutely_remaining <= 0:
+            reset = rl.minutely_reset_ms
+            wait = (reset - now_ms) / 1000 if reset else 1.0
+            if wait > self._max_rate_wait_s:
+                raise RateLimited(
+                    f"the Exact Online minute budget resets in {wait:.0f} s",
+                    method="GET",
+                    url=safe_url(self._base_url),
+                    status=429,
+                )
+            if wait > 0:
+                log.info("Exact Online minute budget spent; waiting %.1f s for the reset", wait)
+                self._sleep(wait + 0.05)
+            self.rate_limit = None  # unknown until the next response tells us
+
+    def _request_json(
+        self, method: str, path_or_url: str, *, json: Any = None, create: bool = False
+    ) -> dict[str, Any]:
+        url = path_or_url if "://" in path_or_url else self._base_url + path_or_url
+        where = f"{method} {safe_url(url)}"
+        refreshed = False
+        rate_waits = 0
+        while True:
+            self._pace()
+            token = self._access_token(force=refreshed)
+            self.calls += 1
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    timeout=self._timeout,
+                )
+            except requests.RequestException as exc:
+                error_cls = OutcomeUnknown if create and _may_have_arrived(exc) else ApiError
+                raise error_cls(
+                    f"{where} failed: {type(exc).__name__}",
+                    method=method,
+                    url=safe_url(url),
+                ) from None
+            self.rate_limit = RateLimit.from_headers(response.headers) or self.rate_limit
+            status = response.status_code
+            if status == 401 and not refreshed:
+                refreshed = True  # revoked or expired early: one forced refresh, then retry
+                continue
+            if status == 429:
+                # A 429 is refused before it is processed, so even a create may be repeated.
+                rate_waits += 1
+                if self.rate_limit and self.rate_limit.daily_remaining == 0:
+                    self._pace()  # raises BudgetExhausted
+                if rate_waits > 3:
+                    raise RateLimited(
+                        f"{where} answered 429 {rate_waits} times",
+                        method=method,
+                        url=safe_url(url),
+                        status=429,
+                    )
+                if self.rate_limit is None or self.rate_limit.minutely_remaining != 0:
+                    self.rate_limit = RateLimit(minutely_remaining=0, minutely_reset_ms=None)
+                continue
+            if status >= 500:
+                error_cls = OutcomeUnknown if create else ApiError
+                raise error_cls(
+                    f"{where} answered {status}: {_erp_error_text(response)}",
+                    method=method,
+                    url=safe_url(url),
+                    status=status,
+                )
+            if status == 401:
+                raise AuthError(
+                    f"{where} answered 401 after a token refresh: check ERP_DIVISION and the "
+                    "app's access to it",
+                    method=method,
+                    url=safe_url(url),
+                    status=status,
+                )
+            if status >= 400:
+                message = _erp_error_text(response)
+                raise ValidationRejected(
+                    f"{where} answered {status}: {message}",
+                    erp_message=message,
+                    method=method,
+                    url=safe_url(url),
+                    status=status,
+                )
+            try:
+                return response.json()
+            except ValueError:
+                error_cls = OutcomeUnknown if create else ApiError
+                raise error_cls(
+                    f"{where} answered {status} with a body that is not JSON",
+                    method=method,
+                    url=safe_url(url),
+                    status=status,
+                ) from None
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """Only a failure to connect proves that the request never reached the ERP."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        return not any(
+            marker in text
+            for marker in ("Connection refused", "NewConnectionError", "Failed to resolve")
+        )
+    return True  # a read timeout, a dropped response: the ERP may have acted
+
+
+def _erp_error_text(response: requests.Response) -> str:
+    try:
+        message = error_message(response.json())
+    except ValueError:
+        message = None
+    return message or f"{response.status_code} {response.reason}"

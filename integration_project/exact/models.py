@@ -1,0 +1,187 @@
+"""Wire format of the Exact Online REST API subset this project speaks.
+
+Shared by the real client (:mod:`integration_project.exact.client`) and the sandbox ERP
+(:mod:`integration_project.sandbox.erp`). Field names are Exact's own (PascalCase).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOKEN_PATH = "/api/oauth2/token"
+
+ACCOUNTS = "crm/Accounts"
+ITEMS = "logistics/Items"
+SALES_ORDERS = "salesorder/SalesOrders"
+
+#: Exact refuses a refresh within this many seconds of the previous one.
+MIN_REFRESH_INTERVAL_S = 570
+
+
+def data_path(division: int | str, resource: str) -> str:
+    return f"/api/v1/{division}/{resource}"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# --- OAuth -------------------------------------------------------------------------------
+
+
+class TokenResponse(_Wire):
+    access_token: str
+    token_type: str = "Bearer"
+    # Exact sends expires_in as a string ("600").
+    expires_in: str
+    refresh_token: str
+
+    @property
+    def expires_in_seconds(self) -> int:
+        return int(self.expires_in)
+
+
+# --- Entities ------------------------------------------------------------------------------
+
+
+class AccountCreate(_Wire):
+    Name: str
+    Email: str
+    Country: str
+    Status: str = "C"  # C = customer
+
+
+class SalesOrderLine(_Wire):
+    Item: str
+    Quantity: float
+    NetPrice: float
+    Description: str
+
+
+class SalesOrderCreate(_Wire):
+    OrderedBy: str
+    YourRef: str
+    OrderDate: str
+    Description: str
+    Currency: str
+    SalesOrderLines: list[SalesOrderLine] = Field(min_length=1)
+
+
+class SalesOrderRef(_Wire):
+    """What ``$select=OrderID,OrderNumber,YourRef`` and the create answer give back."""
+
+    OrderID: str
+    OrderNumber: int | None = None
+    YourRef: str | None = None
+
+
+# --- OData ---------------------------------------------------------------------------------
+
+
+def odata_quote(value: str) -> str:
+    """An OData string literal: single quotes, with embedded quotes doubled.
+
+    ``o'brien@example.eu`` becomes ``'o''brien@example.eu'``, so a value can never end the
+    literal early and change the filter.
+    """
+    return "'" + value.replace("'", "''") + "'"
+
+
+def eq_filter(field: str, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]+", field):
+        raise ValueError(f"not an OData field name: {field!r}")
+    return f"{field} eq {odata_quote(value)}"
+
+
+_EQ_FILTER = re.compile(r"^\s*([A-Za-z]+)\s+eq\s+'((?:[^']|'')*)'\s*$")
+
+
+def parse_eq_filter(expression: str) -> tuple[str, str]:
+    """Parse ``Field eq 'value'`` (the only filter form this project sends)."""
+    match = _EQ_FILTER.match(expression)
+    if not match:
+        raise ValueError(f"unsupported $filter expression: {expression!r}")
+    return match.group(1), match.group(2).replace("''", "'")
+
+
+def results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The list inside an OData collection envelope ``{"d": {"results": [...]}}``."""
+    d = body.get("d")
+    if isinstance(d, dict) and isinstance(d.get("results"), list):
+        return d["results"]
+    if isinstance(d, list):  # some Exact endpoints answer {"d": [...]}
+        return d
+    raise ValueError("not an OData collection envelope (expected {'d': {'results': [...]}})")
+
+
+def single(body: dict[str, Any]) -> dict[str, Any]:
+    """The entity inside ``{"d": {...}}``."""
+    d = body.get("d")
+    if not isinstance(d, dict):
+        raise ValueError("not an OData entity envelope (expected {'d': {...}})")
+    return d
+
+
+# --- Errors and rate limits ----------------------------------------------------------------
+
+
+def error_body(message: str, code: str = "") -> dict[str, Any]:
+    return {"error": {"code": code, "message": {"lang": "", "value": message}}}
+
+
+def error_message(body: Any) -> str | None:
+    try:
+        return str(body["error"]["message"]["value"])
+    except (KeyError, TypeError):
+        return None
+
+
+RATE_LIMIT_HEADERS = (
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-RateLimit-Minutely-Limit",
+    "X-RateLimit-Minutely-Remaining",
+    "X-RateLimit-Minutely-Reset",
+)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """The budget Exact announces on every response (reset = epoch milliseconds)."""
+
+    daily_limit: int | None = None
+    daily_remaining: int | None = None
+    daily_reset_ms: int | None = None
+    minutely_limit: int | None = None
+    minutely_remaining: int | None = None
+    minutely_reset_ms: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> RateLimit | None:
+        def num(name: str) -> int | None:
+            raw = headers.get(name)
+            try:
+                return int(raw) if raw is not None else None
+            except ValueError:
+                return None
+
+        values = [num(h) for h in RATE_LIMIT_HEADERS]
+        if all(v is None for v in values):
+            return None
+        return cls(*values)
+
+    def to_headers(self) -> dict[str, str]:
+        values = (
+            self.daily_limit,
+            self.daily_remaining,
+            self.daily_reset_ms,
+            self.minutely_limit,
+            self.minutely_remaining,
+            self.minutely_reset_ms,
+        )
+        return {h: str(v) for h, v in zip(RATE_LIMIT_HEADERS, values, strict=True) if v is not None}
