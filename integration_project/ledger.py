@@ -1,0 +1,629 @@
+"""All SQL in one place: staging, mapped orders, look-up caches, the token store and the
+``delivered_orders`` ledger with its claim protocol.
+
+DuckDB allows one writing process at a time, and a second process cannot even open the file
+while the first holds it. So every method opens a connection, does one short transaction and
+closes it: connections are never held across an HTTP call. The DDL is idempotent and runs on
+first use, never at import time.
+
+The exactly-once protocol (DESIGN.md) in terms of ``delivered_orders.status``:
+
+* ``sending``   claimed and committed *before* the POST; outcome unknown until recorded.
+* ``delivered`` the ERP answered 2xx (or a later look-up by ``YourRef`` found the order).
+* ``failed``    the ERP refused it (4xx validation); re-sent only once its payload changes.
+* ``pending``   claimed earlier but known not to have reached the ERP (429, refused connect).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from integration_project.exact.client import StoredTokens
+
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS staged_orders (
+    shop_order_id VARCHAR PRIMARY KEY,
+    order_number  VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    payload       JSON NOT NULL,
+    fetched_at    TIMESTAMPTZ NOT NULL,
+    run_id        VARCHAR
+);
+-- Pages of a fetch land here first and are merged into staged_orders in one transaction when
+-- the whole range has been read, so a failed fetch leaves staged_orders unchanged.
+CREATE TABLE IF NOT EXISTS staged_orders_incoming (
+    run_id        VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
+    order_number  VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    payload       JSON NOT NULL,
+    fetched_at    TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erp_orders (
+    shop_order_id VARCHAR PRIMARY KEY,
+    order_number  VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    status        VARCHAR NOT NULL,   -- mapped | skipped | quarantined
+    country       VARCHAR,
+    reason        VARCHAR,
+    payload       JSON,               -- the ERP sales order, when mapped
+    payload_hash  VARCHAR,
+    mapped_at     TIMESTAMPTZ NOT NULL,
+    run_id        VARCHAR
+);
+CREATE TABLE IF NOT EXISTS delivered_orders (
+    shop_order_id    VARCHAR PRIMARY KEY,
+    order_number     VARCHAR NOT NULL,
+    erp_order_id     VARCHAR,
+    erp_order_number BIGINT,
+    status           VARCHAR NOT NULL, -- sending | delivered | failed | pending
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       VARCHAR,
+    run_id           VARCHAR,
+    payload_hash     VARCHAR,
+    claimed_at       TIMESTAMPTZ,
+    delivered_at     TIMESTAMPTZ,
+    updated_at       TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erp_accounts (
+    email      VARCHAR PRIMARY KEY,   -- lower-cased
+    account_id VARCHAR NOT NULL,
+    cached_at  TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erp_items (
+    code      VARCHAR PRIMARY KEY,
+    item_id   VARCHAR NOT NULL,
+    cached_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erp_tokens (
+    token_key         VARCHAR PRIMARY KEY,  -- ERP URL, division and client id: no secret
+    refresh_token     VARCHAR,
+    access_token      VARCHAR,
+    access_expires_at DOUBLE,
+    refreshed_at      DOUBLE,
+    seed_fingerprint  VARCHAR,
+    lock_holder       VARCHAR,
+    lock_until        DOUBLE
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name       VARCHAR PRIMARY KEY,
+    holder     VARCHAR,
+    expires_at TIMESTAMPTZ
+);
+"""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_created_at(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def staging_key(order: Any) -> str:
+    """The shop id, or a stable stand-in for an order that lacks one (it is quarantined)."""
+    if isinstance(order, dict) and isinstance(order.get("id"), str) and order["id"]:
+        return order["id"]
+    digest = hashlib.sha256(json.dumps(order, sort_keys=True, default=str).encode()).hexdigest()
+    return f"missing-id-{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class StagedOrder:
+    shop_order_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingOrder:
+    shop_order_id: str
+    order_number: str
+    payload: dict[str, Any]
+    payload_hash: str
+
+
+@dataclass(frozen=True)
+class InFlight:
+    shop_order_id: str
+    order_number: str
+    run_id: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class MappingRow:
+    shop_order_id: str
+    order_number: str | None
+    created_at: datetime
+    status: str  # mapped | skipped | quarantined
+    country: str | None
+    reason: str | None
+    payload: dict[str, Any] | None
+
+
+class Ledger:
+    def __init__(self, connect: Connect) -> None:
+        self._connect = connect
+        self._schema_ready = False
+
+    def _conn(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return self._connect()
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._conn() as con:
+            con.execute(SCHEMA)
+        self._schema_ready = True
+
+    # --- staging -----------------------------------------------------------------------------
+
+    def begin_fetch(self, run_id: str) -> None:
+        self.ensure_schema()
+        with self._conn() as con:
+            con.execute("DELETE FROM staged_orders_incoming WHERE run_id = ?", [run_id])
+
+    def stage_page(self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> int:
+        """Write one page of raw orders to the run's incoming area."""
+        if not orders:
+            return 0
+        fetched_at = now_utc()
+        batch = pa.table(
+            {
+                "run_id": [run_id] * len(orders),
+                "shop_order_id": [staging_key(o) for o in orders],
+                "order_number": [
+                    o.get("orderNumber") if isinstance(o, dict) else None for o in orders
+                ],
+                "created_at": pa.array(
+                    [
+                        (parse_created_at(o.get("createdAt")) if isinstance(o, dict) else None)
+                        or fallback_created_at
+                        for o in orders
+                    ],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "payload": [json.dumps(o, ensure_ascii=False) for o in orders],
+                "fetched_at": pa.array([fetched_at] * len(orders), pa.timestamp("us", tz="UTC")),
+            }
+        )
+        with self._conn() as con:
+            con.register("page_batch", batch)
+            con.execute(
+                "INSERT INTO staged_orders_incoming "
+                "SELECT run_id, shop_order_id, CAST(order_number AS VARCHAR), created_at, "
+                "payload::JSON, fetched_at FROM page_batch"
+            )
+            con.unregister("page_batch")
+        return len(orders)
+
+    def commit_fetch(self, run_id: str) -> tuple[int, int]:
+        """Merge the run's pages into ``staged_orders`` (upsert by shop id) in one transaction.
+
+        Returns (new, updated). Re-fetching a window is an upsert, never a duplicate.
+        """
+        with self._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                new = con.execute(
+                    """
+                    SELECT count(DISTINCT i.shop_order_id) FROM staged_orders_incoming i
+                    LEFT JOIN staged_orders s USING (shop_order_id)
+                    WHERE i.run_id = ? AND s.shop_order_id IS NULL
+                    """,
+                    [run_id],
+                ).fetchone()[0]
+                total = con.execute(
+                    "SELECT count(DISTINCT shop_order_id) FROM staged_orders_incoming "
+                    "WHERE run_id = ?",
+                    [run_id],
+                ).fetchone()[0]
+                con.execute(
+                    """
+                    INSERT INTO staged_orders
+                    SELECT shop_order_id, order_number, created_at, payload, fetched_at, run_id
+                    FROM staged_orders_incoming WHERE run_id = ?
+                    QUALIFY row_number() OVER (
+                        PARTITION BY shop_order_id ORDER BY fetched_at DESC
+                    ) = 1
+                    ON CONFLICT (shop_order_id) DO UPDATE SET
+                        order_number = excluded.order_number,
+                        created_at = excluded.created_at,
+                        payload = excluded.payload,
+                        fetched_at = excluded.fetched_at,
+                        run_id = excluded.run_id
+                    """,
+                    [run_id],
+                )
+                con.execute("DELETE FROM staged_orders_incoming WHERE run_id = ?", [run_id])
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return int(new), int(total) - int(new)
+
+    def abort_fetch(self, run_id: str) -> None:
+        with self._conn() as con:
+            con.execute("DELETE FROM staged_orders_incoming WHERE run_id = ?", [run_id])
+
+    def iter_staged(
+        self, start: datetime, end: datetime, batch_size: int = 500
+    ) -> Iterator[list[StagedOrder]]:
+        """Staged orders created in ``[start, end)``, in batches, keyset-paged by shop id.
+
+        The connection is closed between batches, so callers may do HTTP in between.
+        """
+        self.ensure_schema()
+        after = ""
+        while True:
+            with self._conn() as con:
+                rows = con.execute(
+                    """
+                    SELECT shop_order_id, payload FROM staged_orders
+                    WHERE created_at >= ? AND created_at < ? AND shop_order_id > ?
+                    ORDER BY shop_order_id LIMIT ?
+                    """,
+                    [start, end, after, batch_size],
+                ).fetchall()
+            if not rows:
+                return
+            yield [StagedOrder(r[0], json.loads(r[1])) for r in rows]
+            after = rows[-1][0]
+
+    def count_staged(self, start: datetime, end: datetime) -> int:
+        self.ensure_schema()
+        with self._conn() as con:
+            return con.execute(
+                "SELECT count(*) FROM staged_orders WHERE created_at >= ? AND created_at < ?",
+                [start, end],
+            ).fetchone()[0]
+
+    # --- mapped orders -------------------------------------------------------------------------
+
+    def record_mapping(self, rows: Iterable[MappingRow], run_id: str) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        self.ensure_schema()
+        mapped_at = now_utc()
+        batch = pa.table(
+            {
+                "shop_order_id": [r.shop_order_id for r in rows],
+                "order_number": [r.order_number for r in rows],
+                "created_at": pa.array([r.created_at for r in rows], pa.timestamp("us", tz="UTC")),
+                "status": [r.status for r in rows],
+                "country": [r.country for r in rows],
+                "reason": [r.reason for r in rows],
+                "payload": [
+                    json.dumps(r.payload, ensure_ascii=False) if r.payload is not None else None
+                    for r in rows
+                ],
+                "payload_hash": [
+                    payload_hash(r.payload) if r.payload is not None else None for r in rows
+                ],
+            }
+        )
+        with self._conn() as con:
+            con.register("mapping_batch", batch)
+            con.execute(
+                """
+                INSERT INTO erp_orders
+                SELECT shop_order_id, order_number, created_at, status, country, reason,
+                       payload::JSON, payload_hash, ?, ?
+                FROM mapping_batch
+                ON CONFLICT (shop_order_id) DO UPDATE SET
+                    order_number = excluded.order_number,
+                    created_at = excluded.created_at,
+                    status = excluded.status,
+                    country = excluded.country,
+                    reason = excluded.reason,
+                    payload = excluded.payload,
+                    payload_hash = excluded.payload_hash,
+                    mapped_at = excluded.mapped_at,
+                    run_id = excluded.run_id
+                """,
+                [mapped_at, run_id],
+            )
+            con.unregister("mapping_batch")
+
+    def mapping_counts(self, start: datetime, end: datetime) -> dict[str, int]:
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT status, count(*) FROM erp_orders "
+                "WHERE created_at >= ? AND created_at < ? GROUP BY status",
+                [start, end],
+            ).fetchall()
+        return {status: int(n) for status, n in rows}
+
+    # --- look-up caches ------------------------------------------------------------------------
+
+    def cached_account(self, email: str) -> str | None:
+        self.ensure_schema()
+        with self._conn() as con:
+            row = con.execute(
+                "SELECT account_id FROM erp_accounts WHERE email = ?", [email.lower()]
+            ).fetchone()
+        return row[0] if row else None
+
+    def cache_account(self, email: str, account_id: str) -> None:
+        with self._conn() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO erp_accounts VALUES (?, ?, ?)",
+                [email.lower(), account_id, now_utc()],
+            )
+
+    def cached_items(self, codes: Iterable[str]) -> dict[str, str]:
+        codes = sorted(set(codes))
+        if not codes:
+            return {}
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT code, item_id FROM erp_items WHERE list_contains(?, code)", [codes]
+            ).fetchall()
+        return dict(rows)
+
+    def cache_item(self, code: str, item_id: str) -> None:
+        with self._conn() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO erp_items VALUES (?, ?, ?)", [code, item_id, now_utc()]
+            )
+
+    # --- the delivery lease: one delivery run sends at a time ---------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> str | None:
+        """Take (or renew) the lease. Returns None on success, else the current holder."""
+        self.ensure_schema()
+        now = now_utc()
+        with self._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            row = con.execute(
+                "SELECT holder, expires_at FROM leases WHERE name = ?", [name]
+            ).fetchone()
+            if row and row[0] not in (None, holder) and row[1] is not None and row[1] > now:
+                con.execute("ROLLBACK")
+                return str(row[0])
+            con.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [name, holder, now + ttl])
+            con.execute("COMMIT")
+        return None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._conn() as con:
+            con.execute(
+                "UPDATE leases SET holder = NULL, expires_at = NULL WHERE name = ? AND holder = ?",
+                [name, holder],
+            )
+
+    # --- delivery -----------------------------------------------------------------------------
+
+    def in_flight(self) -> list[InFlight]:
+        """Rows left in ``sending``: their outcome is unknown until looked up in the ERP."""
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT shop_order_id, order_number, run_id, attempts FROM delivered_orders "
+                "WHERE status = 'sending' ORDER BY claimed_at"
+            ).fetchall()
+        return [InFlight(*r) for r in rows]
+
+    def pending(self, limit: int | None = None) -> list[PendingOrder]:
+        """Mapped orders the ledger does not hold as delivered (or in flight).
+
+        A ``failed`` order comes back only when its mapped payload changed since it failed:
+        someone fixed the cause and re-materialised ``erp_orders``.
+        """
+        self.ensure_schema()
+        sql = """
+            SELECT e.shop_order_id, e.order_number, e.payload, e.payload_hash
+            FROM erp_orders e LEFT JOIN delivered_orders d USING (shop_order_id)
+            WHERE e.status = 'mapped'
+              AND (d.shop_order_id IS NULL
+                   OR d.status = 'pending'
+                   OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
+            ORDER BY e.created_at, e.shop_order_id
+        """
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._conn() as con:
+            rows = con.execute(sql, params).fetchall()
+        return [PendingOrder(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    def count_pending(self) -> int:
+        self.ensure_schema()
+        with self._conn() as con:
+            return con.execute(
+                """
+                SELECT count(*) FROM erp_orders e LEFT JOIN delivered_orders d
+                USING (shop_order_id)
+                WHERE e.status = 'mapped'
+                  AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
+                       OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
+                """
+            ).fetchone()[0]
+
+    def claim(self, order: PendingOrder, run_id: str) -> int:
+        """Step 1 of the protocol: committed as ``sending`` before the POST. Returns attempts."""
+        now = now_utc()
+        with self._conn() as con:
+            row = con.execute(
+                """
+                INSERT INTO delivered_orders
+                    (shop_order_id, order_number, status, attempts, run_id, payload_hash,
+                     claimed_at, updated_at)
+                VALUES (?, ?, 'sending', 1, ?, ?, ?, ?)
+                ON CONFLICT (shop_order_id) DO UPDATE SET
+                    status = 'sending',
+                    attempts = delivered_orders.attempts + 1,
+                    run_id = excluded.run_id,
+                    payload_hash = excluded.payload_hash,
+                    claimed_at = excluded.claimed_at,
+                    updated_at = excluded.updated_at
+                RETURNING attempts
+                """,
+                [order.shop_order_id, order.order_number, run_id, order.payload_hash, now, now],
+            ).fetchone()
+        return int(row[0])
+
+    def reclaim(self, shop_order_id: str, run_id: str) -> int:
+        """A ``sending`` row whose look-up found nothing: send again under this run."""
+        now = now_utc()
+        with self._conn() as con:
+            row = con.execute(
+                """
+                UPDATE delivered_orders SET attempts = attempts + 1, run_id = ?,
+                    claimed_at = ?, updated_at = ?
+                WHERE shop_order_id = ? AND status = 'sending'
+                RETURNING attempts
+                """,
+                [run_id, now, now, shop_order_id],
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_delivered(
+        self, shop_order_id: str, *, erp_order_id: str, erp_order_number: int | None, run_id: str
+    ) -> None:
+        now = now_utc()
+        with self._conn() as con:
+            con.execute(
+                """
+                UPDATE delivered_orders SET status = 'delivered', erp_order_id = ?,
+                    erp_order_number = ?, last_error = NULL, run_id = ?, delivered_at = ?,
+                    updated_at = ?
+                WHERE shop_order_id = ?
+                """,
+                [erp_order_id, erp_order_number, run_id, now, now, shop_order_id],
+            )
+
+    def mark_failed(self, shop_order_id: str, error: str) -> None:
+        self._set_status(shop_order_id, "failed", error)
+
+    def release_claim(self, shop_order_id: str, error: str) -> None:
+        """The ERP certainly did not get it (429, refused connection): back to ``pending``."""
+        self._set_status(shop_order_id, "pending", error)
+
+    def note_unknown(self, shop_order_id: str, error: str) -> None:
+        """Outcome unknown (timeout, 5xx): stays ``sending`` for the next run's look-up."""
+        self._set_status(shop_order_id, "sending", error)
+
+    def _set_status(self, shop_order_id: str, status: str, error: str | None) -> None:
+        with self._conn() as con:
+            con.execute(
+                "UPDATE delivered_orders SET status = ?, last_error = ?, updated_at = ? "
+                "WHERE shop_order_id = ?",
+                [status, error, now_utc(), shop_order_id],
+            )
+
+    def delivery_counts(self) -> dict[str, int]:
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT status, count(*) FROM delivered_orders GROUP BY status"
+            ).fetchall()
+        return {status: int(n) for status, n in rows}
+
+    def delivered_rows(self) -> list[dict[str, Any]]:
+        self.ensure_schema()
+        with self._conn() as con:
+            cursor = con.execute("SELECT * FROM delivered_orders ORDER BY shop_order_id")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class DuckDBTokenStore:
+    """The ERP token store: survives processes, so every run shares one access token."""
+
+    def __init__(self, ledger: Ledger, token_key: str) -> None:
+        self._ledger = ledger
+        self._key = token_key
+
+    def load(self) -> StoredTokens | None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            row = con.execute(
+                "SELECT refresh_token, access_token, access_expires_at, refreshed_at, "
+                "seed_fingerprint FROM erp_tokens WHERE token_key = ?",
+                [self._key],
+            ).fetchone()
+        if not row or not row[0]:
+            return None
+        return StoredTokens(*row)
+
+    def save(self, tokens: StoredTokens) -> None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            con.execute(
+                """
+                INSERT INTO erp_tokens (token_key, refresh_token, access_token, access_expires_at,
+                                        refreshed_at, seed_fingerprint)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (token_key) DO UPDATE SET
+                    refresh_token = excluded.refresh_token,
+                    access_token = excluded.access_token,
+                    access_expires_at = excluded.access_expires_at,
+                    refreshed_at = excluded.refreshed_at,
+                    seed_fingerprint = excluded.seed_fingerprint
+                """,
+                [
+                    self._key,
+                    tokens.refresh_token,
+                    tokens.access_token,
+                    tokens.access_expires_at,
+                    tokens.refreshed_at,
+                    tokens.seed_fingerprint,
+                ],
+            )
+
+    def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:
+        self._ledger.ensure_schema()
+        now = now_utc().timestamp()
+        with self._ledger._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            row = con.execute(
+                "SELECT lock_holder, lock_until FROM erp_tokens WHERE token_key = ?", [self._key]
+            ).fetchone()
+            if row and row[0] not in (None, holder) and row[1] is not None and row[1] > now:
+                con.execute("ROLLBACK")
+                return False
+            con.execute(
+                """
+                INSERT INTO erp_tokens (token_key, lock_holder, lock_until) VALUES (?, ?, ?)
+                ON CONFLICT (token_key) DO UPDATE SET
+                    lock_holder = excluded.lock_holder, lock_until = excluded.lock_until
+                """,
+                [self._key, holder, now + ttl_s],
+            )
+            con.execute("COMMIT")
+        return True
+
+    def release_refresh_lock(self, holder: str) -> None:
+        with self._ledger._conn() as con:
+            con.execute(
+                "UPDATE erp_tokens SET lock_holder = NULL, lock_until = NULL "
+                "WHERE token_key = ? AND lock_holder = ?",
+                [self._key, holder],
+            )
