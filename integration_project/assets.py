@@ -1,0 +1,486 @@
+"""The route's three assets. Thin on purpose: clients fetch and send, transforms decide,
+the ledger remembers; the assets wire them together and tell the UI what happened."""
+
+import json
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pydantic import Field, field_validator
+
+from integration_project import settings
+from integration_project.exact.client import (
+    BudgetExhausted,
+    ExactClient,
+    OutcomeUnknown,
+    RateLimited,
+    ValidationRejected,
+)
+from integration_project.exact.models import AccountCreate
+from integration_project.http import ApiError, AuthError
+from integration_project.ledger import Ledger, MappingRow
+from integration_project.resources import ErpResource, ShopResource, erp_client, open_ledger
+from integration_project.transforms import (
+    MappedOrder,
+    MappingRules,
+    Quarantined,
+    Skipped,
+    UnknownItemError,
+    evaluate_order,
+    to_sales_order,
+)
+
+GROUP = "order_route"
+DELIVERY_TAG = "integration_project/delivery"
+DELIVERY_LEASE = "erp_delivery"
+#: A delivery run renews its lease before every order; a killed run's lease lapses after this.
+LEASE_TTL = timedelta(minutes=3)
+#: Stop a delivery run after this many unknown outcomes in a row: the ERP is in trouble.
+MAX_CONSECUTIVE_UNKNOWN = 3
+PREVIEW_ROWS = 10
+
+order_windows = dg.TimeWindowPartitionsDefinition(
+    cron_schedule="*/5 * * * *",
+    start=settings.PARTITIONS_START,
+    fmt="%Y-%m-%d-%H:%M",
+    timezone="UTC",
+)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
+    def cell(value: Any) -> str:
+        return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    if not rows:
+        lines.append("| " + " | ".join("" for _ in header) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+# --- source_orders -------------------------------------------------------------------------------
+
+
+@dg.asset(
+    partitions_def=order_windows,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"shopware", "duckdb"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+)
+def source_orders(
+    context: dg.AssetExecutionContext, shop: ShopResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """Shop orders created in each 5-minute window (UTC, half-open), staged in DuckDB."""
+    window = context.partition_time_window
+    ledger = open_ledger(duckdb)
+    ledger.begin_fetch(context.run_id)
+    fetched = pages = 0
+    preview: list[list[Any]] = []
+    try:
+        with shop.get_client() as client:
+            # One paging pass over the whole range (a backfill is one run), page by page.
+            for page in client.iter_order_pages(
+                start=window.start, end=window.end, page_size=shop.page_size
+            ):
+                pages += 1
+                fetched += ledger.stage_page(context.run_id, page.orders, window.start)
+                for order in page.orders[: max(0, PREVIEW_ROWS - len(preview))]:
+                    preview.append(_order_preview(order))
+        new, updated = ledger.commit_fetch(context.run_id)
+    except BaseException:
+        ledger.abort_fetch(context.run_id)  # staged_orders stays as it was
+        raise
+    context.log.info(
+        "Fetched %s orders in %s pages for [%s, %s): %s new, %s re-fetched",
+        fetched,
+        pages,
+        window.start.isoformat(),
+        window.end.isoformat(),
+        new,
+        updated,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "fetched": fetched,
+            "new": new,
+            "refetched": updated,
+            "pages": pages,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "dagster/row_count": ledger.count_staged(window.start, window.end),
+            "preview": _md_table(
+                ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], preview
+            ),
+        }
+    )
+
+
+def _order_preview(order: Any) -> list[Any]:
+    if not isinstance(order, dict):
+        return ["?", "", "", "", ""]
+    deliveries = order.get("deliveries") or [{}]
+    first = deliveries[0] if isinstance(deliveries[0], dict) else {}
+    address = first.get("shippingOrderAddress") or order.get("billingAddress") or {}
+    country = (address.get("country") or {}) if isinstance(address, dict) else {}
+    currency = order.get("currency") or {}
+    return [
+        order.get("orderNumber"),
+        order.get("createdAt"),
+        country.get("iso") if isinstance(country, dict) else None,
+        order.get("amountTotal"),
+        currency.get("isoCode") if isinstance(currency, dict) else None,
+    ]
+
+
+# --- erp_orders ----------------------------------------------------------------------------------
+
+
+class ErpOrdersConfig(dg.Config):
+    allowed_countries: list[str] | None = Field(
+        default=None,
+        description="ISO 3166 alpha-2 codes to deliver to; empty means the EU-27",
+    )
+    shipping_item_code: str = settings.SHIPPING_ITEM_CODE
+    discount_item_code: str = settings.DISCOUNT_ITEM_CODE
+    description_template: str = "Shopware order {order_number}"
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _known_countries(cls, value: list[str] | None) -> list[str] | None:
+        if not value:
+            return None
+        codes = [code.strip().upper() for code in value]
+        unknown = sorted(set(codes) - settings.ISO_COUNTRIES)
+        if unknown:
+            raise ValueError(f"unknown ISO 3166 country codes: {', '.join(unknown)}")
+        return codes
+
+    def rules(self) -> MappingRules:
+        return MappingRules(
+            allowed_countries=frozenset(self.allowed_countries or settings.EU_27),
+            shipping_item_code=self.shipping_item_code,
+            discount_item_code=self.discount_item_code,
+            description_template=self.description_template,
+        )
+
+
+class _Resolver:
+    """Customer e-mail → ERP account id, product number → ERP item id; DuckDB-cached so that a
+    steady-state order costs the ERP nothing here."""
+
+    def __init__(self, ledger: Ledger, client: ExactClient, context: dg.AssetExecutionContext):
+        self._ledger = ledger
+        self._client = client
+        self._log = context.log
+        self.erp_lookups = 0
+        self.accounts_created = 0
+
+    def account_for(self, order: MappedOrder) -> str:
+        cached = self._ledger.cached_account(order.customer_email)
+        if cached:
+            return cached
+        self.erp_lookups += 1
+        account_id = self._client.find_account_id(order.customer_email)
+        if account_id is None:
+            # Not retried blindly; if the answer is lost, the next look-up finds the account.
+            account_id = self._client.create_account(
+                AccountCreate(
+                    Name=order.customer_name,
+                    Email=order.customer_email,
+                    Country=order.customer_country,
+                )
+            )
+            self.accounts_created += 1
+            self._log.info("Created ERP account for order %s", order.order_number)
+        self._ledger.cache_account(order.customer_email, account_id)
+        return account_id
+
+    def items_for(self, codes: frozenset[str]) -> dict[str, str]:
+        found = self._ledger.cached_items(codes)
+        for code in sorted(codes - found.keys()):
+            self.erp_lookups += 1
+            item_id = self._client.find_item_id(code)
+            if item_id is not None:
+                self._ledger.cache_item(code, item_id)
+                found[code] = item_id
+        return found
+
+
+@dg.asset(
+    partitions_def=order_windows,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[source_orders],
+    group_name=GROUP,
+    kinds={"python", "duckdb"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+)
+def erp_orders(
+    context: dg.AssetExecutionContext,
+    config: ErpOrdersConfig,
+    erp: ErpResource,
+    duckdb: DuckDBResource,
+) -> dg.MaterializeResult:
+    """Staged orders shipped to an allowed country (EU-27), mapped to ERP sales orders;
+    unmappable ones quarantined with a reason."""
+    window = context.partition_time_window
+    rules = config.rules()
+    ledger = open_ledger(duckdb)
+    counts: Counter[str] = Counter()
+    quarantine_preview: list[list[Any]] = []
+    payload_preview: list[list[Any]] = []
+    with erp_client(erp, ledger, holder=context.run_id) as client:
+        resolver = _Resolver(ledger, client, context)
+        for batch in ledger.iter_staged(window.start, window.end):
+            rows: list[MappingRow] = []
+            for staged in batch:
+                created_at = _created_at(staged.payload, window.start)
+                outcome = evaluate_order(staged.payload, rules)
+                row = _to_row(outcome, staged.shop_order_id, created_at, resolver)
+                rows.append(row)
+                counts[row.status] += 1
+                if row.status == "quarantined" and len(quarantine_preview) < PREVIEW_ROWS:
+                    quarantine_preview.append([row.order_number, row.reason])
+                if row.status == "mapped" and len(payload_preview) < 3:
+                    payload_preview.append(
+                        [row.order_number, json.dumps(row.payload, ensure_ascii=False)]
+                    )
+            ledger.record_mapping(rows, context.run_id)
+    staged = sum(counts.values())
+    if counts["quarantined"]:
+        context.log.warning(
+            "%s of %s orders quarantined; see the 'quarantined_preview' metadata",
+            counts["quarantined"],
+            staged,
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "staged": staged,
+            "mapped": counts["mapped"],
+            "dropped_non_eu": counts["skipped"],
+            "quarantined": counts["quarantined"],
+            "erp_lookups": resolver.erp_lookups,
+            "erp_accounts_created": resolver.accounts_created,
+            "allowed_countries": ", ".join(sorted(rules.allowed_countries)),
+            "dagster/row_count": counts["mapped"],
+            "quarantined_preview": _md_table(["orderNumber", "reason"], quarantine_preview),
+            "payload_preview": _md_table(["orderNumber", "ERP sales order"], payload_preview),
+        }
+    )
+
+
+def _created_at(payload: Any, fallback: Any) -> Any:
+    from integration_project.ledger import _parse_created_at
+
+    value = payload.get("createdAt") if isinstance(payload, dict) else None
+    return _parse_created_at(value) or fallback
+
+
+def _to_row(outcome: Any, shop_order_id: str, created_at: Any, resolver: _Resolver) -> MappingRow:
+    if isinstance(outcome, Skipped):
+        return MappingRow(
+            shop_order_id,
+            outcome.order_number,
+            created_at,
+            "skipped",
+            outcome.country,
+            outcome.reason,
+            None,
+        )
+    if isinstance(outcome, Quarantined):
+        return MappingRow(
+            shop_order_id,
+            outcome.order_number,
+            created_at,
+            "quarantined",
+            None,
+            outcome.reason,
+            None,
+        )
+    assert isinstance(outcome, MappedOrder)
+    try:
+        account_id = resolver.account_for(outcome)
+        payload = to_sales_order(
+            outcome, account_id=account_id, item_ids=resolver.items_for(outcome.item_codes)
+        )
+    except UnknownItemError as exc:
+        return MappingRow(
+            shop_order_id,
+            outcome.order_number,
+            created_at,
+            "quarantined",
+            outcome.shipping_country,
+            str(exc),
+            None,
+        )
+    except ValidationRejected as exc:
+        reason = f"the ERP refused the customer account: {exc.erp_message}"
+        return MappingRow(
+            shop_order_id,
+            outcome.order_number,
+            created_at,
+            "quarantined",
+            outcome.shipping_country,
+            reason,
+            None,
+        )
+    return MappingRow(
+        shop_order_id,
+        outcome.order_number,
+        created_at,
+        "mapped",
+        outcome.shipping_country,
+        None,
+        payload,
+    )
+
+
+# --- erp_delivered_orders ----------------------------------------------------------------------
+
+
+class DeliveryConfig(dg.Config):
+    max_orders: int = Field(
+        default=500, ge=1, description="Most orders one run sends (the rest wait a tick)"
+    )
+
+
+@dg.asset(
+    deps=[erp_orders],
+    group_name=GROUP,
+    kinds={"exactonline", "duckdb"},
+    op_tags={DELIVERY_TAG: "erp"},
+)
+def erp_delivered_orders(
+    context: dg.AssetExecutionContext,
+    config: DeliveryConfig,
+    erp: ErpResource,
+    duckdb: DuckDBResource,
+) -> dg.MaterializeResult:
+    """Mapped orders sent to the ERP exactly once, recorded in the DuckDB table
+    delivered_orders."""
+    ledger = open_ledger(duckdb)
+    run_id = context.run_id
+    holder = ledger.acquire_lease(DELIVERY_LEASE, run_id, LEASE_TTL)
+    if holder is not None:
+        # The run queue keeps delivery runs apart; this covers runs that bypass it (the CLI).
+        context.log.warning(
+            "Delivery run %s holds the delivery lease; this run sends nothing", holder
+        )
+        return dg.MaterializeResult(
+            metadata={"skipped": f"delivery run {holder} was already sending", "sent": 0}
+        )
+    tally: Counter[str] = Counter()
+    sent_preview: list[list[Any]] = []
+    stopped = ""
+    client: ExactClient | None = None
+    try:
+        with erp_client(erp, ledger, holder=run_id) as client:
+            stopped = _deliver(context, ledger, client, config, tally, sent_preview)
+    finally:
+        ledger.release_lease(DELIVERY_LEASE, run_id)
+    counts = ledger.delivery_counts()
+    pending_left = ledger.count_pending()
+    if stopped:
+        context.log.warning("Delivery stopped early: %s; %s orders wait", stopped, pending_left)
+    rate = client.rate_limit if client else None
+    metadata: dict[str, Any] = {
+        "sent": tally["sent"],
+        "found_in_erp": tally["found_in_erp"],
+        "failed": tally["failed"],
+        "unknown_outcome": tally["unknown"],
+        "pending_left": pending_left,
+        "erp_calls": client.calls if client else 0,
+        "ledger_delivered": counts.get("delivered", 0),
+        "ledger_failed": counts.get("failed", 0),
+        "ledger_sending": counts.get("sending", 0),
+        "dagster/row_count": counts.get("delivered", 0),
+        "stopped_early": stopped or "no",
+        "sent_preview": _md_table(["orderNumber", "ERP OrderNumber", "ERP OrderID"], sent_preview),
+    }
+    if rate is not None:
+        if rate.minutely_remaining is not None:
+            metadata["erp_calls_left_minute"] = rate.minutely_remaining
+        if rate.daily_remaining is not None:
+            metadata["erp_calls_left_day"] = rate.daily_remaining
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _deliver(
+    context: dg.AssetExecutionContext,
+    ledger: Ledger,
+    client: ExactClient,
+    config: DeliveryConfig,
+    tally: Counter[str],
+    sent_preview: list[list[Any]],
+) -> str:
+    """The exactly-once protocol. Returns why it stopped early, or "" if it finished."""
+    run_id = context.run_id
+    log = context.log
+    try:
+        # Step 4 first: rows left in `sending` by a run that died or lost a response.
+        for row in ledger.in_flight():
+            ledger.acquire_lease(DELIVERY_LEASE, run_id, LEASE_TTL)
+            found = client.find_sales_orders(row.order_number)
+            if found:
+                if len(found) > 1:
+                    log.error(
+                        "Order %s is in the ERP %s times (YourRef); keeping the first",
+                        row.order_number,
+                        len(found),
+                    )
+                ledger.mark_delivered(
+                    row.shop_order_id,
+                    erp_order_id=found[0].OrderID,
+                    erp_order_number=found[0].OrderNumber,
+                    run_id=run_id,
+                )
+                tally["found_in_erp"] += 1
+                log.info("Order %s was already in the ERP; recorded", row.order_number)
+            else:
+                ledger.release_claim(
+                    row.shop_order_id, "outcome was unknown; not in the ERP, so sent again"
+                )
+        consecutive_unknown = 0
+        for order in ledger.pending(limit=config.max_orders):
+            ledger.acquire_lease(DELIVERY_LEASE, run_id, LEASE_TTL)
+            ledger.claim(order, run_id)  # Step 1: committed before the POST
+            try:
+                created = client.create_sales_order(order.payload)  # Step 2
+            except ValidationRejected as exc:  # Step 5: a person must fix the cause
+                ledger.mark_failed(order.shop_order_id, exc.erp_message)
+                tally["failed"] += 1
+                log.warning("The ERP refused order %s: %s", order.order_number, exc.erp_message)
+                continue
+            except OutcomeUnknown as exc:
+                ledger.note_unknown(order.shop_order_id, str(exc))
+                tally["unknown"] += 1
+                consecutive_unknown += 1
+                log.warning(
+                    "Outcome of order %s unknown (%s); checked next run", order.order_number, exc
+                )
+                if consecutive_unknown >= MAX_CONSECUTIVE_UNKNOWN:
+                    return f"{consecutive_unknown} unknown outcomes in a row"
+                continue
+            except (RateLimited, BudgetExhausted, AuthError, ApiError) as exc:
+                # Refused before processing or never connected: the ERP did not get it.
+                ledger.release_claim(order.shop_order_id, str(exc))
+                raise
+            consecutive_unknown = 0
+            ledger.mark_delivered(  # Step 3
+                order.shop_order_id,
+                erp_order_id=created.order_id,
+                erp_order_number=created.order_number,
+                run_id=run_id,
+            )
+            tally["sent"] += 1
+            if len(sent_preview) < PREVIEW_ROWS:
+                sent_preview.append([order.order_number, created.order_number, created.order_id])
+    except (RateLimited, BudgetExhausted) as exc:
+        return str(exc)
+    except AuthError:
+        raise
+    except ApiError as exc:
+        return f"ERP unavailable: {exc}"
+    return ""
