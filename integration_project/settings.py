@@ -36,8 +36,8 @@ DEFAULT_PAGE_SIZE = 100
 SHIPPING_ITEM_CODE = "SHIPPING"
 DISCOUNT_ITEM_CODE = "DISCOUNT"
 
-EU_27: frozenset[str] = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
+EU_27: frozenset[str] = frozenset(  # 27 member states since 2020
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
 )
 
 #: ISO 3166-1 alpha-2 codes: a country outside this set is "unknown", not "non-EU".

@@ -33,9 +33,15 @@ from integration_project.settings import (
 from integration_project.shopware.models import OrderLineItem, ShopOrder
 
 CENT = Decimal("0.01")
+#: Unit prices keep four decimals (0.125 per piece is a real price); totals are in cents.
+UNIT = Decimal("0.0001")
+#: Bounds past which a value is a data error, not an order (and Decimal stays exact).
+MAX_AMOUNT = Decimal("1e12")
+MAX_QUANTITY = 1_000_000
 #: Exact Online's limit on YourRef.
 MAX_YOUR_REF = 255
 MAX_DESCRIPTION = 255
+MAX_SKU = 60
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -57,6 +63,7 @@ class MappedLine:
     quantity: Decimal
     net_price: Decimal
     description: str
+    kind: str = "product"  # product | discount | shipping
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _money(value: Any, where: str) -> Decimal:
+def _money(value: Any, where: str, places: Decimal = CENT) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Reject(f"{where}: expected a number, got {_show(value)}")
     try:
@@ -117,7 +124,9 @@ def _money(value: Any, where: str) -> Decimal:
         raise _Reject(f"{where}: expected a number, got {_show(value)}") from None
     if not amount.is_finite():
         raise _Reject(f"{where}: expected a finite number, got {_show(value)}")
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    if abs(amount) >= MAX_AMOUNT:
+        raise _Reject(f"{where}: implausible amount {_show(value)}")
+    return amount.quantize(places, rounding=ROUND_HALF_UP)
 
 
 def _quantity(value: Any, where: str) -> Decimal:
@@ -127,6 +136,8 @@ def _quantity(value: Any, where: str) -> Decimal:
         raise _Reject(f"{where}: expected a positive whole number, got {_show(value)}")
     if value <= 0:
         raise _Reject(f"{where}: expected a positive whole number, got {_show(value)}")
+    if value > MAX_QUANTITY:
+        raise _Reject(f"{where}: implausible quantity {_show(value)}")
     return Decimal(int(value))
 
 
@@ -157,8 +168,10 @@ def _parse_order(raw: Mapping[str, Any]) -> ShopOrder:
         return ShopOrder.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "order"
-        raise _Reject(f"{where}: {first['msg']}") from None
+        where = ""
+        for part in first["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else f".{part}"
+        raise _Reject(f"{where.lstrip('.') or 'order'}: {first['msg']}") from None
 
 
 def _order_date(order: ShopOrder) -> str:
@@ -171,7 +184,13 @@ def _order_date(order: ShopOrder) -> str:
         raise _Reject(f"orderDateTime: not an ISO 8601 date-time: {_show(raw)}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        raise _Reject(f"orderDateTime: out of range: {_show(raw)}") from None
+    if not 2000 <= utc.year <= 2100:
+        raise _Reject(f"orderDateTime: implausible date {_show(raw)}")
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> MappedLine | None:
@@ -184,13 +203,15 @@ def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> Ma
         sku = _text(item.payload.productNumber if item.payload else None)
         if sku is None:
             raise _Reject(f"{where}.payload.productNumber is missing (label {_show(label)})")
+        if len(sku) > MAX_SKU:
+            raise _Reject(f"{where}.payload.productNumber is too long: {_show(sku)}")
         quantity = _quantity(item.quantity, f"{where}.quantity ({sku})")
-        unit_price = _money(item.unitPrice, f"{where}.unitPrice ({sku})")
+        unit_price = _money(item.unitPrice, f"{where}.unitPrice ({sku})", UNIT)
         if unit_price < 0:
             raise _Reject(f"{where}.unitPrice ({sku}): negative price {unit_price}")
         if item.totalPrice is not None:
             total = _money(item.totalPrice, f"{where}.totalPrice ({sku})")
-            expected = (unit_price * quantity).quantize(CENT)
+            expected = (unit_price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
             if abs(total - expected) > CENT:
                 raise _Reject(
                     f"{where}.totalPrice ({sku}): {total} is not quantity {quantity} * "
@@ -207,9 +228,9 @@ def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> Ma
         if amount == 0:
             return None  # a free-shipping promotion or an expired voucher: nothing to book
         description = (label or kind.capitalize())[:MAX_DESCRIPTION]
-        return MappedLine(rules.discount_item_code, Decimal(1), amount, description)
+        return MappedLine(rules.discount_item_code, Decimal(1), amount, description, "discount")
     raise _Reject(
-        f"{where}.type: line items of type {kind!r} ({_show(label)}) have no ERP mapping; "
+        f"{where}.type: line items of type {_show(kind)} ({_show(label)}) have no ERP mapping; "
         "only product, promotion, discount and credit lines can be sent"
     )
 
@@ -251,6 +272,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
     if len(number) > MAX_YOUR_REF:
         raise _Reject(f"orderNumber is longer than the ERP's YourRef ({MAX_YOUR_REF})")
     currency = _text(order.currency.isoCode if order.currency else None)
+    currency = currency.upper() if currency else None
     if currency is None:
         raise _Reject("currency.isoCode is missing")
     if not _CURRENCY.match(currency):
@@ -276,7 +298,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
         for index, item in enumerate(order.lineItems)
         if (line := _map_line(index, item, rules)) is not None
     ]
-    if not any(line.item_code not in (rules.discount_item_code,) for line in lines):
+    if not any(line.kind == "product" for line in lines):
         raise _Reject("lineItems: the order has no product lines")
     if order.shippingTotal is not None:
         shipping = _money(order.shippingTotal, "shippingTotal")
@@ -284,7 +306,11 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
             raise _Reject(f"shippingTotal: negative shipping cost {shipping}")
         if shipping > 0:
             shipping_line = MappedLine(
-                rules.shipping_item_code, Decimal(1), shipping, rules.shipping_description
+                rules.shipping_item_code,
+                Decimal(1),
+                shipping,
+                rules.shipping_description,
+                "shipping",
             )
             lines.append(shipping_line)
     description = rules.description_template.format(

@@ -186,8 +186,8 @@ class ShopOrder(_Wire):
     currency: Currency | None = None
     orderCustomer: OrderCustomer | None = None
     billingAddress: OrderAddress | None = None
-    deliveries: list[OrderDelivery] | None = None
-    lineItems: list[OrderLineItem] | None = None
+    deliveries: list[OrderDelivery | None] | None = None
+    lineItems: list[OrderLineItem | None] | None = None
 
 
 class OrderSearchResponse(_Wire):
