@@ -1,0 +1,522 @@
+"""The sandbox ERP: the subset of Exact Online's REST API this project speaks.
+
+- ``POST /api/oauth2/token`` (form-encoded ``grant_type=refresh_token``): the refresh token
+  rotates on every successful use and the previous one dies; a refresh within
+  ``min_refresh_interval_s`` of the last successful one is refused ("TooEarlyToRefreshTokens")
+  and leaves the current tokens valid. ``expires_in`` is a string, as Exact sends it.
+- ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``: OData
+  ``$filter`` (only ``Field eq 'literal'``, compared case-insensitively like Exact's SQL
+  collation), ``$select``, ``$top``, paging by 60 with ``__next`` / ``$skiptoken``; POST creates
+  accounts and sales orders after Exact-style validation. ``YourRef`` is NOT deduplicated (the
+  real ERP does not either), which is how tests see a route that sends twice.
+- Every data call is counted against a minutely and a daily budget and announces both in the
+  ``X-RateLimit-*`` headers (reset in epoch milliseconds); over budget -> 429.
+- ``GET /sandbox/state`` is the sandbox's own summary (no auth).
+
+Every error uses Exact's envelope (:func:`~integration_project.exact.models.error_body`). The
+token endpoint uses it too, with the OAuth error name as ``code`` (``invalid_grant``,
+``invalid_client``, ``invalid_request``, ``unsupported_grant_type``) and the same text in an
+extra ``error_description`` so OAuth-minded clients find it as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import math
+import random
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from pydantic import BaseModel, ValidationError
+
+from integration_project.exact.models import (
+    ACCOUNTS,
+    ITEMS,
+    MIN_REFRESH_INTERVAL_S,
+    SALES_ORDERS,
+    TOKEN_PATH,
+    AccountCreate,
+    RateLimit,
+    SalesOrderCreate,
+    SalesOrderRef,
+    TokenResponse,
+    error_body,
+    parse_eq_filter,
+)
+from integration_project.sandbox.common import Clock, Request, Response, system_clock
+from integration_project.sandbox.data import SandboxData
+from integration_project.sandbox.faults import FaultPlan, Injection
+from integration_project.settings import (
+    CURRENCIES,
+    DISCOUNT_ITEM_CODE,
+    ISO_COUNTRIES,
+    SANDBOX_ERP_CLIENT_ID,
+    SANDBOX_ERP_CLIENT_SECRET,
+    SANDBOX_ERP_DIVISION,
+    SANDBOX_ERP_REFRESH_TOKEN,
+    SHIPPING_ITEM_CODE,
+)
+
+STATE_PATH = "/sandbox/state"
+_DATA_PATH = re.compile(r"^/api/v1/([^/]+)/(.+)$")
+_SKIPTOKEN = re.compile(r"^(?:guid)?'?([0-9a-fA-F-]{36})'?$")
+_QUERY_OPTIONS = frozenset({"$filter", "$select", "$top", "$skiptoken"})
+_FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error"})
+_FAULTS_DATA = frozenset({"500", "503", "429", "slow"})
+
+
+def _fields(*models: type[BaseModel], extra: str = "") -> frozenset[str]:
+    return frozenset(name for m in models for name in m.model_fields) | frozenset(extra.split())
+
+
+#: resource -> (key field, OData type name, fields a client may $filter / $select on)
+RESOURCES: dict[str, tuple[str, str, frozenset[str]]] = {
+    ACCOUNTS: ("ID", "Exact.Web.Api.Models.Account", _fields(AccountCreate, extra="ID Code")),
+    ITEMS: ("ID", "Exact.Web.Api.Models.Item", frozenset({"ID", "Code", "Description", "Unit"})),
+    SALES_ORDERS: (
+        "OrderID",
+        "Exact.Web.Api.Models.SalesOrder",
+        _fields(SalesOrderCreate, SalesOrderRef, extra="OrderedByName Status AmountFC Created"),
+    ),
+}
+
+
+class SandboxErp:
+    """State and behaviour of the sandbox ERP; thread-safe (one lock around the state)."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        data: SandboxData | None = None,
+        clock: Clock | None = None,
+        division: str = SANDBOX_ERP_DIVISION,
+        client_id: str = SANDBOX_ERP_CLIENT_ID,
+        client_secret: str = SANDBOX_ERP_CLIENT_SECRET,
+        refresh_token: str = SANDBOX_ERP_REFRESH_TOKEN,
+        token_lifetime_s: int = 600,
+        min_refresh_interval_s: float = MIN_REFRESH_INTERVAL_S,
+        minute_limit: int = 60,
+        day_limit: int = 5000,
+        minute_window_s: float = 60.0,
+        page_size: int = 60,
+        faults: FaultPlan | None = None,
+    ) -> None:
+        self.data = data or SandboxData.build(seed)
+        self.clock = clock or system_clock
+        self.division = str(division)
+        self.client_id = client_id
+        self.client_secret = client_secret
+        #: The one refresh token that works now (rotates on every refresh).
+        self.refresh_token = refresh_token
+        self.token_lifetime_s = token_lifetime_s
+        self.min_refresh_interval_s = min_refresh_interval_s
+        self.minute_limit = minute_limit
+        self.day_limit = day_limit
+        self.minute_window_s = minute_window_s
+        self.page_size = page_size
+        self.faults = faults or FaultPlan(seed=seed)
+        #: Requests per endpoint: "token" (any outcome), and for data calls that passed auth
+        #: and the rate limit: "accounts_get", "accounts_post", "items_get",
+        #: "salesorders_get", "salesorders_post" (see :func:`call_key`).
+        self.calls: Counter[str] = Counter()
+        self.token_refreshes = 0
+        self.last_refresh: datetime | None = None
+        self._access_tokens: dict[str, datetime] = {}
+        self._minute_start: float | None = None
+        self._minute_used = 0
+        self._day = -1
+        self._day_used = 0
+        self._rng = random.Random(f"erp:{seed}")
+        self._next_order_number = 1
+        self._lock = threading.RLock()
+
+        self.items: dict[str, dict[str, Any]] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}
+        #: Every sales order that reached the ERP, in arrival order (duplicates included).
+        self.sales_orders: list[dict[str, Any]] = []
+        for product in self.data.products:
+            self._add_item(product.sku, product.name)
+        self._add_item(SHIPPING_ITEM_CODE, "Versandkosten / Shipping")
+        self._add_item(DISCOUNT_ITEM_CODE, "Rabatt / Discount")
+        for customer in self.data.customers:
+            if customer.in_erp:
+                self._add_account(customer.name, customer.email, customer.country, "C")
+
+    # --- for tests ---------------------------------------------------------------------
+
+    @property
+    def token_calls(self) -> int:
+        return self.calls["token"]
+
+    def orders_with_ref(self, your_ref: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [o for o in self.sales_orders if o["YourRef"] == your_ref]
+
+    def duplicate_refs(self) -> dict[str, int]:
+        """``YourRef`` values that reached the ERP more than once (should stay empty)."""
+        with self._lock:
+            counts = Counter(o["YourRef"] for o in self.sales_orders)
+        return {ref: n for ref, n in counts.items() if n > 1}
+
+    def account_by_email(self, email: str) -> dict[str, Any] | None:
+        with self._lock:
+            return next((a for a in self.accounts.values() if _eq(a["Email"], email)), None)
+
+    def item_by_code(self, code: str) -> dict[str, Any] | None:
+        with self._lock:
+            return next((i for i in self.items.values() if i["Code"] == code), None)
+
+    def revoke_access_tokens(self) -> None:
+        """Invalidate every access token (as when Exact revokes a grant); refresh still works."""
+        with self._lock:
+            self._access_tokens.clear()
+
+    def set_rate_limit(
+        self,
+        *,
+        per_minute: int | None = None,
+        per_day: int | None = None,
+        minute_window_s: float | None = None,
+    ) -> None:
+        """Change the budgets (unset = keep); the current windows start afresh."""
+        with self._lock:
+            self.minute_limit = self.minute_limit if per_minute is None else per_minute
+            self.day_limit = self.day_limit if per_day is None else per_day
+            if minute_window_s is not None:
+                self.minute_window_s = minute_window_s
+            self._minute_start, self._minute_used, self._day_used = None, 0, 0
+
+    def rate_limit(self) -> RateLimit:
+        """The budget as the next response would announce it (consumes nothing)."""
+        with self._lock:
+            return self._budget(consume=False)[1]
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            orders = [
+                {
+                    **{k: o.get(k) for k in ("OrderID", "OrderNumber", "YourRef", "OrderedBy")},
+                    **{k: o.get(k) for k in ("OrderDate", "Currency", "AmountFC", "Created")},
+                    "lines": [
+                        {k: line[k] for k in ("Item", "ItemCode", "Quantity", "NetPrice")}
+                        for line in o["SalesOrderLines"]
+                    ],
+                }
+                for o in self.sales_orders
+            ]
+            return {
+                "division": self.division,
+                "sales_orders": orders,
+                "accounts": len(self.accounts),
+                "items": len(self.items),
+                "calls": dict(self.calls),
+                "token_refreshes": self.token_refreshes,
+                "rate_limit": self._budget(consume=False)[1].to_headers(),
+                "faults_injected": dict(self.faults.injected),
+            }
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        if (request.method, request.path) == ("POST", TOKEN_PATH):
+            return self._token(request)
+        if (request.method, request.path) == ("GET", STATE_PATH):
+            return Response(200, self.state())
+        if match := _DATA_PATH.match(request.path):
+            return self._data(request, match.group(1), match.group(2))
+        return Response(404, error_body(f"Not found: {request.method} {request.path}"))
+
+    def internal_error(self, message: str) -> Response:
+        return Response(500, error_body(message))
+
+    def _token(self, request: Request) -> Response:
+        with self._lock:
+            self.calls["token"] += 1
+        fault = self.faults.take(request.method, request.path, _FAULTS_TOKEN)
+        if fault is not None and (answer := self._fault_answer(fault)) is not None:
+            return answer
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+        if form.get("grant_type") != "refresh_token":
+            return _oauth_error(400, "unsupported_grant_type", "grant_type must be refresh_token")
+        if not all(form.get(k) for k in ("refresh_token", "client_id", "client_secret")):
+            detail = "refresh_token, client_id and client_secret are required (form-encoded)"
+            return _oauth_error(400, "invalid_request", detail)
+        if not (
+            hmac.compare_digest(form["client_id"], self.client_id)
+            and hmac.compare_digest(form["client_secret"], self.client_secret)
+        ):
+            return _oauth_error(401, "invalid_client", "Unknown client_id or wrong client_secret")
+        with self._lock:
+            now = self.clock()
+            if not hmac.compare_digest(form["refresh_token"], self.refresh_token):
+                detail = "The refresh token is invalid, expired or already used"
+                return _oauth_error(400, "invalid_grant", detail)
+            if self.last_refresh is not None:
+                earliest = self.last_refresh + timedelta(seconds=self.min_refresh_interval_s)
+                if now < earliest:
+                    detail = (
+                        "TooEarlyToRefreshTokens: the current access token is still valid; "
+                        f"refresh again after {earliest.isoformat()}"
+                    )
+                    return _oauth_error(400, "invalid_request", detail)
+            access = secrets.token_urlsafe(32)
+            self._access_tokens = {t: e for t, e in self._access_tokens.items() if e > now}
+            self._access_tokens[access] = now + timedelta(seconds=self.token_lifetime_s)
+            self.refresh_token = secrets.token_urlsafe(32)
+            self.last_refresh = now
+            self.token_refreshes += 1
+            answer = TokenResponse(
+                access_token=access,
+                token_type="Bearer",
+                expires_in=str(self.token_lifetime_s),
+                refresh_token=self.refresh_token,
+            )
+        return Response(200, answer.model_dump())
+
+    def _data(self, request: Request, division: str, resource: str) -> Response:
+        with self._lock:
+            token = request.bearer()
+            expiry = self._access_tokens.get(token) if token else None
+            if expiry is None or expiry <= self.clock():
+                message = "Unauthorized: the access token is missing, unknown or expired"
+                return Response(401, error_body(message), {"WWW-Authenticate": "Bearer"})
+            if division != self.division:
+                return Response(403, error_body(f"Forbidden: no access to division {division}"))
+            allowed, budget = self._budget(consume=True)
+            if allowed:
+                self.calls[call_key(request.method, resource)] += 1
+        headers = budget.to_headers()
+        if not allowed:
+            message = "Too many requests: the API rate limit of this division is used up"
+            return Response(429, error_body(message), headers)
+        kinds = _FAULTS_DATA | ({"lost_after_commit"} if request.method == "POST" else set())
+        fault = self.faults.take(request.method, request.path, kinds)
+        if fault is not None and (answer := self._fault_answer(fault, budget)) is not None:
+            answer.headers = {**headers, **answer.headers}
+            return answer
+        response = self._resource(request, division, resource)
+        if fault is not None and fault.kind == "lost_after_commit":
+            if fault.mode == "drop":
+                return Response(0, drop=True)
+            message = "Gateway Timeout: the request was processed, but the answer was lost"
+            response = Response(504, error_body(message))
+        response.headers = {**headers, **response.headers}
+        return response
+
+    def _resource(self, request: Request, division: str, resource: str) -> Response:
+        if resource not in RESOURCES:
+            return Response(404, error_body(f"Resource not found: {resource}"))
+        if request.method == "GET":
+            return self._query(request, division, resource)
+        if request.method == "POST" and resource in (ACCOUNTS, SALES_ORDERS):
+            try:
+                body = request.json()
+            except ValueError:
+                return Response(400, error_body("The request body is not valid JSON"))
+            if resource == ACCOUNTS:
+                return self._create_account(request, division, body)
+            return self._create_sales_order(request, division, body)
+        return Response(405, error_body(f"Method not allowed: {request.method} {resource}"))
+
+    def _query(self, request: Request, division: str, resource: str) -> Response:
+        key, _, fields = RESOURCES[resource]
+        unknown = {p for p in request.query if p.startswith("$")} - _QUERY_OPTIONS
+        if unknown:
+            return Response(400, error_body(f"Query option not supported: {sorted(unknown)}"))
+        with self._lock:
+            rows = list(self._collection(resource))
+        if expression := request.param("$filter"):
+            try:
+                field, literal = parse_eq_filter(expression)
+            except ValueError as exc:
+                return Response(400, error_body(f"Invalid $filter: {exc}"))
+            if field not in fields:
+                return Response(400, error_body(f"Property '{field}' does not exist"))
+            rows = [row for row in rows if _eq(row.get(field), literal)]
+        select = [f.strip() for f in (request.param("$select") or "").split(",") if f.strip()]
+        if missing := [f for f in select if f not in fields and f != "*"]:
+            return Response(400, error_body(f"Property '{missing[0]}' does not exist"))
+        if skiptoken := request.param("$skiptoken"):
+            match = _SKIPTOKEN.match(skiptoken)
+            keys = [row[key] for row in rows]
+            if not match or match.group(1).lower() not in keys:
+                return Response(400, error_body(f"Invalid $skiptoken: {skiptoken}"))
+            rows = rows[keys.index(match.group(1).lower()) + 1 :]
+        top = request.param("$top")
+        if top is not None and not top.isdigit():
+            return Response(400, error_body(f"Invalid $top: {top}"))
+        page = rows[: min(int(top), self.page_size) if top else self.page_size]
+        body: dict[str, Any] = {
+            "results": [self._render(request, division, resource, row, select) for row in page]
+        }
+        if top is None and len(rows) > len(page):
+            query = {k: v[0] for k, v in request.query.items() if k != "$skiptoken"}
+            query["$skiptoken"] = f"guid'{page[-1][key]}'"
+            encoded = urlencode(query, quote_via=quote, safe="$',=")
+            body["__next"] = f"http://{request.host}{request.path}?{encoded}"
+        return Response(200, {"d": body})
+
+    def _create_account(self, request: Request, division: str, body: Any) -> Response:
+        try:
+            account = AccountCreate.model_validate(body)
+        except ValidationError as exc:
+            return Response(400, error_body(_validation_message(exc)))
+        problems = [f"{f}: Mandatory" for f in ("Name", "Email") if not getattr(account, f).strip()]
+        if account.Country not in ISO_COUNTRIES:
+            problems.append(f"Country: '{account.Country}' is not a known country code")
+        if problems:
+            return Response(400, error_body("; ".join(problems)))
+        with self._lock:
+            row = self._add_account(account.Name, account.Email, account.Country, account.Status)
+            row.update({k: v for k, v in account.model_dump().items() if k not in row})
+        return Response(201, {"d": self._render(request, division, ACCOUNTS, row, [])})
+
+    def _create_sales_order(self, request: Request, division: str, body: Any) -> Response:
+        try:
+            order = SalesOrderCreate.model_validate(body)
+        except ValidationError as exc:
+            return Response(400, error_body(_validation_message(exc)))
+        with self._lock:
+            problems = []
+            if order.OrderedBy.lower() not in self.accounts:
+                problems.append(f"OrderedBy: account {order.OrderedBy} does not exist")
+            if order.Currency not in CURRENCIES:
+                problems.append(f"Currency: '{order.Currency}' is not a known currency")
+            for n, line in enumerate(order.SalesOrderLines, start=1):
+                if line.Item.lower() not in self.items:
+                    problems.append(f"SalesOrderLines[{n}].Item: item {line.Item} does not exist")
+                if not line.Quantity > 0:
+                    problems.append(f"SalesOrderLines[{n}].Quantity: must be greater than 0")
+            if problems:
+                return Response(400, error_body("; ".join(problems)))
+            lines = [
+                {
+                    **line.model_dump(),
+                    "ID": self._guid(),
+                    "LineNumber": n,
+                    "Item": line.Item.lower(),
+                    "ItemCode": self.items[line.Item.lower()]["Code"],
+                    "AmountFC": round(line.Quantity * line.NetPrice, 2),
+                }
+                for n, line in enumerate(order.SalesOrderLines, start=1)
+            ]
+            row = {
+                **order.model_dump(),
+                "OrderID": self._guid(),
+                "OrderNumber": self._next_order_number,
+                "OrderedBy": order.OrderedBy.lower(),
+                "OrderedByName": self.accounts[order.OrderedBy.lower()]["Name"],
+                "Status": 12,  # open
+                "AmountFC": round(sum(line["AmountFC"] for line in lines), 2),
+                "Created": self.clock().isoformat(),
+                "SalesOrderLines": lines,
+            }
+            self._next_order_number += 1
+            self.sales_orders.append(row)
+        return Response(201, {"d": self._render(request, division, SALES_ORDERS, row, [])})
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _budget(self, *, consume: bool) -> tuple[bool, RateLimit]:
+        """Check (and maybe use) one call of the minutely and daily budgets. Hold the lock."""
+        now = self.clock().timestamp()
+        if self._minute_start is None or now >= self._minute_start + self.minute_window_s:
+            self._minute_start, self._minute_used = now, 0
+        day = math.floor(now / 86400)
+        if day != self._day:
+            self._day, self._day_used = day, 0
+        allowed = self._minute_used < self.minute_limit and self._day_used < self.day_limit
+        if allowed and consume:
+            self._minute_used += 1
+            self._day_used += 1
+        return allowed, RateLimit(
+            daily_limit=self.day_limit,
+            daily_remaining=max(0, self.day_limit - self._day_used),
+            daily_reset_ms=(day + 1) * 86_400_000,
+            minutely_limit=self.minute_limit,
+            minutely_remaining=max(0, self.minute_limit - self._minute_used),
+            minutely_reset_ms=int((self._minute_start + self.minute_window_s) * 1000),
+        )
+
+    def _fault_answer(self, fault: Injection, budget: RateLimit | None = None) -> Response | None:
+        if fault.kind == "slow":
+            time.sleep(fault.seconds)
+            return None
+        if fault.kind == "500":
+            return Response(500, error_body("Injected fault: internal server error"))
+        if fault.kind in ("503", "token_error"):
+            return Response(503, error_body("Injected fault: service unavailable"))
+        if fault.kind == "429":
+            budget = budget or self.rate_limit()
+            exhausted = dataclasses.replace(budget, minutely_remaining=0)
+            message = "Too many requests: the API rate limit of this division is used up"
+            return Response(429, error_body(message), exhausted.to_headers())
+        return None  # lost_after_commit: applied after the work is done
+
+    def _collection(self, resource: str) -> list[dict[str, Any]]:
+        if resource == SALES_ORDERS:
+            return self.sales_orders
+        return list((self.accounts if resource == ACCOUNTS else self.items).values())
+
+    def _render(
+        self, request: Request, division: str, resource: str, row: dict[str, Any], select: list[str]
+    ) -> dict[str, Any]:
+        key, type_name, _ = RESOURCES[resource]
+        uri = f"http://{request.host}/api/v1/{division}/{resource}(guid'{row[key]}')"
+        names = list(row) if not select or "*" in select else select
+        out: dict[str, Any] = {"__metadata": {"uri": uri, "type": type_name}}
+        for name in names:
+            value = row.get(name)
+            # Sandbox simplification: lines come inline (as if $expand-ed), not deferred.
+            out[name] = {"results": value} if name == "SalesOrderLines" else value
+        return out
+
+    def _guid(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def _add_item(self, code: str, description: str) -> dict[str, Any]:
+        item = {"ID": self._guid(), "Code": code, "Description": description, "Unit": "pc"}
+        self.items[item["ID"]] = item
+        return item
+
+    def _add_account(self, name: str, email: str, country: str, status: str) -> dict[str, Any]:
+        account = {
+            "ID": self._guid(),
+            "Code": str(len(self.accounts) + 1),
+            "Name": name,
+            "Email": email,
+            "Country": country,
+            "Status": status,
+        }
+        self.accounts[account["ID"]] = account
+        return account
+
+
+def call_key(method: str, resource: str) -> str:
+    """``("POST", "salesorder/SalesOrders")`` -> ``"salesorders_post"`` (keys of ``calls``)."""
+    return f"{resource.rsplit('/', 1)[-1].lower()}_{method.lower()}"
+
+
+def _eq(value: Any, literal: str) -> bool:
+    return value is not None and str(value).casefold() == literal.casefold()
+
+
+def _oauth_error(status: int, code: str, message: str) -> Response:
+    return Response(status, {**error_body(message, code), "error_description": message})
+
+
+def _validation_message(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,540 @@
+"""The sandbox shop: the subset of Shopware 6's Admin API this project speaks.
+
+- ``POST /api/oauth/token`` (client credentials, JSON or form body) issues opaque bearer tokens
+  with a configurable lifetime. The endpoint is rate limited (sliding window) because the real
+  one is: a client that fetches a token per call gets 429s here before it gets them in production.
+- ``POST /api/search/order`` takes a Shopware ``Criteria`` body: ``page``/``limit``,
+  ``total-count-mode`` (names or the legacy integers), ``filter`` (``range``, ``equals``,
+  ``equalsAny``), ``sort``, ``ids`` and ``associations``. Association fields (line items,
+  currency, customer, addresses, deliveries) are only filled when requested, as Shopware does;
+  otherwise they are ``null``.
+- ``GET /sandbox/state`` is the sandbox's own summary (no auth).
+
+Errors use Shopware's envelope (:func:`~integration_project.shopware.models.shop_error_body`).
+Orders live in memory keyed by id; tests put them into exact windows with :meth:`add_order`,
+:meth:`add_orders` and :meth:`add_raw_order`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import json
+import math
+import random
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+
+from integration_project.sandbox.common import Clock, Request, Response, system_clock
+from integration_project.sandbox.data import OrderFactory, OrderTruth, SandboxData
+from integration_project.sandbox.faults import FaultPlan, Injection
+from integration_project.settings import SANDBOX_SHOP_CLIENT_ID, SANDBOX_SHOP_CLIENT_SECRET
+from integration_project.shopware.models import (
+    ORDER_SEARCH_PATH,
+    TOKEN_PATH,
+    ClientCredentialsGrant,
+    RangeParameters,
+    SortField,
+    TokenResponse,
+    shop_error_body,
+)
+
+STATE_PATH = "/sandbox/state"
+
+#: Order fields that Shopware only loads when the criteria ask for the association, nested the
+#: same way (e.g. ``billingAddress.country``). Everything else in a stored order is always sent.
+LOADABLE_ASSOCIATIONS: dict[str, dict[str, Any]] = {
+    "lineItems": {},
+    "currency": {},
+    "orderCustomer": {},
+    "billingAddress": {"country": {}},
+    "deliveries": {"shippingOrderAddress": {"country": {}}},
+}
+DATETIME_FIELDS = frozenset({"createdAt", "updatedAt", "orderDateTime"})
+#: Shopware's ``total-count-mode``: names, and the integers older clients send.
+TOTAL_COUNT_MODES = {"none": "none", "exact": "exact", "next-pages": "next-pages"} | {
+    "0": "none", "1": "exact", "2": "next-pages"
+}  # fmt: skip
+_RANGE_OPERATORS = frozenset(RangeParameters.model_fields)
+_FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error"})
+_FAULTS_SEARCH = frozenset({"500", "503", "429", "slow", "malformed_json"})
+
+
+class BadCriteria(ValueError):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class Criteria:
+    page: int
+    limit: int
+    total_count_mode: str
+    filters: list[Callable[[dict[str, Any]], bool]]
+    sort: list[SortField]
+    associations: dict[str, Any]
+    ids: list[str] | None
+
+
+class SandboxShop:
+    """State and behaviour of the sandbox shop; thread-safe (one lock around the state)."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        data: SandboxData | None = None,
+        clock: Clock | None = None,
+        client_id: str = SANDBOX_SHOP_CLIENT_ID,
+        client_secret: str = SANDBOX_SHOP_CLIENT_SECRET,
+        token_lifetime_s: int = 600,
+        token_rate_limit: int = 30,
+        token_rate_window_s: float = 60.0,
+        max_limit: int = 500,
+        default_limit: int = 25,
+        faults: FaultPlan | None = None,
+    ) -> None:
+        self.data = data or SandboxData.build(seed)
+        self.factory = OrderFactory(self.data)
+        self.clock = clock or system_clock
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_lifetime_s = token_lifetime_s
+        self.token_rate_limit = token_rate_limit
+        self.token_rate_window_s = token_rate_window_s
+        self.max_limit = max_limit
+        self.default_limit = default_limit
+        self.faults = faults or FaultPlan(seed=seed)
+        #: Every order, keyed by id (insertion order = arrival order).
+        self.orders: dict[str, dict[str, Any]] = {}
+        #: Requests per endpoint ("token", "search", ...), whatever their outcome.
+        self.calls: Counter[str] = Counter()
+        self.tokens_issued = 0
+        self._tokens: dict[str, datetime] = {}
+        self._token_attempts: deque[datetime] = deque()
+        self._history_rng = random.Random(f"history:{seed}")
+        self._lock = threading.RLock()
+
+    # --- putting orders in ---------------------------------------------------------------
+
+    @property
+    def token_calls(self) -> int:
+        return self.calls["token"]
+
+    @property
+    def truth(self) -> dict[str, OrderTruth]:
+        """Ground truth of every generated order (not of raw ones), keyed by order id."""
+        return self.factory.truth
+
+    def add_order(self, created_at: datetime | None = None, **options: Any) -> dict[str, Any]:
+        """Generate and store one order created at ``created_at`` (default: now); returns it.
+
+        ``options`` go to :meth:`OrderFactory.make_order` (``malformed``, ``shipping_country``,
+        ``billing_country``, ``email``, ``skus``, ``countries``). The defaults give an order the
+        route should deliver: well-formed, shipped and billed to one EU country. The returned
+        dict is the stored order itself: changing it changes what the shop answers.
+        """
+        options.setdefault("countries", "eu")
+        with self._lock:
+            order = self.factory.make_order(created_at or self.clock(), **options)
+            self.orders[order["id"]] = order
+            return order
+
+    def add_orders(
+        self,
+        n: int,
+        *,
+        created_at: datetime | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """``n`` orders, all at ``created_at``, or spread over ``[start, end)`` (first at start)."""
+        if (start is None) != (end is None):
+            raise ValueError("give both start and end, or neither")
+        if start is not None and end is not None:
+            times = [start + (end - start) * i / n for i in range(n)]
+        else:
+            times = [created_at or self.clock()] * n
+        return [self.add_order(t, **options) for t in times]
+
+    def add_raw_order(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Store ``order`` exactly as given (it needs an ``id``); for hand-made broken orders."""
+        if not order.get("id"):
+            raise ValueError("a raw order needs an 'id'")
+        with self._lock:
+            self.orders[order["id"]] = copy.deepcopy(order)
+            return self.orders[order["id"]]
+
+    def add_history(
+        self, history: timedelta, orders_per_minute: float, *, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Orders over ``[until - history, until)``, ``orders_per_minute`` on average, ~3 % bad."""
+        end = until or self.clock()
+        t = end - history
+        mean_gap = 60.0 / orders_per_minute
+        added = []
+        while t < end:
+            added.append(self.add_order(t, malformed="random", countries="mix"))
+            t += timedelta(seconds=mean_gap * self._history_rng.uniform(0.5, 1.5))
+        return added
+
+    def truth_between(self, start: datetime, end: datetime) -> list[OrderTruth]:
+        """Ground truth of the generated orders created in ``[start, end)``, oldest first."""
+        with self._lock:
+            truths = [t for t in self.truth.values() if start <= t.created_at < end]
+        return sorted(truths, key=lambda t: (t.created_at, t.order_id))
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "orders": len(self.orders),
+                "tokens_issued": self.tokens_issued,
+                "calls": dict(self.calls),
+                "faults_injected": dict(self.faults.injected),
+            }
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        route = (request.method, request.path)
+        if route == ("POST", TOKEN_PATH):
+            return self._token(request)
+        if route == ("POST", ORDER_SEARCH_PATH):
+            return self._search(request)
+        if route == ("GET", STATE_PATH):
+            return Response(200, self.state())
+        detail = f'No route found for "{request.method} {request.path}"'
+        return _error(404, "Not Found", detail, "FRAMEWORK__ROUTE_NOT_FOUND")
+
+    def internal_error(self, message: str) -> Response:
+        return _error(500, "Internal Server Error", message)
+
+    def _token(self, request: Request) -> Response:
+        with self._lock:
+            self.calls["token"] += 1
+        fault = self.faults.take(request.method, request.path, _FAULTS_TOKEN)
+        if fault is not None and (answer := _fault_answer(fault)) is not None:
+            return answer
+        with self._lock:
+            now = self.clock()
+            window_start = now - timedelta(seconds=self.token_rate_window_s)
+            while self._token_attempts and self._token_attempts[0] <= window_start:
+                self._token_attempts.popleft()
+            if len(self._token_attempts) >= self.token_rate_limit:
+                wait = (self._token_attempts[0] - window_start).total_seconds()
+                return _too_many_requests(max(1, math.ceil(wait)))
+            self._token_attempts.append(now)
+        try:
+            body = _form_or_json(request)
+        except ValueError:
+            return _error(400, "Bad Request", "The request body is not valid JSON.", "3")
+        if body.get("grant_type") != "client_credentials":
+            detail = "The authorization grant type is not supported by the authorization server."
+            return _error(400, "Bad Request", detail, "2")
+        try:
+            grant = ClientCredentialsGrant.model_validate(body)
+        except ValidationError:
+            detail = "The request is missing a required parameter (client_id, client_secret)."
+            return _error(400, "Bad Request", detail, "3")
+        if not (
+            hmac.compare_digest(grant.client_id, self.client_id)
+            and hmac.compare_digest(grant.client_secret, self.client_secret)
+        ):
+            return _error(401, "Unauthorized", "Client authentication failed", "4")
+        with self._lock:
+            token = secrets.token_urlsafe(32)
+            now = self.clock()
+            self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+            self._tokens[token] = now + timedelta(seconds=self.token_lifetime_s)
+            self.tokens_issued += 1
+        answer = TokenResponse(
+            token_type="Bearer", expires_in=self.token_lifetime_s, access_token=token
+        )
+        return Response(200, answer.model_dump())
+
+    def _search(self, request: Request) -> Response:
+        with self._lock:
+            self.calls["search"] += 1
+            token = request.bearer()
+            expiry = self._tokens.get(token) if token else None
+            now = self.clock()
+        if expiry is None or expiry <= now:
+            detail = (
+                "Access token could not be verified."
+                if expiry is None
+                else ("The access token has expired.")
+            )
+            return _error(401, "Unauthorized", detail, "9", {"WWW-Authenticate": "Bearer"})
+        fault = self.faults.take(request.method, request.path, _FAULTS_SEARCH)
+        if fault is not None and (answer := _fault_answer(fault)) is not None:
+            return answer
+        try:
+            criteria = parse_criteria(request.body, self.max_limit, self.default_limit)
+        except BadCriteria as bad:
+            return _error(400, "Bad Request", bad.detail, bad.code)
+        with self._lock:
+            orders = list(self.orders.values())
+        if criteria.ids is not None:
+            wanted = set(criteria.ids)
+            orders = [o for o in orders if o.get("id") in wanted]
+        matched = [o for o in orders if all(f(o) for f in criteria.filters)]
+        for sort in reversed(criteria.sort):
+            key = _sort_key(sort.field)
+            matched.sort(key=key, reverse=sort.order == "DESC")
+        offset = (criteria.page - 1) * criteria.limit
+        page = matched[offset : offset + criteria.limit]
+        if criteria.total_count_mode == "exact":
+            total = len(matched)
+        elif criteria.total_count_mode == "next-pages":
+            # Shopware only looks a few pages ahead in this mode.
+            total = offset + min(len(matched) - offset, criteria.limit * 5 + 1)
+        else:  # "none": Shopware reports the size of the page
+            total = len(page)
+        data = [_project(o, LOADABLE_ASSOCIATIONS, criteria.associations) for o in page]
+        body = {"total": max(total, 0), "data": data, "aggregations": []}
+        if fault is not None and fault.kind == "malformed_json":
+            return Response(200, b'{"total": 1, "data": [{"id": "0f')  # cut off mid-body
+        return Response(200, body)
+
+
+# --- criteria ------------------------------------------------------------------------------
+
+
+def parse_criteria(raw: bytes, max_limit: int = 500, default_limit: int = 25) -> Criteria:
+    """Parse and check a ``Criteria`` body; :class:`BadCriteria` for anything Shopware rejects."""
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+    except ValueError as exc:
+        raise BadCriteria("FRAMEWORK__INVALID_REQUEST_BODY", f"Invalid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadCriteria("FRAMEWORK__INVALID_CRITERIA", "The criteria must be a JSON object.")
+    page = body.get("page", 1)
+    if not _is_int(page) or page < 1:
+        detail = "The page parameter must be a positive integer greater or equals than 1."
+        raise BadCriteria("FRAMEWORK__INVALID_PAGE_QUERY", detail)
+    limit = body.get("limit", default_limit)
+    if not _is_int(limit) or not 1 <= limit <= max_limit:
+        detail = f"The limit parameter must be an integer between 1 and {max_limit}."
+        raise BadCriteria("FRAMEWORK__INVALID_LIMIT_QUERY", detail)
+    mode = TOTAL_COUNT_MODES.get(str(body.get("total-count-mode", "none")))
+    if mode is None:
+        detail = "total-count-mode must be one of none, exact, next-pages (or 0, 1, 2)."
+        raise BadCriteria("FRAMEWORK__INVALID_TOTAL_COUNT_MODE", detail)
+    filters = body.get("filter", [])
+    if not isinstance(filters, list):
+        raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", "filter must be a list.")
+    sorts = body.get("sort", [])
+    if not isinstance(sorts, list):
+        raise BadCriteria("FRAMEWORK__INVALID_SORT_QUERY", "sort must be a list.")
+    try:
+        sort = [
+            SortField.model_validate({**s, "order": str(s.get("order", "ASC")).upper()})
+            for s in sorts
+        ]
+    except (ValidationError, TypeError, AttributeError) as exc:
+        detail = "Each sort needs a field and an order of ASC or DESC."
+        raise BadCriteria("FRAMEWORK__INVALID_SORT_QUERY", detail) from exc
+    ids = body.get("ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise BadCriteria("FRAMEWORK__INVALID_CRITERIA", "ids must be a list of strings.")
+    return Criteria(
+        page=page,
+        limit=limit,
+        total_count_mode=mode,
+        filters=[_compile_filter(f) for f in filters],
+        sort=sort,
+        associations=_association_tree(body.get("associations")),
+        ids=ids,
+    )
+
+
+def _compile_filter(raw: Any) -> Callable[[dict[str, Any]], bool]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("field"), str) or not raw["field"]:
+        raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", "A filter needs a type and a field.")
+    kind, field = raw.get("type"), raw["field"].removeprefix("order.")
+    if kind == "range":
+        params = raw.get("parameters")
+        if not isinstance(params, dict) or not params or set(params) - _RANGE_OPERATORS:
+            detail = f"A range filter needs parameters among {sorted(_RANGE_OPERATORS)}."
+            raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+        bounds = {op: _comparable(field, value, strict=True) for op, value in params.items()}
+        return lambda order: any(_in_range(v, bounds) for v in _values(order, field, coerce=True))
+    if kind == "equals":
+        if "value" not in raw:
+            raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", "An equals filter needs a value.")
+        return lambda order: any(_same(v, raw["value"]) for v in _values(order, field) or [None])
+    if kind == "equalsAny":
+        wanted = raw.get("value")
+        if isinstance(wanted, str):
+            wanted = wanted.split("|")
+        if not isinstance(wanted, list):
+            detail = "An equalsAny filter needs a list value."
+            raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+        return lambda order: any(_same(v, w) for v in _values(order, field) for w in wanted)
+    detail = f"Filter type {kind!r} is not supported (the sandbox knows range, equals, equalsAny)."
+    raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+
+
+def _association_tree(raw: Any) -> dict[str, Any]:
+    """``{"a": {"associations": {"b": {}}}, "c.d": {}}`` -> ``{"a": {"b": {}}, "c": {"d": {}}}``."""
+    if raw is None or raw == []:  # PHP clients send an empty list for an empty object
+        return {}
+    if not isinstance(raw, dict):
+        raise BadCriteria("FRAMEWORK__INVALID_CRITERIA", "associations must be an object.")
+    tree: dict[str, Any] = {}
+    for key, sub in raw.items():
+        if sub == []:
+            sub = {}
+        if not isinstance(sub, dict):
+            detail = f"association {key!r} must be a criteria object."
+            raise BadCriteria("FRAMEWORK__INVALID_CRITERIA", detail)
+        head, _, rest = key.partition(".")
+        nested = _association_tree(sub.get("associations"))
+        if rest:
+            nested = _merge(nested, _association_tree({rest: {}}))
+        tree[head] = _merge(tree.get(head, {}), nested)
+    return tree
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(a)
+    for key, value in b.items():
+        merged[key] = _merge(merged.get(key, {}), value)
+    return merged
+
+
+def _project(entity: dict[str, Any], loadable: dict[str, Any], wanted: dict[str, Any]) -> Any:
+    """``entity`` with every association that was not asked for set to ``null``."""
+    out = dict(entity)
+    for name, sub in loadable.items():
+        value = out.get(name)
+        if name not in wanted:
+            out[name] = None
+        elif isinstance(value, list):
+            out[name] = [_project(v, sub, wanted[name]) for v in value if isinstance(v, dict)]
+        elif isinstance(value, dict):
+            out[name] = _project(value, sub, wanted[name])
+    return out
+
+
+def _values(entity: Any, field: str, *, coerce: bool = False) -> list[Any]:
+    """Every value at a dotted path (to-many associations fan out), ``null`` left out."""
+    current = [entity]
+    for part in field.split("."):
+        following = []
+        for item in current:
+            value = item.get(part) if isinstance(item, dict) else None
+            following.extend(value if isinstance(value, list) else [value])
+        current = following
+    found = [v for v in current if v is not None]
+    if coerce:
+        return [c for v in found if (c := _comparable(field, v, strict=False)) is not None]
+    return found
+
+
+def _comparable(field: str, value: Any, *, strict: bool) -> Any:
+    """Dates compare as datetimes, numbers as floats; ``strict`` = raise on a bad bound."""
+    if field.rsplit(".", 1)[-1] in DATETIME_FIELDS:
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            if strict:
+                detail = f"{value!r} is not an ISO 8601 date for {field}."
+                raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail) from None
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if strict and not isinstance(value, str):
+        raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", f"bad range bound {value!r}")
+    return value
+
+
+def _in_range(value: Any, bounds: dict[str, Any]) -> bool:
+    try:
+        return all(
+            {"gt": value > b, "gte": value >= b, "lt": value < b, "lte": value <= b}[op]
+            for op, b in bounds.items()
+        )
+    except TypeError:  # e.g. a number against a string bound
+        return False
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    if value == wanted:
+        return True
+    return value is not None and wanted is not None and str(value) == str(wanted)
+
+
+def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    def key(order: dict[str, Any]) -> tuple[int, Any]:
+        values = _values(order, field, coerce=True)
+        if not values:
+            return (0, 0)  # NULLs first when ascending, like MySQL
+        value = values[0]
+        if isinstance(value, datetime):
+            return (1, value.timestamp())
+        if isinstance(value, float):
+            return (1, value)
+        return (2, str(value))
+
+    return key
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+def _error(
+    status: int, title: str, detail: str, code: str = "", headers: dict[str, str] | None = None
+) -> Response:
+    return Response(status, shop_error_body(status, title, detail, code), headers or {})
+
+
+def _too_many_requests(retry_after_s: int) -> Response:
+    detail = f"Too many requests, try again in {retry_after_s} seconds."
+    return _error(
+        429,
+        "Too Many Requests",
+        detail,
+        "FRAMEWORK__RATE_LIMIT_EXCEEDED",
+        {"Retry-After": str(retry_after_s)},
+    )
+
+
+def _fault_answer(fault: Injection) -> Response | None:
+    """The answer an injected fault replaces the real one with (None = carry on)."""
+    if fault.kind == "slow":
+        time.sleep(fault.seconds)
+        return None
+    if fault.kind == "500":
+        return _error(500, "Internal Server Error", "Injected fault: internal server error.")
+    if fault.kind in ("503", "token_error"):
+        return _error(503, "Service Unavailable", "Injected fault: service unavailable.")
+    if fault.kind == "429":
+        return _too_many_requests(1)
+    return None  # malformed_json: applied to the answer
+
+
+def _form_or_json(request: Request) -> dict[str, Any]:
+    if "application/x-www-form-urlencoded" in request.headers.get("content-type", ""):
+        return dict(parse_qsl(request.body.decode("utf-8")))
+    body = request.json()
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    return body
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
