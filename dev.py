@@ -33,7 +33,7 @@ def say(message: str) -> None:
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may run on any python3
         sys.exit("Python 3.11 or newer is required")
     if not PY.exists():
         say(f"creating virtual environment in {VENV}")
@@ -46,9 +46,7 @@ def ensure_venv() -> None:
     subprocess.run(
         [PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True, cwd=ROOT
     )
-    subprocess.run(
-        [PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"], check=True, cwd=ROOT
-    )
+    subprocess.run([PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"], check=True, cwd=ROOT)
     stamp.write_text(digest)
 
 

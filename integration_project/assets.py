@@ -20,7 +20,7 @@ from integration_project.exact.client import (
 )
 from integration_project.exact.models import AccountCreate
 from integration_project.http import ApiError, AuthError
-from integration_project.ledger import Ledger, MappingRow
+from integration_project.ledger import Ledger, MappingRow, parse_created_at
 from integration_project.resources import ErpResource, ShopResource, erp_client, open_ledger
 from integration_project.transforms import (
     MappedOrder,
@@ -68,7 +68,6 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"shopware", "duckdb"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
 )
 def source_orders(
     context: dg.AssetExecutionContext, shop: ShopResource, duckdb: DuckDBResource
@@ -215,7 +214,6 @@ class _Resolver:
     deps=[source_orders],
     group_name=GROUP,
     kinds={"python", "duckdb"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
 )
 def erp_orders(
     context: dg.AssetExecutionContext,
@@ -272,10 +270,8 @@ def erp_orders(
 
 
 def _created_at(payload: Any, fallback: Any) -> Any:
-    from integration_project.ledger import _parse_created_at
-
     value = payload.get("createdAt") if isinstance(payload, dict) else None
-    return _parse_created_at(value) or fallback
+    return parse_created_at(value) or fallback
 
 
 def _to_row(outcome: Any, shop_order_id: str, created_at: Any, resolver: _Resolver) -> MappingRow:

@@ -175,7 +175,9 @@ class ExactClient:
 
     def create_account(self, account: AccountCreate) -> str:
         """Not retried blindly: callers look the e-mail up first, and again after a failure."""
-        body = self._request_json("POST", ACCOUNTS, json=account.model_dump(), create=True)
+        body = self._request_json(
+            "POST", data_path(self._division, ACCOUNTS), json=account.model_dump(), create=True
+        )
         return str(single(body)["ID"])
 
     def find_item_id(self, code: str) -> str | None:
@@ -189,7 +191,9 @@ class ExactClient:
         return [SalesOrderRef.model_validate(row) for row in rows]
 
     def create_sales_order(self, payload: dict[str, Any]) -> CreatedSalesOrder:
-        body = self._request_json("POST", SALES_ORDERS, json=payload, create=True)
+        body = self._request_json(
+            "POST", data_path(self._division, SALES_ORDERS), json=payload, create=True
+        )
         created = SalesOrderRef.model_validate(single(body))
         return CreatedSalesOrder(order_id=created.OrderID, order_number=created.OrderNumber)
 
@@ -403,10 +407,9 @@ class ExactClient:
                     url=safe_url(url),
                     status=status,
                 )
-            if status == 401:
+            if status in (401, 403):
                 raise AuthError(
-                    f"{where} answered 401 after a token refresh: check ERP_DIVISION and the "
-                    "app's access to it",
+                    f"{where} answered {status}: check ERP_DIVISION and the app's access to it",
                     method=method,
                     url=safe_url(url),
                     status=status,

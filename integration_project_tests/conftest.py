@@ -1,0 +1,79 @@
+"""Shared fixtures: an in-process sandbox on free ports, a DuckDB file in a temp folder, and the
+route's resources pointed at both. Tests swap resources at the boundary; nothing is patched."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from integration_project import settings
+from integration_project.resources import ErpResource, ShopResource, open_ledger
+from integration_project.sandbox import Sandbox
+
+warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+
+#: A window the partitions definition knows (it starts on 2026-11-01).
+WINDOW_KEY = "2026-11-20-10:00"
+WINDOW_START = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+WINDOW_END = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """One test instance for the session: Dagster keeps a process-wide pointer to the last
+    instance's state storage, so a per-test instance would leave it dangling."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(seed=7) as sb:
+        yield sb
+
+
+@pytest.fixture
+def duckdb_path(tmp_path: Path) -> str:
+    return str(tmp_path / "ledger" / "integration.duckdb")
+
+
+def make_resources(sb: Sandbox, duckdb_path: str, **shop_overrides: object) -> dict[str, object]:
+    shop_config: dict[str, object] = {
+        "api_url": sb.shop_url,
+        "client_id": settings.SANDBOX_SHOP_CLIENT_ID,
+        "client_secret": settings.SANDBOX_SHOP_CLIENT_SECRET,
+        "max_retries": 1,
+        "read_timeout_s": 5.0,
+        **shop_overrides,
+    }
+    return {
+        "shop": ShopResource(**shop_config),
+        "erp": ErpResource(
+            api_url=sb.erp_url,
+            division=settings.SANDBOX_ERP_DIVISION,
+            client_id=settings.SANDBOX_ERP_CLIENT_ID,
+            client_secret=settings.SANDBOX_ERP_CLIENT_SECRET,
+            refresh_token=settings.SANDBOX_ERP_REFRESH_TOKEN,
+            max_retries=1,
+            read_timeout_s=5.0,
+        ),
+        "duckdb": DuckDBResource(database=duckdb_path),
+    }
+
+
+@pytest.fixture
+def resources(sandbox: Sandbox, duckdb_path: str) -> dict[str, object]:
+    return make_resources(sandbox, duckdb_path)
+
+
+@pytest.fixture
+def ledger(resources: dict[str, object]):  # type: ignore[no-untyped-def]
+    duckdb = resources["duckdb"]
+    assert isinstance(duckdb, DuckDBResource)
+    return open_ledger(duckdb)

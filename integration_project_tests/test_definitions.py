@@ -1,0 +1,96 @@
+"""The Dagster objects users and operators rely on: names, schedules, loadability."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from integration_project.assets import DELIVERY_TAG
+from integration_project.schedules import erp_delivery_schedule, source_orders_schedule
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return importlib.import_module("integration_project.definitions").defs
+
+
+def test_defs_load_with_the_contract_names(defs: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys == {"source_orders", "erp_orders", "erp_delivered_orders"}
+    assert defs.get_schedule_def("source_orders_schedule").cron_schedule == "*/5 * * * *"
+    assert defs.get_schedule_def("erp_delivery_schedule").cron_schedule == "* * * * *"
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("erp_orders")).parent_keys == {dg.AssetKey("source_orders")}
+    assert graph.get(dg.AssetKey("erp_delivered_orders")).parent_keys == {dg.AssetKey("erp_orders")}
+    resources = defs.get_all_resource_defs() if hasattr(defs, "get_all_resource_defs") else None
+    if resources is not None:
+        assert {"shop", "erp", "duckdb"} <= set(resources)
+
+
+def test_schedules_start_running_so_the_quick_start_needs_no_clicks() -> None:
+    assert source_orders_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert erp_delivery_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_source_schedule_requests_the_window_that_just_closed(
+    defs: dg.Definitions, dagster_instance: dg.DagsterInstance
+) -> None:
+    schedule = defs.get_schedule_def("source_orders_schedule")
+    context = dg.build_schedule_context(
+        instance=dagster_instance,
+        scheduled_execution_time=datetime(2026, 11, 22, 6, 10, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    [request] = list(schedule.evaluate_tick(context).run_requests or [])
+    assert request.partition_key == "2026-11-22-06:05"
+    assert schedule.job_name == "source_orders_job"
+    job = defs.resolve_job_def("source_orders_job")
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
+        "source_orders",
+        "erp_orders",
+    }
+
+
+def test_delivery_schedule_requests_a_tagged_run_unless_one_is_in_flight(
+    defs: dg.Definitions, dagster_instance: dg.DagsterInstance
+) -> None:
+    schedule = defs.get_schedule_def("erp_delivery_schedule")
+    assert schedule.job_name == "erp_delivery_job"
+    context = dg.build_schedule_context(
+        instance=dagster_instance,
+        scheduled_execution_time=datetime(2026, 11, 22, 6, 1, tzinfo=UTC),
+    )
+    [request] = list(schedule.evaluate_tick(context).run_requests or [])
+    assert request.tags[DELIVERY_TAG] == "erp"
+
+    # A delivery run still in progress: the tick skips instead of piling runs up.
+    job = defs.resolve_job_def("erp_delivery_job")
+    run = dagster_instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+    try:
+        data = schedule.evaluate_tick(context)
+        assert not data.run_requests
+        assert run.run_id in (data.skip_message or "")
+    finally:
+        dagster_instance.delete_run(run.run_id)
+
+
+def test_loading_definitions_has_no_side_effects(tmp_path) -> None:
+    """No network, no files: importing in a fresh interpreter from an empty folder writes
+    nothing there (the DuckDB file and its folder appear on first use only)."""
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise AssertionError('network at import time')\n"
+        "socket.socket.connect = refuse\n"
+        "import integration_project.definitions\n"
+    )
+    env = {**os.environ, "INTEGRATION_DUCKDB_PATH": str(tmp_path / "ledger" / "x.duckdb")}
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, env=env)
+    assert list(tmp_path.iterdir()) == []

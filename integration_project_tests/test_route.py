@@ -1,0 +1,274 @@
+"""The route end to end, in process: all three assets against the sandbox over real HTTP and a
+real DuckDB file. Assertions are on what a user sees: what reached the ERP, what the ledger
+says, and the metadata the UI shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from integration_project.assets import erp_delivered_orders, erp_orders, source_orders
+from integration_project.sandbox import Sandbox
+from integration_project_tests.conftest import (
+    WINDOW_END,
+    WINDOW_KEY,
+    WINDOW_START,
+    make_resources,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def fetch_and_map(resources: dict[str, Any], partition_key: str = WINDOW_KEY, **kwargs: Any):
+    return dg.materialize(
+        [source_orders, erp_orders],
+        partition_key=partition_key,
+        resources=resources,
+        **kwargs,
+    )
+
+
+def deliver(resources: dict[str, Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
+    return dg.materialize([erp_delivered_orders], resources=resources, **kwargs)
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    [event] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
+    ]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The step failure's message and its causes: what the run page shows."""
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error, parts = failure.step_failure_data.error, []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)
+
+
+def erp_refs(sb: Sandbox) -> Counter[str]:
+    return Counter(order["YourRef"] for order in sb.erp.sales_orders)
+
+
+def seed_window(sb: Sandbox) -> None:
+    """A realistic window: valid EU orders, non-EU ones, mixed countries and bad ones."""
+    sb.shop.add_orders(8, start=WINDOW_START, end=WINDOW_END)
+    sb.shop.add_order(WINDOW_START + timedelta(seconds=30), shipping_country="US")
+    sb.shop.add_order(
+        WINDOW_START + timedelta(seconds=40), shipping_country="GB", billing_country="DE"
+    )
+    sb.shop.add_order(
+        WINDOW_START + timedelta(seconds=50), shipping_country="DE", billing_country="CH"
+    )
+    for kind in ("missing_email", "unknown_sku", "zero_quantity", "no_line_items"):
+        sb.shop.add_order(WINDOW_START + timedelta(minutes=1), malformed=kind)
+    # Just outside the half-open window, on both sides.
+    sb.shop.add_order(WINDOW_START - timedelta(milliseconds=1))
+    sb.shop.add_order(WINDOW_END)
+
+
+def expected_refs(sb: Sandbox) -> set[str]:
+    return {
+        t.order_number for t in sb.shop.truth_between(WINDOW_START, WINDOW_END) if t.expected_in_erp
+    }
+
+
+def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, resources, ledger):
+    seed_window(sandbox)
+    expected = expected_refs(sandbox)
+    assert len(expected) >= 8
+
+    mapped = fetch_and_map(resources)
+    assert mapped.success
+    fetched = metadata(mapped, "source_orders")
+    assert fetched["fetched"] == 15  # 8 + 3 + 4, not the two outside the window
+    mapping = metadata(mapped, "erp_orders")
+    assert mapping["mapped"] == len(expected)
+    assert mapping["quarantined"] == 4
+    assert mapping["dropped_non_eu"] == 2
+    assert "orderCustomer.email" in mapping["quarantined_preview"]
+    assert not sandbox.erp.sales_orders  # mapping never writes to the ERP
+
+    delivered = deliver(resources)
+    assert delivered.success
+    meta = metadata(delivered, "erp_delivered_orders")
+    assert meta["sent"] == len(expected)
+    assert meta["failed"] == 0
+    assert meta["pending_left"] == 0
+    assert meta["dagster/row_count"] == len(expected)
+
+    refs = erp_refs(sandbox)
+    assert set(refs) == expected
+    assert all(n == 1 for n in refs.values())
+
+    # Customer, items, quantities, prices and currency as the shop had them.
+    truth = {t.order_number: t for t in sandbox.shop.truth.values()}
+    shop_orders = {o["orderNumber"]: o for o in sandbox.shop.orders.values()}
+    accounts = {a["ID"]: a for a in sandbox.erp.accounts.values()}
+    items = {i["ID"]: i for i in sandbox.erp.items.values()}
+    for erp_order in sandbox.erp.sales_orders:
+        ref = erp_order["YourRef"]
+        shop_order = shop_orders[ref]
+        assert accounts[erp_order["OrderedBy"]]["Email"] == truth[ref].customer_email
+        assert erp_order["Currency"] == shop_order["currency"]["isoCode"]
+        products = [li for li in shop_order["lineItems"] if li["type"] == "product"]
+        lines = erp_order["SalesOrderLines"]
+        product_lines = [
+            line for line in lines if items[line["Item"]]["Code"] not in ("SHIPPING", "DISCOUNT")
+        ]
+        assert [items[line["Item"]]["Code"] for line in product_lines] == [
+            li["payload"]["productNumber"] for li in products
+        ]
+        assert [line["Quantity"] for line in product_lines] == [li["quantity"] for li in products]
+        assert [line["NetPrice"] for line in product_lines] == [li["unitPrice"] for li in products]
+        shipping = [line for line in lines if items[line["Item"]]["Code"] == "SHIPPING"]
+        if shop_order["shippingTotal"]:
+            assert [line["NetPrice"] for line in shipping] == [shop_order["shippingTotal"]]
+        promotions = [li for li in shop_order["lineItems"] if li["type"] == "promotion"]
+        discounts = [line for line in lines if items[line["Item"]]["Code"] == "DISCOUNT"]
+        assert [line["NetPrice"] for line in discounts] == [li["totalPrice"] for li in promotions]
+
+    # The ledger matches the ERP one to one.
+    rows = ledger.delivered_rows()
+    erp_ids = {o["YourRef"]: o["OrderID"] for o in sandbox.erp.sales_orders}
+    assert {r["order_number"]: r["erp_order_id"] for r in rows} == erp_ids
+    assert {r["status"] for r in rows} == {"delivered"}
+    assert all(r["attempts"] == 1 and r["delivered_at"] is not None for r in rows)
+
+
+def test_second_delivery_sends_nothing_and_refetch_stages_nothing_twice(sandbox, resources, ledger):
+    seed_window(sandbox)
+    assert fetch_and_map(resources).success
+    assert deliver(resources).success
+    before = erp_refs(sandbox)
+    post_calls = sandbox.erp.calls.copy()
+
+    again = deliver(resources)
+    assert metadata(again, "erp_delivered_orders")["sent"] == 0
+    assert erp_refs(sandbox) == before
+    assert sandbox.erp.calls.get("salesorders_post", 0) == post_calls.get("salesorders_post", 0)
+
+    refetched = fetch_and_map(resources)
+    meta = metadata(refetched, "source_orders")
+    assert meta["new"] == 0
+    assert meta["refetched"] == 15
+    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 15
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 0
+    assert erp_refs(sandbox) == before
+
+
+def test_all_pages_are_fetched(sandbox, duckdb_path, ledger):
+    sandbox.shop.add_orders(23, start=WINDOW_START, end=WINDOW_END)
+    resources = make_resources(sandbox, duckdb_path, page_size=5)
+    result = fetch_and_map(resources)
+    meta = metadata(result, "source_orders")
+    assert meta["fetched"] == 23
+    assert meta["pages"] == 5
+    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 23
+
+
+def test_unmappable_erp_order_fails_once_and_is_not_resent(sandbox, resources, ledger):
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END)
+    bad = sandbox.shop.add_order(WINDOW_START + timedelta(minutes=2))
+    bad["currency"]["isoCode"] = "XAU"  # looks like ISO 4217, but the ERP refuses it
+    assert fetch_and_map(resources).success
+
+    first = metadata(deliver(resources), "erp_delivered_orders")
+    assert (first["sent"], first["failed"]) == (2, 1)
+    [failed] = [r for r in ledger.delivered_rows() if r["status"] == "failed"]
+    assert failed["order_number"] == bad["orderNumber"]
+    assert "XAU" in failed["last_error"]
+
+    second = metadata(deliver(resources), "erp_delivered_orders")
+    assert (second["sent"], second["failed"]) == (0, 0)
+    assert bad["orderNumber"] not in erp_refs(sandbox)
+
+
+def test_response_lost_after_commit_is_recovered_by_your_ref(sandbox, resources, ledger):
+    sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END)
+    assert fetch_and_map(resources).success
+    sandbox.erp.faults.add(
+        "lost_after_commit", path_contains="salesorder/SalesOrders", method="POST", times=1
+    )
+
+    first = metadata(deliver(resources), "erp_delivered_orders")
+    assert first["unknown_outcome"] == 1
+    assert first["sent"] == 2
+    assert len(sandbox.erp.sales_orders) == 3  # the ERP did store the lost one
+    assert [r["status"] for r in ledger.delivered_rows()].count("sending") == 1
+
+    second = metadata(deliver(resources), "erp_delivered_orders")
+    assert second["found_in_erp"] == 1
+    assert second["sent"] == 0
+    refs = erp_refs(sandbox)
+    assert len(refs) == 3 and set(refs.values()) == {1}
+    assert {r["status"] for r in ledger.delivered_rows()} == {"delivered"}
+
+
+def test_shop_http_error_fails_the_run_naming_url_and_status_and_keeps_staging(
+    sandbox, resources, ledger
+):
+    sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END)
+    assert fetch_and_map(resources).success
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END)
+    sandbox.shop.faults.add("503", path_contains="/api/search/order", times=5)
+
+    result = dg.materialize(
+        [source_orders], partition_key=WINDOW_KEY, resources=resources, raise_on_error=False
+    )
+    assert not result.success
+    message = failure_message(result)
+    assert "/api/search/order" in message and "503" in message
+    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 3  # unchanged
+
+
+def test_shop_answer_that_is_not_json_fails_the_run(sandbox, resources, ledger):
+    sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END)
+    sandbox.shop.faults.add("malformed_json", path_contains="/api/search/order", times=1)
+    result = dg.materialize(
+        [source_orders], partition_key=WINDOW_KEY, resources=resources, raise_on_error=False
+    )
+    assert not result.success
+    assert "not JSON" in failure_message(result)
+    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 0
+
+
+def test_wrong_shop_secret_names_the_variable_not_the_value(sandbox, duckdb_path):
+    secret = "wrong-secret-7f3a9c"
+    resources = make_resources(sandbox, duckdb_path, client_secret=secret)
+    result = dg.materialize(
+        [source_orders], partition_key=WINDOW_KEY, resources=resources, raise_on_error=False
+    )
+    assert not result.success
+    message = failure_message(result)
+    assert "SHOP_CLIENT_SECRET" in message
+    logs = "".join(str(e) for e in result.all_events)
+    assert secret not in message and secret not in logs
+
+
+def test_a_second_delivery_run_waits_while_one_holds_the_lease(sandbox, resources, ledger):
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END)
+    assert fetch_and_map(resources).success
+    assert ledger.acquire_lease("erp_delivery", "another-run", timedelta(minutes=3)) is None
+    blocked = metadata(deliver(resources), "erp_delivered_orders")
+    assert blocked["sent"] == 0
+    assert "another-run" in blocked["skipped"]
+    assert not sandbox.erp.sales_orders
+    ledger.release_lease("erp_delivery", "another-run")
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 2
+
+
+def test_delivery_paces_itself_under_a_tight_rate_limit(sandbox, resources):
+    sandbox.shop.add_orders(6, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    assert fetch_and_map(resources).success
+    sandbox.erp.set_rate_limit(per_minute=4, minute_window_s=1.0)
+    meta = metadata(deliver(resources), "erp_delivered_orders")
+    assert meta["sent"] == 6
+    assert len(sandbox.erp.sales_orders) == 6
