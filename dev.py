@@ -3,7 +3,6 @@
 
     python3 dev.py up      # venv + install, sandbox shop and ERP, Dagster UI with schedules on
     python3 dev.py test    # venv + install, ruff, the test suite (what CI runs)
-    python3 dev.py bench   # venv + install, the benchmarks
 
 The virtual environment lives in .venv/ (override with DEV_VENV=path) and is (re)installed
 when pyproject.toml changes. Only the standard library is used here.
@@ -107,12 +106,7 @@ def test(args: list[str]) -> int:
     return subprocess.run([PY, "-m", "pytest", *args], cwd=ROOT).returncode
 
 
-def bench(args: list[str]) -> int:
-    ensure_venv()
-    return subprocess.run([PY, "-m", "bench", *args], cwd=ROOT).returncode
-
-
-COMMANDS = {"up": up, "test": test, "bench": bench}
+COMMANDS = {"up": up, "test": test}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -256,6 +256,8 @@ def erp_orders(
     return dg.MaterializeResult(
         metadata={
             "staged": staged,
+            # Orders that ship to an allowed country (the quarantined ones among them too).
+            "eu": staged - counts["skipped"],
             "mapped": counts["mapped"],
             "dropped_non_eu": counts["skipped"],
             "quarantined": counts["quarantined"],

@@ -272,3 +272,17 @@ def test_delivery_paces_itself_under_a_tight_rate_limit(sandbox, resources):
     meta = metadata(deliver(resources), "erp_delivered_orders")
     assert meta["sent"] == 6
     assert len(sandbox.erp.sales_orders) == 6
+
+
+def test_missing_secret_for_a_real_shop_names_the_variable(
+    sandbox, duckdb_path, monkeypatch
+) -> None:
+    """Pointing at a real shop without its secret must not fall back to sandbox credentials."""
+    from integration_project.resources import resources_from_env
+
+    monkeypatch.setenv("SHOP_API_URL", sandbox.shop_url)
+    monkeypatch.setenv("SHOP_CLIENT_ID", "some-id")
+    monkeypatch.delenv("SHOP_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("INTEGRATION_DUCKDB_PATH", duckdb_path)
+    with pytest.raises(Exception, match="SHOP_CLIENT_SECRET"):
+        dg.materialize([source_orders], partition_key=WINDOW_KEY, resources=resources_from_env())
