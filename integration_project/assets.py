@@ -1,16 +1,20 @@
-"""The route's three assets. Thin on purpose: clients fetch and send, transforms decide,
-the ledger remembers; the assets wire them together and tell the UI what happened."""
+"""A route's three assets, built from its :class:`RouteConfig`.
+
+Thin on purpose: clients fetch and send, transforms decide, the ledger remembers; the assets
+wire them together and tell the UI what happened. Every key is prefixed by the route id
+(``<route_id>/source_orders``), every ledger row carries it, so routes never cross-talk.
+"""
 
 import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from integration_project import settings
 from integration_project.exact.client import (
     BudgetExhausted,
     ExactClient,
@@ -22,6 +26,7 @@ from integration_project.exact.models import AccountCreate
 from integration_project.http import ApiError, AuthError
 from integration_project.ledger import Ledger, MappingRow, parse_created_at
 from integration_project.resources import ErpResource, ShopResource, erp_client, open_ledger
+from integration_project.routes.config import RouteConfig, load_hook
 from integration_project.transforms import (
     MappedOrder,
     MappingRules,
@@ -32,21 +37,27 @@ from integration_project.transforms import (
     to_sales_order,
 )
 
-GROUP = "order_route"
 DELIVERY_TAG = "integration_project/delivery"
-DELIVERY_LEASE = "erp_delivery"
 #: A delivery run renews its lease before every order; a killed run's lease lapses after this.
 LEASE_TTL = timedelta(minutes=3)
 #: Stop a delivery run after this many unknown outcomes in a row: the ERP is in trouble.
 MAX_CONSECUTIVE_UNKNOWN = 3
 PREVIEW_ROWS = 10
 
-order_windows = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="*/5 * * * *",
-    start=settings.PARTITIONS_START,
-    fmt="%Y-%m-%d-%H:%M",
-    timezone="UTC",
-)
+Hook = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class RouteAssets:
+    route: RouteConfig
+    partitions_def: dg.TimeWindowPartitionsDefinition
+    source_orders: dg.AssetsDefinition
+    erp_orders: dg.AssetsDefinition
+    erp_delivered_orders: dg.AssetsDefinition
+
+    @property
+    def all(self) -> list[dg.AssetsDefinition]:
+        return [self.source_orders, self.erp_orders, self.erp_delivered_orders]
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
@@ -60,61 +71,250 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-# --- source_orders -------------------------------------------------------------------------------
-
-
-@dg.asset(
-    partitions_def=order_windows,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=GROUP,
-    kinds={"shopware", "duckdb"},
-)
-def source_orders(
-    context: dg.AssetExecutionContext, shop: ShopResource, duckdb: DuckDBResource
-) -> dg.MaterializeResult:
-    """Shop orders created in each 5-minute window (UTC, half-open), staged in DuckDB."""
-    window = context.partition_time_window
-    ledger = open_ledger(duckdb)
-    ledger.begin_fetch(context.run_id)
-    fetched = pages = 0
-    preview: list[list[Any]] = []
-    try:
-        with shop.get_client() as client:
-            # One paging pass over the whole range (a backfill is one run), page by page.
-            for page in client.iter_order_pages(
-                start=window.start, end=window.end, page_size=shop.page_size
-            ):
-                pages += 1
-                fetched += ledger.stage_page(context.run_id, page.orders, window.start)
-                for order in page.orders[: max(0, PREVIEW_ROWS - len(preview))]:
-                    preview.append(_order_preview(order))
-        new, updated = ledger.commit_fetch(context.run_id)
-    except BaseException:
-        ledger.abort_fetch(context.run_id)  # staged_orders stays as it was
-        raise
-    context.log.info(
-        "Fetched %s orders in %s pages for [%s, %s): %s new, %s re-fetched",
-        fetched,
-        pages,
-        window.start.isoformat(),
-        window.end.isoformat(),
-        new,
-        updated,
+class DeliveryConfig(dg.Config):
+    max_orders: int = Field(
+        default=500, ge=1, description="Most orders one run sends (the rest wait a tick)"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "fetched": fetched,
-            "new": new,
-            "refetched": updated,
-            "pages": pages,
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
-            "dagster/row_count": ledger.count_staged(window.start, window.end),
-            "preview": _md_table(
-                ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], preview
+    dry_run: bool = Field(
+        default=False,
+        description="Preview: show the ERP payloads that would be sent, send nothing",
+    )
+
+
+def _hook(path: str | None) -> Hook | None:
+    return load_hook(path) if path else None
+
+
+def build_route_assets(route: RouteConfig) -> RouteAssets:
+    """The route's assets: keys ``<route_id>/...``, group ``<route_id>``."""
+    route_id = route.id
+    shop_key, erp_key = route.shop_key, route.erp_key
+    rules = route.rules()
+    lookback = route.lookback
+    before_mapping = _hook(route.hooks.before_mapping)
+    after_mapping = _hook(route.hooks.after_mapping)
+    before_send = _hook(route.hooks.before_send)
+    windows = dg.TimeWindowPartitionsDefinition(
+        cron_schedule=route.schedule.incoming,
+        start=route.partitions_start,
+        fmt="%Y-%m-%d-%H:%M",
+        timezone="UTC",
+    )
+
+    def ledger_for(context: dg.AssetExecutionContext) -> Ledger:
+        erp: ErpResource = getattr(context.resources, erp_key)
+        return open_ledger(context.resources.duckdb, route_id, erp.token_key)
+
+    @dg.asset(
+        key=[route_id, "source_orders"],
+        partitions_def=windows,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=route_id,
+        kinds={"shopware", "duckdb"},
+        required_resource_keys={shop_key, erp_key, "duckdb"},
+        description=f"Shop orders created in each window (UTC, half-open), staged in DuckDB. "
+        f"Route: {route.name}.",
+    )
+    def source_orders(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        shop: ShopResource = getattr(context.resources, shop_key)
+        window = context.partition_time_window
+        start = window.start - lookback  # re-read late arrivals; staging is an upsert
+        ledger = ledger_for(context)
+        ledger.begin_fetch(context.run_id)
+        fetched = pages = 0
+        preview: list[list[Any]] = []
+        try:
+            with shop.get_client() as client:
+                # One paging pass over the whole range (a backfill is one run), page by page.
+                for page in client.iter_order_pages(
+                    start=start, end=window.end, page_size=route.page_size
+                ):
+                    pages += 1
+                    fetched += ledger.stage_page(context.run_id, page.orders, window.start)
+                    for order in page.orders[: max(0, PREVIEW_ROWS - len(preview))]:
+                        preview.append(_order_preview(order))
+            new, updated = ledger.commit_fetch(context.run_id)
+        except BaseException:
+            ledger.abort_fetch(context.run_id)  # staged_orders stays as it was
+            raise
+        context.log.info(
+            "Fetched %s orders in %s pages for [%s, %s): %s new, %s re-fetched",
+            fetched,
+            pages,
+            start.isoformat(),
+            window.end.isoformat(),
+            new,
+            updated,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "fetched": fetched,
+                "new": new,
+                "refetched": updated,
+                "pages": pages,
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "lookback_minutes": lookback.total_seconds() / 60,
+                "dagster/row_count": ledger.count_staged(window.start, window.end),
+                "preview": _md_table(
+                    ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], preview
+                ),
+            }
+        )
+
+    @dg.asset(
+        key=[route_id, "erp_orders"],
+        partitions_def=windows,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[source_orders],
+        group_name=route_id,
+        kinds={"python", "duckdb"},
+        required_resource_keys={erp_key, "duckdb"},
+        description=f"Staged orders that pass the route's filter ({_filter_text(route)}), "
+        "mapped to ERP sales orders; unmappable ones quarantined with a reason.",
+    )
+    def erp_orders(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        erp: ErpResource = getattr(context.resources, erp_key)
+        window = context.partition_time_window
+        ledger = ledger_for(context)
+        counts: Counter[str] = Counter()
+        quarantine_preview: list[list[Any]] = []
+        payload_preview: list[list[Any]] = []
+        with erp_client(erp, ledger, holder=context.run_id) as client:
+            resolver = _Resolver(ledger, client, context)
+            for batch in ledger.iter_staged(window.start - lookback, window.end):
+                rows: list[MappingRow] = []
+                for staged in batch:
+                    created_at = (
+                        parse_created_at(
+                            staged.payload.get("createdAt")
+                            if isinstance(staged.payload, dict)
+                            else None
+                        )
+                        or window.start
+                    )
+                    row = _map_one(
+                        staged.payload,
+                        staged.shop_order_id,
+                        created_at,
+                        rules,
+                        resolver,
+                        before_mapping,
+                        after_mapping,
+                    )
+                    rows.append(row)
+                    counts[row.status] += 1
+                    if row.status == "quarantined" and len(quarantine_preview) < PREVIEW_ROWS:
+                        quarantine_preview.append([row.order_number, row.reason])
+                    if row.status == "mapped" and len(payload_preview) < 3:
+                        payload_preview.append(
+                            [row.order_number, json.dumps(row.payload, ensure_ascii=False)]
+                        )
+                ledger.record_mapping(rows, context.run_id)
+        staged_total = sum(counts.values())
+        if counts["quarantined"]:
+            context.log.warning(
+                "%s of %s orders quarantined; see the 'quarantined_preview' metadata",
+                counts["quarantined"],
+                staged_total,
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "staged": staged_total,
+                # Orders that pass the filter (the quarantined ones among them too).
+                "eu": staged_total - counts["skipped"],
+                "mapped": counts["mapped"],
+                "dropped_non_eu": counts["skipped"],
+                "quarantined": counts["quarantined"],
+                "erp_lookups": resolver.erp_lookups,
+                "erp_accounts_created": resolver.accounts_created,
+                "allowed_countries": ", ".join(sorted(rules.allowed_countries)),
+                "dagster/row_count": counts["mapped"],
+                "quarantined_preview": _md_table(["orderNumber", "reason"], quarantine_preview),
+                "payload_preview": _md_table(["orderNumber", "ERP sales order"], payload_preview),
+            }
+        )
+
+    @dg.asset(
+        key=[route_id, "erp_delivered_orders"],
+        deps=[erp_orders],
+        group_name=route_id,
+        kinds={"exactonline", "duckdb"},
+        op_tags={DELIVERY_TAG: route_id},
+        required_resource_keys={erp_key, "duckdb"},
+        description="Mapped orders sent to the ERP exactly once, recorded in the DuckDB table "
+        "delivered_orders.",
+    )
+    def erp_delivered_orders(
+        context: dg.AssetExecutionContext, config: DeliveryConfig
+    ) -> dg.MaterializeResult:
+        erp: ErpResource = getattr(context.resources, erp_key)
+        ledger = ledger_for(context)
+        if config.dry_run:
+            return _preview(context, ledger, config.max_orders, before_send)
+        run_id = context.run_id
+        lease = f"erp_delivery:{route_id}"
+        holder = ledger.acquire_lease(lease, run_id, LEASE_TTL)
+        if holder is not None:
+            # The run queue keeps delivery runs apart; this covers runs that bypass it (the CLI).
+            context.log.warning("Delivery run %s holds the lease; this run sends nothing", holder)
+            return dg.MaterializeResult(
+                metadata={"skipped": f"delivery run {holder} was already sending", "sent": 0}
+            )
+        tally: Counter[str] = Counter()
+        sent_preview: list[list[Any]] = []
+        client: ExactClient | None = None
+        try:
+            with erp_client(erp, ledger, holder=run_id) as client:
+                stopped = _deliver(
+                    context,
+                    ledger,
+                    client,
+                    lease,
+                    config.max_orders,
+                    before_send,
+                    tally,
+                    sent_preview,
+                )
+        finally:
+            ledger.release_lease(lease, run_id)
+        counts = ledger.delivery_counts()
+        pending_left = ledger.count_pending()
+        if stopped:
+            context.log.warning("Delivery stopped early: %s; %s orders wait", stopped, pending_left)
+        rate = client.rate_limit if client else None
+        metadata: dict[str, Any] = {
+            "sent": tally["sent"],
+            "found_in_erp": tally["found_in_erp"],
+            "failed": tally["failed"],
+            "unknown_outcome": tally["unknown"],
+            "pending_left": pending_left,
+            "erp_calls": client.calls if client else 0,
+            "ledger_delivered": counts.get("delivered", 0),
+            "ledger_failed": counts.get("failed", 0),
+            "ledger_sending": counts.get("sending", 0),
+            "dagster/row_count": counts.get("delivered", 0),
+            "stopped_early": stopped or "no",
+            "sent_preview": _md_table(
+                ["orderNumber", "ERP OrderNumber", "ERP OrderID"], sent_preview
             ),
         }
-    )
+        if rate is not None:
+            if rate.minutely_remaining is not None:
+                metadata["erp_calls_left_minute"] = rate.minutely_remaining
+            if rate.daily_remaining is not None:
+                metadata["erp_calls_left_day"] = rate.daily_remaining
+        return dg.MaterializeResult(metadata=metadata)
+
+    return RouteAssets(route, windows, source_orders, erp_orders, erp_delivered_orders)
+
+
+def _filter_text(route: RouteConfig) -> str:
+    countries = route.filter.countries
+    text = "EU-27" if countries == "EU" else ", ".join(countries)
+    if route.filter.order_states:
+        text += "; states " + ", ".join(route.filter.order_states)
+    return text
 
 
 def _order_preview(order: Any) -> list[Any]:
@@ -134,36 +334,7 @@ def _order_preview(order: Any) -> list[Any]:
     ]
 
 
-# --- erp_orders ----------------------------------------------------------------------------------
-
-
-class ErpOrdersConfig(dg.Config):
-    allowed_countries: list[str] | None = Field(
-        default=None,
-        description="ISO 3166 alpha-2 codes to deliver to; empty means the EU-27",
-    )
-    shipping_item_code: str = settings.SHIPPING_ITEM_CODE
-    discount_item_code: str = settings.DISCOUNT_ITEM_CODE
-    description_template: str = "Shopware order {order_number}"
-
-    @field_validator("allowed_countries")
-    @classmethod
-    def _known_countries(cls, value: list[str] | None) -> list[str] | None:
-        if not value:
-            return None
-        codes = [code.strip().upper() for code in value]
-        unknown = sorted(set(codes) - settings.ISO_COUNTRIES)
-        if unknown:
-            raise ValueError(f"unknown ISO 3166 country codes: {', '.join(unknown)}")
-        return codes
-
-    def rules(self) -> MappingRules:
-        return MappingRules(
-            allowed_countries=frozenset(self.allowed_countries or settings.EU_27),
-            shipping_item_code=self.shipping_item_code,
-            discount_item_code=self.discount_item_code,
-            description_template=self.description_template,
-        )
+# --- mapping ---------------------------------------------------------------------------------
 
 
 class _Resolver:
@@ -208,208 +379,83 @@ class _Resolver:
         return found
 
 
-@dg.asset(
-    partitions_def=order_windows,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[source_orders],
-    group_name=GROUP,
-    kinds={"python", "duckdb"},
-)
-def erp_orders(
-    context: dg.AssetExecutionContext,
-    config: ErpOrdersConfig,
-    erp: ErpResource,
-    duckdb: DuckDBResource,
-) -> dg.MaterializeResult:
-    """Staged orders shipped to an allowed country (EU-27), mapped to ERP sales orders;
-    unmappable ones quarantined with a reason."""
-    window = context.partition_time_window
-    rules = config.rules()
-    ledger = open_ledger(duckdb)
-    counts: Counter[str] = Counter()
-    quarantine_preview: list[list[Any]] = []
-    payload_preview: list[list[Any]] = []
-    with erp_client(erp, ledger, holder=context.run_id) as client:
-        resolver = _Resolver(ledger, client, context)
-        for batch in ledger.iter_staged(window.start, window.end):
-            rows: list[MappingRow] = []
-            for staged in batch:
-                created_at = _created_at(staged.payload, window.start)
-                outcome = evaluate_order(staged.payload, rules)
-                row = _to_row(outcome, staged.shop_order_id, created_at, resolver)
-                rows.append(row)
-                counts[row.status] += 1
-                if row.status == "quarantined" and len(quarantine_preview) < PREVIEW_ROWS:
-                    quarantine_preview.append([row.order_number, row.reason])
-                if row.status == "mapped" and len(payload_preview) < 3:
-                    payload_preview.append(
-                        [row.order_number, json.dumps(row.payload, ensure_ascii=False)]
-                    )
-            ledger.record_mapping(rows, context.run_id)
-    staged = sum(counts.values())
-    if counts["quarantined"]:
-        context.log.warning(
-            "%s of %s orders quarantined; see the 'quarantined_preview' metadata",
-            counts["quarantined"],
-            staged,
-        )
-    return dg.MaterializeResult(
-        metadata={
-            "staged": staged,
-            # Orders that ship to an allowed country (the quarantined ones among them too).
-            "eu": staged - counts["skipped"],
-            "mapped": counts["mapped"],
-            "dropped_non_eu": counts["skipped"],
-            "quarantined": counts["quarantined"],
-            "erp_lookups": resolver.erp_lookups,
-            "erp_accounts_created": resolver.accounts_created,
-            "allowed_countries": ", ".join(sorted(rules.allowed_countries)),
-            "dagster/row_count": counts["mapped"],
-            "quarantined_preview": _md_table(["orderNumber", "reason"], quarantine_preview),
-            "payload_preview": _md_table(["orderNumber", "ERP sales order"], payload_preview),
-        }
-    )
+def _map_one(
+    payload: Any,
+    shop_order_id: str,
+    created_at: Any,
+    rules: MappingRules,
+    resolver: _Resolver,
+    before_mapping: Hook | None,
+    after_mapping: Hook | None,
+) -> MappingRow:
+    number = payload.get("orderNumber") if isinstance(payload, dict) else None
 
+    def row(status: str, country: str | None, reason: str | None, body: Any = None) -> MappingRow:
+        return MappingRow(shop_order_id, number, created_at, status, country, reason, body)
 
-def _created_at(payload: Any, fallback: Any) -> Any:
-    value = payload.get("createdAt") if isinstance(payload, dict) else None
-    return parse_created_at(value) or fallback
-
-
-def _to_row(outcome: Any, shop_order_id: str, created_at: Any, resolver: _Resolver) -> MappingRow:
+    if before_mapping is not None:
+        try:
+            payload = before_mapping(payload)
+        except Exception as exc:
+            return row("quarantined", None, f"before_mapping hook raised {exc!r}"[:500])
+        if payload is None:
+            return row("skipped", None, "dropped by the before_mapping hook")
+    outcome = evaluate_order(payload, rules)
     if isinstance(outcome, Skipped):
-        return MappingRow(
-            shop_order_id,
-            outcome.order_number,
-            created_at,
-            "skipped",
-            outcome.country,
-            outcome.reason,
-            None,
-        )
+        return row("skipped", outcome.country, outcome.reason)
     if isinstance(outcome, Quarantined):
-        return MappingRow(
-            shop_order_id,
-            outcome.order_number,
-            created_at,
-            "quarantined",
-            None,
-            outcome.reason,
-            None,
-        )
+        return row("quarantined", None, outcome.reason)
     assert isinstance(outcome, MappedOrder)
     try:
         account_id = resolver.account_for(outcome)
-        payload = to_sales_order(
+        body = to_sales_order(
             outcome, account_id=account_id, item_ids=resolver.items_for(outcome.item_codes)
         )
     except UnknownItemError as exc:
-        return MappingRow(
-            shop_order_id,
-            outcome.order_number,
-            created_at,
-            "quarantined",
-            outcome.shipping_country,
-            str(exc),
-            None,
-        )
+        return row("quarantined", outcome.shipping_country, str(exc))
     except ValidationRejected as exc:
         reason = f"the ERP refused the customer account: {exc.erp_message}"
-        return MappingRow(
-            shop_order_id,
-            outcome.order_number,
-            created_at,
-            "quarantined",
-            outcome.shipping_country,
-            reason,
-            None,
-        )
-    return MappingRow(
-        shop_order_id,
-        outcome.order_number,
-        created_at,
-        "mapped",
-        outcome.shipping_country,
-        None,
-        payload,
-    )
+        return row("quarantined", outcome.shipping_country, reason)
+    if after_mapping is not None:
+        try:
+            body = after_mapping(body, payload)
+        except Exception as exc:
+            return row(
+                "quarantined", outcome.shipping_country, f"after_mapping hook raised {exc!r}"[:500]
+            )
+    return row("mapped", outcome.shipping_country, None, body)
 
 
-# --- erp_delivered_orders ----------------------------------------------------------------------
+# --- delivery --------------------------------------------------------------------------------
 
 
-class DeliveryConfig(dg.Config):
-    max_orders: int = Field(
-        default=500, ge=1, description="Most orders one run sends (the rest wait a tick)"
-    )
-
-
-@dg.asset(
-    deps=[erp_orders],
-    group_name=GROUP,
-    kinds={"exactonline", "duckdb"},
-    op_tags={DELIVERY_TAG: "erp"},
-)
-def erp_delivered_orders(
-    context: dg.AssetExecutionContext,
-    config: DeliveryConfig,
-    erp: ErpResource,
-    duckdb: DuckDBResource,
+def _preview(
+    context: dg.AssetExecutionContext, ledger: Ledger, limit: int, before_send: Hook | None
 ) -> dg.MaterializeResult:
-    """Mapped orders sent to the ERP exactly once, recorded in the DuckDB table
-    delivered_orders."""
-    ledger = open_ledger(duckdb)
-    run_id = context.run_id
-    holder = ledger.acquire_lease(DELIVERY_LEASE, run_id, LEASE_TTL)
-    if holder is not None:
-        # The run queue keeps delivery runs apart; this covers runs that bypass it (the CLI).
-        context.log.warning(
-            "Delivery run %s holds the delivery lease; this run sends nothing", holder
-        )
-        return dg.MaterializeResult(
-            metadata={"skipped": f"delivery run {holder} was already sending", "sent": 0}
-        )
-    tally: Counter[str] = Counter()
-    sent_preview: list[list[Any]] = []
-    stopped = ""
-    client: ExactClient | None = None
-    try:
-        with erp_client(erp, ledger, holder=run_id) as client:
-            stopped = _deliver(context, ledger, client, config, tally, sent_preview)
-    finally:
-        ledger.release_lease(DELIVERY_LEASE, run_id)
-    counts = ledger.delivery_counts()
-    pending_left = ledger.count_pending()
-    if stopped:
-        context.log.warning("Delivery stopped early: %s; %s orders wait", stopped, pending_left)
-    rate = client.rate_limit if client else None
-    metadata: dict[str, Any] = {
-        "sent": tally["sent"],
-        "found_in_erp": tally["found_in_erp"],
-        "failed": tally["failed"],
-        "unknown_outcome": tally["unknown"],
-        "pending_left": pending_left,
-        "erp_calls": client.calls if client else 0,
-        "ledger_delivered": counts.get("delivered", 0),
-        "ledger_failed": counts.get("failed", 0),
-        "ledger_sending": counts.get("sending", 0),
-        "dagster/row_count": counts.get("delivered", 0),
-        "stopped_early": stopped or "no",
-        "sent_preview": _md_table(["orderNumber", "ERP OrderNumber", "ERP OrderID"], sent_preview),
-    }
-    if rate is not None:
-        if rate.minutely_remaining is not None:
-            metadata["erp_calls_left_minute"] = rate.minutely_remaining
-        if rate.daily_remaining is not None:
-            metadata["erp_calls_left_day"] = rate.daily_remaining
-    return dg.MaterializeResult(metadata=metadata)
+    """Dry run: what the next delivery would send, with the payloads; nothing is sent."""
+    pending = ledger.pending(limit=limit)
+    rows = []
+    for order in pending[:PREVIEW_ROWS]:
+        body = before_send(dict(order.payload)) if before_send else order.payload
+        rows.append([order.order_number, json.dumps(body, ensure_ascii=False)])
+    context.log.info("Dry run: %s orders would be sent; nothing was sent", len(pending))
+    return dg.MaterializeResult(
+        metadata={
+            "dry_run": True,
+            "would_send": len(pending),
+            "sent": 0,
+            "payload_preview": _md_table(["YourRef order", "ERP sales order"], rows),
+        }
+    )
 
 
 def _deliver(
     context: dg.AssetExecutionContext,
     ledger: Ledger,
     client: ExactClient,
-    config: DeliveryConfig,
+    lease: str,
+    max_orders: int,
+    before_send: Hook | None,
     tally: Counter[str],
     sent_preview: list[list[Any]],
 ) -> str:
@@ -419,14 +465,15 @@ def _deliver(
     try:
         # Step 4 first: rows left in `sending` by a run that died or lost a response.
         for row in ledger.in_flight():
-            ledger.acquire_lease(DELIVERY_LEASE, run_id, LEASE_TTL)
-            found = client.find_sales_orders(row.order_number)
+            ledger.acquire_lease(lease, run_id, LEASE_TTL)
+            found = client.find_sales_orders(row.your_ref)
             if found:
                 if len(found) > 1:
                     log.error(
-                        "Order %s is in the ERP %s times (YourRef); keeping the first",
+                        "Order %s is in the ERP %s times (YourRef %s); keeping the first",
                         row.order_number,
                         len(found),
+                        row.your_ref,
                     )
                 ledger.mark_delivered(
                     row.shop_order_id,
@@ -441,11 +488,18 @@ def _deliver(
                     row.shop_order_id, "outcome was unknown; not in the ERP, so sent again"
                 )
         consecutive_unknown = 0
-        for order in ledger.pending(limit=config.max_orders):
-            ledger.acquire_lease(DELIVERY_LEASE, run_id, LEASE_TTL)
+        for order in ledger.pending(limit=max_orders):
+            ledger.acquire_lease(lease, run_id, LEASE_TTL)
+            try:
+                body = before_send(dict(order.payload)) if before_send else order.payload
+            except Exception as exc:
+                ledger.claim(order, run_id)
+                ledger.mark_failed(order.shop_order_id, f"before_send hook raised {exc!r}"[:500])
+                tally["failed"] += 1
+                continue
             ledger.claim(order, run_id)  # Step 1: committed before the POST
             try:
-                created = client.create_sales_order(order.payload)  # Step 2
+                created = client.create_sales_order(body)  # Step 2
             except ValidationRejected as exc:  # Step 5: a person must fix the cause
                 ledger.mark_failed(order.shop_order_id, exc.erp_message)
                 tally["failed"] += 1
@@ -482,3 +536,6 @@ def _deliver(
     except ApiError as exc:
         return f"ERP unavailable: {exc}"
     return ""
+
+
+__all__ = ["DELIVERY_TAG", "DeliveryConfig", "RouteAssets", "build_route_assets"]

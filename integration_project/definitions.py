@@ -1,25 +1,19 @@
-"""The one place where the route is assembled. Nothing imports this module.
+"""The one place where the code location is assembled. Nothing imports this module.
 
-Loading it has no side effects: no network, no files. Resources read the environment (see
-the README's table); with nothing set, everything points at the sandbox.
+Every route is a YAML file under ``defs/`` (an ``OrderRoute`` component); this module loads
+them all and adds the shared DuckDB ledger. Loading has no side effects: no network, no files.
+With no environment variable set, every route points at the sandbox.
 """
 
-from __future__ import annotations
+from pathlib import Path
 
 import dagster as dg
 
-from integration_project.assets import erp_delivered_orders, erp_orders, source_orders
-from integration_project.resources import resources_from_env
-from integration_project.schedules import (
-    erp_delivery_job,
-    erp_delivery_schedule,
-    source_orders_job,
-    source_orders_schedule,
-)
+from integration_project.components.order_route import forget_routes
+from integration_project.resources import duckdb_resource
 
-defs = dg.Definitions(
-    assets=[source_orders, erp_orders, erp_delivered_orders],
-    jobs=[source_orders_job, erp_delivery_job],
-    schedules=[source_orders_schedule, erp_delivery_schedule],
-    resources=resources_from_env(),
+forget_routes()
+defs = dg.Definitions.merge(
+    dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent),
+    dg.Definitions(resources={"duckdb": duckdb_resource()}),
 )

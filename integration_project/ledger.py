@@ -33,16 +33,19 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS staged_orders (
-    shop_order_id VARCHAR PRIMARY KEY,
+    route_id      VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
     order_number  VARCHAR,
     created_at    TIMESTAMPTZ NOT NULL,
     payload       JSON NOT NULL,
     fetched_at    TIMESTAMPTZ NOT NULL,
-    run_id        VARCHAR
+    run_id        VARCHAR,
+    PRIMARY KEY (route_id, shop_order_id)
 );
 -- Pages of a fetch land here first and are merged into staged_orders in one transaction when
 -- the whole range has been read, so a failed fetch leaves staged_orders unchanged.
 CREATE TABLE IF NOT EXISTS staged_orders_incoming (
+    route_id      VARCHAR NOT NULL,
     run_id        VARCHAR NOT NULL,
     shop_order_id VARCHAR NOT NULL,
     order_number  VARCHAR,
@@ -51,7 +54,8 @@ CREATE TABLE IF NOT EXISTS staged_orders_incoming (
     fetched_at    TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS erp_orders (
-    shop_order_id VARCHAR PRIMARY KEY,
+    route_id      VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
     order_number  VARCHAR,
     created_at    TIMESTAMPTZ NOT NULL,
     status        VARCHAR NOT NULL,   -- mapped | skipped | quarantined
@@ -60,10 +64,13 @@ CREATE TABLE IF NOT EXISTS erp_orders (
     payload       JSON,               -- the ERP sales order, when mapped
     payload_hash  VARCHAR,
     mapped_at     TIMESTAMPTZ NOT NULL,
-    run_id        VARCHAR
+    run_id        VARCHAR,
+    your_ref      VARCHAR,            -- the ERP's YourRef: the exactly-once look-up key
+    PRIMARY KEY (route_id, shop_order_id)
 );
 CREATE TABLE IF NOT EXISTS delivered_orders (
-    shop_order_id    VARCHAR PRIMARY KEY,
+    route_id         VARCHAR NOT NULL,
+    shop_order_id    VARCHAR NOT NULL,
     order_number     VARCHAR NOT NULL,
     erp_order_id     VARCHAR,
     erp_order_number BIGINT,
@@ -74,17 +81,24 @@ CREATE TABLE IF NOT EXISTS delivered_orders (
     payload_hash     VARCHAR,
     claimed_at       TIMESTAMPTZ,
     delivered_at     TIMESTAMPTZ,
-    updated_at       TIMESTAMPTZ NOT NULL
+    updated_at       TIMESTAMPTZ NOT NULL,
+    your_ref         VARCHAR,
+    PRIMARY KEY (route_id, shop_order_id)
 );
+-- Look-up caches belong to an ERP division (erp_key), shared by every route that targets it.
 CREATE TABLE IF NOT EXISTS erp_accounts (
-    email      VARCHAR PRIMARY KEY,   -- lower-cased
+    erp_key    VARCHAR NOT NULL,
+    email      VARCHAR NOT NULL,      -- lower-cased
     account_id VARCHAR NOT NULL,
-    cached_at  TIMESTAMPTZ NOT NULL
+    cached_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, email)
 );
 CREATE TABLE IF NOT EXISTS erp_items (
-    code      VARCHAR PRIMARY KEY,
+    erp_key   VARCHAR NOT NULL,
+    code      VARCHAR NOT NULL,
     item_id   VARCHAR NOT NULL,
-    cached_at TIMESTAMPTZ NOT NULL
+    cached_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, code)
 );
 CREATE TABLE IF NOT EXISTS erp_tokens (
     token_key         VARCHAR PRIMARY KEY,  -- ERP URL, division and client id: no secret
@@ -142,6 +156,7 @@ class PendingOrder:
     order_number: str
     payload: dict[str, Any]
     payload_hash: str
+    your_ref: str
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,7 @@ class InFlight:
     order_number: str
     run_id: str | None
     attempts: int
+    your_ref: str
 
 
 @dataclass(frozen=True)
@@ -164,8 +180,13 @@ class MappingRow:
 
 
 class Ledger:
-    def __init__(self, connect: Connect) -> None:
+    """One route's view of the ledger: every route table is keyed by ``route_id`` too, so
+    routes sharing the DuckDB file never see each other's orders."""
+
+    def __init__(self, connect: Connect, route_id: str, erp_key: str = "") -> None:
         self._connect = connect
+        self.route_id = route_id
+        self.erp_key = erp_key
         self._schema_ready = False
 
     def _conn(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
@@ -183,7 +204,10 @@ class Ledger:
     def begin_fetch(self, run_id: str) -> None:
         self.ensure_schema()
         with self._conn() as con:
-            con.execute("DELETE FROM staged_orders_incoming WHERE run_id = ?", [run_id])
+            con.execute(
+                "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?",
+                [self.route_id, run_id],
+            )
 
     def stage_page(self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> int:
         """Write one page of raw orders to the run's incoming area."""
@@ -192,6 +216,7 @@ class Ledger:
         fetched_at = now_utc()
         batch = pa.table(
             {
+                "route_id": [self.route_id] * len(orders),
                 "run_id": [run_id] * len(orders),
                 "shop_order_id": [staging_key(o) for o in orders],
                 "order_number": [
@@ -213,8 +238,8 @@ class Ledger:
             con.register("page_batch", batch)
             con.execute(
                 "INSERT INTO staged_orders_incoming "
-                "SELECT run_id, shop_order_id, CAST(order_number AS VARCHAR), created_at, "
-                "payload::JSON, fetched_at FROM page_batch"
+                "SELECT route_id, run_id, shop_order_id, CAST(order_number AS VARCHAR), "
+                "created_at, payload::JSON, fetched_at FROM page_batch"
             )
             con.unregister("page_batch")
         return len(orders)
@@ -230,34 +255,38 @@ class Ledger:
                 new = con.execute(
                     """
                     SELECT count(DISTINCT i.shop_order_id) FROM staged_orders_incoming i
-                    LEFT JOIN staged_orders s USING (shop_order_id)
-                    WHERE i.run_id = ? AND s.shop_order_id IS NULL
+                    LEFT JOIN staged_orders s USING (route_id, shop_order_id)
+                    WHERE i.route_id = ? AND i.run_id = ? AND s.shop_order_id IS NULL
                     """,
-                    [run_id],
+                    [self.route_id, run_id],
                 ).fetchone()[0]
                 total = con.execute(
                     "SELECT count(DISTINCT shop_order_id) FROM staged_orders_incoming "
-                    "WHERE run_id = ?",
-                    [run_id],
+                    "WHERE route_id = ? AND run_id = ?",
+                    [self.route_id, run_id],
                 ).fetchone()[0]
                 con.execute(
                     """
                     INSERT INTO staged_orders
-                    SELECT shop_order_id, order_number, created_at, payload, fetched_at, run_id
-                    FROM staged_orders_incoming WHERE run_id = ?
+                    SELECT route_id, shop_order_id, order_number, created_at, payload,
+                           fetched_at, run_id
+                    FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?
                     QUALIFY row_number() OVER (
                         PARTITION BY shop_order_id ORDER BY fetched_at DESC
                     ) = 1
-                    ON CONFLICT (shop_order_id) DO UPDATE SET
+                    ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
                         order_number = excluded.order_number,
                         created_at = excluded.created_at,
                         payload = excluded.payload,
                         fetched_at = excluded.fetched_at,
                         run_id = excluded.run_id
                     """,
-                    [run_id],
+                    [self.route_id, run_id],
                 )
-                con.execute("DELETE FROM staged_orders_incoming WHERE run_id = ?", [run_id])
+                con.execute(
+                    "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?",
+                    [self.route_id, run_id],
+                )
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -266,7 +295,10 @@ class Ledger:
 
     def abort_fetch(self, run_id: str) -> None:
         with self._conn() as con:
-            con.execute("DELETE FROM staged_orders_incoming WHERE run_id = ?", [run_id])
+            con.execute(
+                "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?",
+                [self.route_id, run_id],
+            )
 
     def iter_staged(
         self, start: datetime, end: datetime, batch_size: int = 500
@@ -282,10 +314,11 @@ class Ledger:
                 rows = con.execute(
                     """
                     SELECT shop_order_id, payload FROM staged_orders
-                    WHERE created_at >= ? AND created_at < ? AND shop_order_id > ?
+                    WHERE route_id = ? AND created_at >= ? AND created_at < ?
+                      AND shop_order_id > ?
                     ORDER BY shop_order_id LIMIT ?
                     """,
-                    [start, end, after, batch_size],
+                    [self.route_id, start, end, after, batch_size],
                 ).fetchall()
             if not rows:
                 return
@@ -296,8 +329,9 @@ class Ledger:
         self.ensure_schema()
         with self._conn() as con:
             return con.execute(
-                "SELECT count(*) FROM staged_orders WHERE created_at >= ? AND created_at < ?",
-                [start, end],
+                "SELECT count(*) FROM staged_orders "
+                "WHERE route_id = ? AND created_at >= ? AND created_at < ?",
+                [self.route_id, start, end],
             ).fetchone()[0]
 
     # --- mapped orders -------------------------------------------------------------------------
@@ -310,6 +344,7 @@ class Ledger:
         mapped_at = now_utc()
         batch = pa.table(
             {
+                "route_id": [self.route_id] * len(rows),
                 "shop_order_id": [r.shop_order_id for r in rows],
                 "order_number": [r.order_number for r in rows],
                 "created_at": pa.array([r.created_at for r in rows], pa.timestamp("us", tz="UTC")),
@@ -323,6 +358,9 @@ class Ledger:
                 "payload_hash": [
                     payload_hash(r.payload) if r.payload is not None else None for r in rows
                 ],
+                "your_ref": [
+                    str(r.payload.get("YourRef")) if r.payload is not None else None for r in rows
+                ],
             }
         )
         with self._conn() as con:
@@ -330,10 +368,11 @@ class Ledger:
             con.execute(
                 """
                 INSERT INTO erp_orders
-                SELECT shop_order_id, order_number, created_at, status, country, reason,
-                       payload::JSON, payload_hash, ?, ?
+                SELECT route_id, shop_order_id, order_number, created_at, status, country,
+                       reason, payload::JSON, payload_hash, ?, ?, your_ref
                 FROM mapping_batch
-                ON CONFLICT (shop_order_id) DO UPDATE SET
+                ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
+                    your_ref = excluded.your_ref,
                     order_number = excluded.order_number,
                     created_at = excluded.created_at,
                     status = excluded.status,
@@ -353,8 +392,8 @@ class Ledger:
         with self._conn() as con:
             rows = con.execute(
                 "SELECT status, count(*) FROM erp_orders "
-                "WHERE created_at >= ? AND created_at < ? GROUP BY status",
-                [start, end],
+                "WHERE route_id = ? AND created_at >= ? AND created_at < ? GROUP BY status",
+                [self.route_id, start, end],
             ).fetchall()
         return {status: int(n) for status, n in rows}
 
@@ -364,15 +403,16 @@ class Ledger:
         self.ensure_schema()
         with self._conn() as con:
             row = con.execute(
-                "SELECT account_id FROM erp_accounts WHERE email = ?", [email.lower()]
+                "SELECT account_id FROM erp_accounts WHERE erp_key = ? AND email = ?",
+                [self.erp_key, email.lower()],
             ).fetchone()
         return row[0] if row else None
 
     def cache_account(self, email: str, account_id: str) -> None:
         with self._conn() as con:
             con.execute(
-                "INSERT OR REPLACE INTO erp_accounts VALUES (?, ?, ?)",
-                [email.lower(), account_id, now_utc()],
+                "INSERT OR REPLACE INTO erp_accounts VALUES (?, ?, ?, ?)",
+                [self.erp_key, email.lower(), account_id, now_utc()],
             )
 
     def cached_items(self, codes: Iterable[str]) -> dict[str, str]:
@@ -382,14 +422,16 @@ class Ledger:
         self.ensure_schema()
         with self._conn() as con:
             rows = con.execute(
-                "SELECT code, item_id FROM erp_items WHERE list_contains(?, code)", [codes]
+                "SELECT code, item_id FROM erp_items WHERE erp_key = ? AND list_contains(?, code)",
+                [self.erp_key, codes],
             ).fetchall()
         return dict(rows)
 
     def cache_item(self, code: str, item_id: str) -> None:
         with self._conn() as con:
             con.execute(
-                "INSERT OR REPLACE INTO erp_items VALUES (?, ?, ?)", [code, item_id, now_utc()]
+                "INSERT OR REPLACE INTO erp_items VALUES (?, ?, ?, ?)",
+                [self.erp_key, code, item_id, now_utc()],
             )
 
     # --- the delivery lease: one delivery run sends at a time ---------------------------------
@@ -424,8 +466,10 @@ class Ledger:
         self.ensure_schema()
         with self._conn() as con:
             rows = con.execute(
-                "SELECT shop_order_id, order_number, run_id, attempts FROM delivered_orders "
-                "WHERE status = 'sending' ORDER BY claimed_at"
+                "SELECT shop_order_id, order_number, run_id, attempts, "
+                "coalesce(your_ref, order_number) FROM delivered_orders "
+                "WHERE route_id = ? AND status = 'sending' ORDER BY claimed_at",
+                [self.route_id],
             ).fetchall()
         return [InFlight(*r) for r in rows]
 
@@ -437,21 +481,21 @@ class Ledger:
         """
         self.ensure_schema()
         sql = """
-            SELECT e.shop_order_id, e.order_number, e.payload, e.payload_hash
-            FROM erp_orders e LEFT JOIN delivered_orders d USING (shop_order_id)
-            WHERE e.status = 'mapped'
+            SELECT e.shop_order_id, e.order_number, e.payload, e.payload_hash, e.your_ref
+            FROM erp_orders e LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
+            WHERE e.route_id = ? AND e.status = 'mapped'
               AND (d.shop_order_id IS NULL
                    OR d.status = 'pending'
                    OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
             ORDER BY e.created_at, e.shop_order_id
         """
-        params: list[Any] = []
+        params: list[Any] = [self.route_id]
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         with self._conn() as con:
             rows = con.execute(sql, params).fetchall()
-        return [PendingOrder(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+        return [PendingOrder(r[0], r[1], json.loads(r[2]), r[3], r[4] or r[1]) for r in rows]
 
     def count_pending(self) -> int:
         self.ensure_schema()
@@ -459,11 +503,12 @@ class Ledger:
             return con.execute(
                 """
                 SELECT count(*) FROM erp_orders e LEFT JOIN delivered_orders d
-                USING (shop_order_id)
-                WHERE e.status = 'mapped'
+                USING (route_id, shop_order_id)
+                WHERE e.route_id = ? AND e.status = 'mapped'
                   AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
                        OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
-                """
+                """,
+                [self.route_id],
             ).fetchone()[0]
 
     def claim(self, order: PendingOrder, run_id: str) -> int:
@@ -473,11 +518,12 @@ class Ledger:
             row = con.execute(
                 """
                 INSERT INTO delivered_orders
-                    (shop_order_id, order_number, status, attempts, run_id, payload_hash,
-                     claimed_at, updated_at)
-                VALUES (?, ?, 'sending', 1, ?, ?, ?, ?)
-                ON CONFLICT (shop_order_id) DO UPDATE SET
+                    (route_id, shop_order_id, order_number, status, attempts, run_id,
+                     payload_hash, claimed_at, updated_at, your_ref)
+                VALUES (?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)
+                ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
                     status = 'sending',
+                    your_ref = excluded.your_ref,
                     attempts = delivered_orders.attempts + 1,
                     run_id = excluded.run_id,
                     payload_hash = excluded.payload_hash,
@@ -485,7 +531,16 @@ class Ledger:
                     updated_at = excluded.updated_at
                 RETURNING attempts
                 """,
-                [order.shop_order_id, order.order_number, run_id, order.payload_hash, now, now],
+                [
+                    self.route_id,
+                    order.shop_order_id,
+                    order.order_number,
+                    run_id,
+                    order.payload_hash,
+                    now,
+                    now,
+                    order.your_ref,
+                ],
             ).fetchone()
         return int(row[0])
 
@@ -497,10 +552,10 @@ class Ledger:
                 """
                 UPDATE delivered_orders SET attempts = attempts + 1, run_id = ?,
                     claimed_at = ?, updated_at = ?
-                WHERE shop_order_id = ? AND status = 'sending'
+                WHERE route_id = ? AND shop_order_id = ? AND status = 'sending'
                 RETURNING attempts
                 """,
-                [run_id, now, now, shop_order_id],
+                [run_id, now, now, self.route_id, shop_order_id],
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -514,9 +569,9 @@ class Ledger:
                 UPDATE delivered_orders SET status = 'delivered', erp_order_id = ?,
                     erp_order_number = ?, last_error = NULL, run_id = ?, delivered_at = ?,
                     updated_at = ?
-                WHERE shop_order_id = ?
+                WHERE route_id = ? AND shop_order_id = ?
                 """,
-                [erp_order_id, erp_order_number, run_id, now, now, shop_order_id],
+                [erp_order_id, erp_order_number, run_id, now, now, self.route_id, shop_order_id],
             )
 
     def mark_failed(self, shop_order_id: str, error: str) -> None:
@@ -534,22 +589,26 @@ class Ledger:
         with self._conn() as con:
             con.execute(
                 "UPDATE delivered_orders SET status = ?, last_error = ?, updated_at = ? "
-                "WHERE shop_order_id = ?",
-                [status, error, now_utc(), shop_order_id],
+                "WHERE route_id = ? AND shop_order_id = ?",
+                [status, error, now_utc(), self.route_id, shop_order_id],
             )
 
     def delivery_counts(self) -> dict[str, int]:
         self.ensure_schema()
         with self._conn() as con:
             rows = con.execute(
-                "SELECT status, count(*) FROM delivered_orders GROUP BY status"
+                "SELECT status, count(*) FROM delivered_orders WHERE route_id = ? GROUP BY status",
+                [self.route_id],
             ).fetchall()
         return {status: int(n) for status, n in rows}
 
     def delivered_rows(self) -> list[dict[str, Any]]:
         self.ensure_schema()
         with self._conn() as con:
-            cursor = con.execute("SELECT * FROM delivered_orders ORDER BY shop_order_id")
+            cursor = con.execute(
+                "SELECT * FROM delivered_orders WHERE route_id = ? ORDER BY shop_order_id",
+                [self.route_id],
+            )
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 

@@ -14,6 +14,7 @@ from pydantic import Field
 from integration_project import settings
 from integration_project.exact.client import ExactClient, TokenStore
 from integration_project.ledger import DuckDBTokenStore, Ledger
+from integration_project.routes.config import ErpTarget, RouteConfig, ShopSource
 from integration_project.shopware.client import ShopwareClient
 
 
@@ -23,10 +24,15 @@ class ShopResource(dg.ConfigurableResource):
     api_url: str = Field(description="Base URL of the shop, e.g. https://shop.example.eu")
     client_id: str = Field(description="Integration access key id (SHOP_CLIENT_ID)")
     client_secret: str = Field(description="Integration secret (SHOP_CLIENT_SECRET)")
-    page_size: int = Field(default=settings.DEFAULT_PAGE_SIZE, ge=1, le=500)
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_retries: int = 4
+    client_id_env: str = Field(
+        default="SHOP_CLIENT_ID", description="The variable the client id comes from"
+    )
+    client_secret_env: str = Field(
+        default="SHOP_CLIENT_SECRET", description="The variable the secret comes from"
+    )
 
     def get_client(self) -> ShopwareClient:
         return ShopwareClient(
@@ -35,6 +41,7 @@ class ShopResource(dg.ConfigurableResource):
             client_secret=self.client_secret,
             timeout=(self.connect_timeout_s, self.read_timeout_s),
             max_retries=self.max_retries,
+            credential_names=(self.client_id_env, self.client_secret_env),
         )
 
 
@@ -73,14 +80,15 @@ class ErpResource(dg.ConfigurableResource):
         )
 
 
-def open_ledger(duckdb: DuckDBResource) -> Ledger:
-    """The ledger over the configured DuckDB file (its folder is created on first use)."""
+def open_ledger(duckdb: DuckDBResource, route_id: str, erp_key: str = "") -> Ledger:
+    """A route's ledger over the configured DuckDB file (its folder is created on first use)."""
     if duckdb.database not in ("", ":memory:"):
         Path(duckdb.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return Ledger(duckdb.get_connection)
+    return Ledger(duckdb.get_connection, route_id, erp_key)
 
 
 def erp_client(erp: ErpResource, ledger: Ledger, *, holder: str | None = None) -> ExactClient:
+    # The token chain belongs to the ERP app and division, shared by every route using it.
     return erp.get_client(DuckDBTokenStore(ledger, erp.token_key), holder=holder)
 
 
@@ -101,35 +109,57 @@ def _env(name: str, sandbox_default: str, *, required_with: str | None = None) -
     return sandbox_default
 
 
+_SANDBOX_SHOPS = {
+    "shop": (
+        settings.SANDBOX_SHOP_URL,
+        settings.SANDBOX_SHOP_CLIENT_ID,
+        settings.SANDBOX_SHOP_CLIENT_SECRET,
+    ),
+    "shop2": (
+        settings.SANDBOX_SHOP2_URL,
+        settings.SANDBOX_SHOP2_CLIENT_ID,
+        settings.SANDBOX_SHOP2_CLIENT_SECRET,
+    ),
+    "none": ("", "", ""),
+}
+
+
+def shop_resource(source: ShopSource) -> ShopResource:
+    url, client_id, secret = _SANDBOX_SHOPS[source.sandbox]
+    url_var = source.api_url_env
+    return ShopResource(
+        api_url=_env(url_var, url),
+        client_id=_env(source.client_id_env, client_id, required_with=url_var),
+        client_secret=_env(source.client_secret_env, secret, required_with=url_var),
+        client_id_env=source.client_id_env,
+        client_secret_env=source.client_secret_env,
+    )
+
+
+def erp_resource(target: ErpTarget) -> ErpResource:
+    url_var = target.api_url_env
+    return ErpResource(
+        api_url=_env(url_var, settings.SANDBOX_ERP_URL),
+        division=_env(target.division_env, settings.SANDBOX_ERP_DIVISION, required_with=url_var),
+        client_id=_env(target.client_id_env, settings.SANDBOX_ERP_CLIENT_ID, required_with=url_var),
+        client_secret=_env(
+            target.client_secret_env, settings.SANDBOX_ERP_CLIENT_SECRET, required_with=url_var
+        ),
+        refresh_token=_env(
+            target.refresh_token_env, settings.SANDBOX_ERP_REFRESH_TOKEN, required_with=url_var
+        ),
+    )
+
+
 def default_database_path() -> str:
     return str(Path(__file__).resolve().parents[1] / settings.DEFAULT_DUCKDB_PATH)
 
 
-def resources_from_env() -> dict[str, object]:
-    """The three resources, reading the variables listed in the README."""
-    shop = ShopResource(
-        api_url=_env("SHOP_API_URL", settings.SANDBOX_SHOP_URL),
-        client_id=_env(
-            "SHOP_CLIENT_ID", settings.SANDBOX_SHOP_CLIENT_ID, required_with="SHOP_API_URL"
-        ),
-        client_secret=_env(
-            "SHOP_CLIENT_SECRET", settings.SANDBOX_SHOP_CLIENT_SECRET, required_with="SHOP_API_URL"
-        ),
-    )
-    erp = ErpResource(
-        api_url=_env("ERP_API_URL", settings.SANDBOX_ERP_URL),
-        division=_env("ERP_DIVISION", settings.SANDBOX_ERP_DIVISION, required_with="ERP_API_URL"),
-        client_id=_env(
-            "ERP_CLIENT_ID", settings.SANDBOX_ERP_CLIENT_ID, required_with="ERP_API_URL"
-        ),
-        client_secret=_env(
-            "ERP_CLIENT_SECRET", settings.SANDBOX_ERP_CLIENT_SECRET, required_with="ERP_API_URL"
-        ),
-        refresh_token=_env(
-            "ERP_REFRESH_TOKEN", settings.SANDBOX_ERP_REFRESH_TOKEN, required_with="ERP_API_URL"
-        ),
-    )
-    duckdb = DuckDBResource(
-        database=_env("INTEGRATION_DUCKDB_PATH", default_database_path()),
-    )
-    return {"shop": shop, "erp": erp, "duckdb": duckdb}
+def duckdb_resource() -> DuckDBResource:
+    """The ledger, shared by every route (``INTEGRATION_DUCKDB_PATH``)."""
+    return DuckDBResource(database=_env("INTEGRATION_DUCKDB_PATH", default_database_path()))
+
+
+def route_resources(route: RouteConfig) -> dict[str, object]:
+    """The route's shop and ERP resources, under the keys its assets require."""
+    return {route.shop_key: shop_resource(route.source), route.erp_key: erp_resource(route.target)}

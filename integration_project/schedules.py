@@ -1,36 +1,11 @@
-"""Jobs and schedules: fetch and map every 5 minutes, deliver every minute."""
+"""A route's jobs and schedules: fetch and map every window, deliver every minute."""
+
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
-from integration_project.assets import (
-    DELIVERY_TAG,
-    erp_delivered_orders,
-    erp_orders,
-    order_windows,
-    source_orders,
-)
-
-source_orders_job = dg.define_asset_job(
-    "source_orders_job",
-    selection=[source_orders, erp_orders],
-    partitions_def=order_windows,
-    description="Fetch one 5-minute window of shop orders, then filter and map it.",
-)
-
-erp_delivery_job = dg.define_asset_job(
-    "erp_delivery_job",
-    selection=[erp_delivered_orders],
-    # The run queue allows one run with this tag at a time (dagster.yaml).
-    tags={DELIVERY_TAG: "erp"},
-    description="Send every mapped order the ledger does not hold as delivered.",
-)
-
-# Requests the window that just closed, every 5 minutes.
-source_orders_schedule = dg.build_schedule_from_partitioned_job(
-    source_orders_job,
-    name="source_orders_schedule",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+from integration_project.assets import DELIVERY_TAG, RouteAssets
 
 _ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
@@ -40,18 +15,55 @@ _ACTIVE = [
 ]
 
 
-@dg.schedule(
-    name="erp_delivery_schedule",
-    cron_schedule="* * * * *",
-    job=erp_delivery_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    execution_timezone="UTC",
-)
-def erp_delivery_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    """Every minute, unless a delivery run is still queued or running (no pile-up)."""
-    active = context.instance.get_run_ids(
-        dg.RunsFilter(job_name=erp_delivery_job.name, statuses=_ACTIVE), limit=1
+@dataclass(frozen=True)
+class RouteSchedules:
+    jobs: list[Any]  # unresolved asset jobs
+    schedules: list[Any]  # schedule definitions (one partitioned)
+
+
+def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
+    """``<route_id>__source_orders_schedule`` and ``<route_id>__erp_delivery_schedule``."""
+    route = assets.route
+    prefix = route.id
+    status = (
+        dg.DefaultScheduleStatus.RUNNING
+        if route.schedule.running
+        else dg.DefaultScheduleStatus.STOPPED
     )
-    if active:
-        return dg.SkipReason(f"delivery run {active[0]} is still in progress")
-    return dg.RunRequest(tags={DELIVERY_TAG: "erp"})
+    source_job = dg.define_asset_job(
+        f"{prefix}__source_orders_job",
+        selection=[assets.source_orders, assets.erp_orders],
+        partitions_def=assets.partitions_def,
+        description=f"{route.name}: fetch one window of shop orders, then filter and map it.",
+    )
+    delivery_job = dg.define_asset_job(
+        f"{prefix}__erp_delivery_job",
+        selection=[assets.erp_delivered_orders],
+        # The run queue allows one delivery run per route at a time (dagster.yaml).
+        tags={DELIVERY_TAG: prefix},
+        description=f"{route.name}: send every mapped order the ledger does not hold as delivered.",
+    )
+    # Requests the window that just closed, on the route's incoming cron.
+    source_schedule = dg.build_schedule_from_partitioned_job(
+        source_job, name=f"{prefix}__source_orders_schedule", default_status=status
+    )
+
+    @dg.schedule(
+        name=f"{prefix}__erp_delivery_schedule",
+        cron_schedule=route.schedule.outgoing,
+        job=delivery_job,
+        default_status=status,
+        execution_timezone="UTC",
+    )
+    def erp_delivery_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        """Deliver on the outgoing cron, unless a delivery run is still queued or running."""
+        active = context.instance.get_run_ids(
+            dg.RunsFilter(job_name=delivery_job.name, statuses=_ACTIVE), limit=1
+        )
+        if active:
+            return dg.SkipReason(f"delivery run {active[0]} is still in progress")
+        return dg.RunRequest(tags={DELIVERY_TAG: prefix})
+
+    return RouteSchedules([source_job, delivery_job], [source_schedule, erp_delivery_schedule])

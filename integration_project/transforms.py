@@ -46,14 +46,37 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
+#: Fields a template (YourRef, Description, extra fields) may use.
+TEMPLATE_FIELDS = (
+    "order_number",
+    "shop_order_id",
+    "email",
+    "country",
+    "customer_name",
+    "customer_number",
+    "currency",
+)
+
+
 @dataclass(frozen=True)
 class MappingRules:
     """What the route is configured to do. Defaults reproduce the reference route."""
 
     allowed_countries: frozenset[str] = EU_27
-    shipping_item_code: str = SHIPPING_ITEM_CODE
+    #: Order states (technical names) to deliver; empty = all.
+    order_states: frozenset[str] = frozenset()
+    min_amount: Decimal | None = None
+    max_amount: Decimal | None = None
+    #: Sales channel ids to deliver; empty = all.
+    sales_channel_ids: frozenset[str] = frozenset()
+    #: None leaves shipping costs off the ERP order.
+    shipping_item_code: str | None = SHIPPING_ITEM_CODE
     discount_item_code: str = DISCOUNT_ITEM_CODE
+    promotions: str = "discount_line"  # or "ignore"
     description_template: str = "Shopware order {order_number}"
+    your_ref_template: str = "{order_number}"
+    #: Extra sales order header fields: (ERP field, template) pairs.
+    extra_fields: tuple[tuple[str, str], ...] = ()
     shipping_description: str = "Shipping"
 
 
@@ -78,6 +101,8 @@ class MappedOrder:
     shipping_country: str
     description: str
     lines: tuple[MappedLine, ...] = field(default_factory=tuple)
+    your_ref: str = ""
+    extra_fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def item_codes(self) -> frozenset[str]:
@@ -225,8 +250,8 @@ def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> Ma
         )
         if amount > 0:
             raise _Reject(f"{where}.totalPrice ({kind}): a {kind} must not add {amount}")
-        if amount == 0:
-            return None  # a free-shipping promotion or an expired voucher: nothing to book
+        if amount == 0 or rules.promotions == "ignore":
+            return None  # a free-shipping promotion, an expired voucher, or not booked
         description = (label or kind.capitalize())[:MAX_DESCRIPTION]
         return MappedLine(rules.discount_item_code, Decimal(1), amount, description, "discount")
     raise _Reject(
@@ -260,9 +285,37 @@ def evaluate_order(raw: Mapping[str, Any], rules: MappingRules | None = None) ->
             return Skipped(
                 shop_id, number, country, f"ships to {country}, outside the allowed countries"
             )
+        skip = _filtered_out(raw, order, rules)
+        if skip:
+            return Skipped(shop_id, number, country, skip)
         return _map(order, shop_id, country, rules)
     except _Reject as reject:
         return Quarantined(shop_id, number, str(reject))
+
+
+def _filtered_out(raw: Mapping[str, Any], order: ShopOrder, rules: MappingRules) -> str | None:
+    """The route's other filters (state, amount, sales channel): a reason to skip, or None."""
+    if rules.order_states:
+        state = raw.get("stateMachineState")
+        name = state.get("technicalName") if isinstance(state, Mapping) else None
+        if name not in rules.order_states:
+            return f"order state {_show(name)} is not one of {sorted(rules.order_states)}"
+    if rules.sales_channel_ids and raw.get("salesChannelId") not in rules.sales_channel_ids:
+        return f"sales channel {_show(raw.get('salesChannelId'))} is not delivered by this route"
+    if rules.min_amount is not None or rules.max_amount is not None:
+        amount = _money(order.amountTotal, "amountTotal")
+        if rules.min_amount is not None and amount < rules.min_amount:
+            return f"amountTotal {amount} is below {rules.min_amount}"
+        if rules.max_amount is not None and amount > rules.max_amount:
+            return f"amountTotal {amount} is above {rules.max_amount}"
+    return None
+
+
+def _template(template: str, values: Mapping[str, str], what: str) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _Reject(f"{what} template {template!r} cannot be filled: {exc}") from None
 
 
 def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> MappedOrder:
@@ -304,7 +357,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
         shipping = _money(order.shippingTotal, "shippingTotal")
         if shipping < 0:
             raise _Reject(f"shippingTotal: negative shipping cost {shipping}")
-        if shipping > 0:
+        if shipping > 0 and rules.shipping_item_code is not None:
             shipping_line = MappedLine(
                 rules.shipping_item_code,
                 Decimal(1),
@@ -313,9 +366,23 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
                 "shipping",
             )
             lines.append(shipping_line)
-    description = rules.description_template.format(
-        order_number=number, shop_order_id=shop_id, email=email, country=country
-    )[:MAX_DESCRIPTION]
+    values = {
+        "order_number": number,
+        "shop_order_id": shop_id,
+        "email": email,
+        "country": country,
+        "customer_name": name,
+        "customer_number": _text(customer.customerNumber) or "",
+        "currency": currency,
+    }
+    description = _template(rules.description_template, values, "description")[:MAX_DESCRIPTION]
+    your_ref = _template(rules.your_ref_template, values, "YourRef")
+    if not your_ref or len(your_ref) > MAX_YOUR_REF:
+        raise _Reject(f"YourRef {_show(your_ref)} is empty or longer than {MAX_YOUR_REF}")
+    extra = tuple(
+        (field_name, _template(template, values, field_name)[:MAX_DESCRIPTION])
+        for field_name, template in rules.extra_fields
+    )
     return MappedOrder(
         shop_order_id=shop_id,
         order_number=number,
@@ -327,6 +394,8 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
         shipping_country=country,
         description=description,
         lines=tuple(lines),
+        your_ref=your_ref,
+        extra_fields=extra,
     )
 
 
@@ -346,8 +415,9 @@ def to_sales_order(
             + " (logistics/Items); create the item in the ERP or fix the product number"
         )
     return {
+        **dict(order.extra_fields),
         "OrderedBy": account_id,
-        "YourRef": order.order_number,
+        "YourRef": order.your_ref or order.order_number,
         "OrderDate": order.order_date,
         "Description": order.description,
         "Currency": order.currency,

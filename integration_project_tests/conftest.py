@@ -10,10 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster_duckdb import DuckDBResource
 
 from integration_project import settings
+from integration_project.assets import RouteAssets, build_route_assets
 from integration_project.resources import ErpResource, ShopResource, open_ledger
+from integration_project.routes.config import RouteConfig
 from integration_project.sandbox import Sandbox
 
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
@@ -22,6 +25,23 @@ warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 WINDOW_KEY = "2026-11-20-10:00"
 WINDOW_START = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 WINDOW_END = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+
+DEFS = Path(__file__).resolve().parents[1] / "integration_project" / "defs"
+
+
+def shipped_route(folder: str = "eu_orders_shopware_to_exact", **updates: object) -> RouteConfig:
+    """A route exactly as shipped under defs/, optionally changed."""
+    attributes = yaml.safe_load((DEFS / folder / "defs.yaml").read_text())["attributes"]
+    return RouteConfig.model_validate({**attributes, **updates})
+
+
+#: The shipped default route (resource keys shop / erp), built once for the whole session.
+DEFAULT_ROUTE = shipped_route()
+DEFAULT = build_route_assets(DEFAULT_ROUTE)
+
+
+def route_assets(**updates: object) -> RouteAssets:
+    return build_route_assets(shipped_route(**updates)) if updates else DEFAULT
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +94,6 @@ def resources(sandbox: Sandbox, duckdb_path: str) -> dict[str, object]:
 
 @pytest.fixture
 def ledger(resources: dict[str, object]):  # type: ignore[no-untyped-def]
-    duckdb = resources["duckdb"]
-    assert isinstance(duckdb, DuckDBResource)
-    return open_ledger(duckdb)
+    duckdb, erp = resources["duckdb"], resources["erp"]
+    assert isinstance(duckdb, DuckDBResource) and isinstance(erp, ErpResource)
+    return open_ledger(duckdb, DEFAULT_ROUTE.id, erp.token_key)

@@ -12,7 +12,9 @@ import dagster as dg
 import pytest
 
 from integration_project.assets import DELIVERY_TAG
-from integration_project.schedules import erp_delivery_schedule, source_orders_schedule
+
+DEFAULT_ID = "eu_orders_shopware_to_exact"
+B2B_ID = "b2b_orders_shopware_to_exact"
 
 
 @pytest.fixture(scope="module")
@@ -20,29 +22,45 @@ def defs() -> dg.Definitions:
     return importlib.import_module("integration_project.definitions").defs
 
 
-def test_defs_load_with_the_contract_names(defs: dg.Definitions) -> None:
+def test_defs_load_both_routes_with_the_contract_names(defs: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    assert keys == {"source_orders", "erp_orders", "erp_delivered_orders"}
-    assert defs.get_schedule_def("source_orders_schedule").cron_schedule == "*/5 * * * *"
-    assert defs.get_schedule_def("erp_delivery_schedule").cron_schedule == "* * * * *"
+    assert keys == {
+        f"{route}/{asset}"
+        for route in (DEFAULT_ID, B2B_ID)
+        for asset in ("source_orders", "erp_orders", "erp_delivered_orders")
+    }
+    default = defs.get_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
+    assert default.cron_schedule == "*/5 * * * *"
+    delivery = defs.get_schedule_def(f"{DEFAULT_ID}__erp_delivery_schedule")
+    assert delivery.cron_schedule == "* * * * *"
+    b2b = defs.get_schedule_def(f"{B2B_ID}__erp_delivery_schedule")
+    assert b2b.cron_schedule == "*/2 * * * *"
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey("erp_orders")).parent_keys == {dg.AssetKey("source_orders")}
-    assert graph.get(dg.AssetKey("erp_delivered_orders")).parent_keys == {dg.AssetKey("erp_orders")}
-    resources = defs.get_all_resource_defs() if hasattr(defs, "get_all_resource_defs") else None
-    if resources is not None:
-        assert {"shop", "erp", "duckdb"} <= set(resources)
+    for route in (DEFAULT_ID, B2B_ID):
+        source, mapped, delivered = (
+            dg.AssetKey([route, name])
+            for name in ("source_orders", "erp_orders", "erp_delivered_orders")
+        )
+        assert graph.get(mapped).parent_keys == {source}
+        assert graph.get(delivered).parent_keys == {mapped}
+        assert graph.get(source).group_name == route
+    # The default route keeps the contract's resource keys.
+    assert {"shop", "erp", "duckdb"} <= set(defs.resources or {})
 
 
-def test_schedules_start_running_so_the_quick_start_needs_no_clicks() -> None:
-    assert source_orders_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert erp_delivery_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+def test_schedules_start_running_so_the_quick_start_needs_no_clicks(
+    defs: dg.Definitions,
+) -> None:
+    assert len(list(defs.schedules or [])) == 4
+    for schedule in defs.schedules or []:
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_source_schedule_requests_the_window_that_just_closed(
     defs: dg.Definitions, dagster_instance: dg.DagsterInstance
 ) -> None:
-    schedule = defs.get_schedule_def("source_orders_schedule")
+    schedule = defs.get_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
     context = dg.build_schedule_context(
         instance=dagster_instance,
         scheduled_execution_time=datetime(2026, 11, 22, 6, 10, tzinfo=UTC),
@@ -50,28 +68,28 @@ def test_source_schedule_requests_the_window_that_just_closed(
     )
     [request] = list(schedule.evaluate_tick(context).run_requests or [])
     assert request.partition_key == "2026-11-22-06:05"
-    assert schedule.job_name == "source_orders_job"
-    job = defs.resolve_job_def("source_orders_job")
+    assert schedule.job_name == f"{DEFAULT_ID}__source_orders_job"
+    job = defs.resolve_job_def(f"{DEFAULT_ID}__source_orders_job")
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
-        "source_orders",
-        "erp_orders",
+        f"{DEFAULT_ID}/source_orders",
+        f"{DEFAULT_ID}/erp_orders",
     }
 
 
 def test_delivery_schedule_requests_a_tagged_run_unless_one_is_in_flight(
     defs: dg.Definitions, dagster_instance: dg.DagsterInstance
 ) -> None:
-    schedule = defs.get_schedule_def("erp_delivery_schedule")
-    assert schedule.job_name == "erp_delivery_job"
+    schedule = defs.get_schedule_def(f"{DEFAULT_ID}__erp_delivery_schedule")
+    assert schedule.job_name == f"{DEFAULT_ID}__erp_delivery_job"
     context = dg.build_schedule_context(
         instance=dagster_instance,
         scheduled_execution_time=datetime(2026, 11, 22, 6, 1, tzinfo=UTC),
     )
     [request] = list(schedule.evaluate_tick(context).run_requests or [])
-    assert request.tags[DELIVERY_TAG] == "erp"
+    assert request.tags[DELIVERY_TAG] == DEFAULT_ID
 
     # A delivery run still in progress: the tick skips instead of piling runs up.
-    job = defs.resolve_job_def("erp_delivery_job")
+    job = defs.resolve_job_def(f"{DEFAULT_ID}__erp_delivery_job")
     run = dagster_instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
     try:
         data = schedule.evaluate_tick(context)

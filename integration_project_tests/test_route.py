@@ -11,21 +11,28 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from integration_project.assets import erp_delivered_orders, erp_orders, source_orders
 from integration_project.sandbox import Sandbox
 from integration_project_tests.conftest import (
+    DEFAULT,
     WINDOW_END,
     WINDOW_KEY,
     WINDOW_START,
     make_resources,
+    route_assets,
 )
+
+source_orders = DEFAULT.source_orders
+erp_orders = DEFAULT.erp_orders
+erp_delivered_orders = DEFAULT.erp_delivered_orders
 
 pytestmark = pytest.mark.integration
 
 
-def fetch_and_map(resources: dict[str, Any], partition_key: str = WINDOW_KEY, **kwargs: Any):
+def fetch_and_map(
+    resources: dict[str, Any], partition_key: str = WINDOW_KEY, assets=DEFAULT, **kwargs: Any
+):
     return dg.materialize(
-        [source_orders, erp_orders],
+        [assets.source_orders, assets.erp_orders],
         partition_key=partition_key,
         resources=resources,
         **kwargs,
@@ -38,7 +45,7 @@ def deliver(resources: dict[str, Any], **kwargs: Any) -> dg.ExecuteInProcessResu
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     [event] = [
-        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
+        e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset
     ]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
@@ -164,10 +171,9 @@ def test_second_delivery_sends_nothing_and_refetch_stages_nothing_twice(sandbox,
     assert erp_refs(sandbox) == before
 
 
-def test_all_pages_are_fetched(sandbox, duckdb_path, ledger):
+def test_all_pages_are_fetched(sandbox, resources, ledger):
     sandbox.shop.add_orders(23, start=WINDOW_START, end=WINDOW_END)
-    resources = make_resources(sandbox, duckdb_path, page_size=5)
-    result = fetch_and_map(resources)
+    result = fetch_and_map(resources, assets=route_assets(page_size=5))
     meta = metadata(result, "source_orders")
     assert meta["fetched"] == 23
     assert meta["pages"] == 5
@@ -256,12 +262,17 @@ def test_wrong_shop_secret_names_the_variable_not_the_value(sandbox, duckdb_path
 def test_a_second_delivery_run_waits_while_one_holds_the_lease(sandbox, resources, ledger):
     sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END)
     assert fetch_and_map(resources).success
-    assert ledger.acquire_lease("erp_delivery", "another-run", timedelta(minutes=3)) is None
+    assert (
+        ledger.acquire_lease(
+            f"erp_delivery:{DEFAULT.route.id}", "another-run", timedelta(minutes=3)
+        )
+        is None
+    )
     blocked = metadata(deliver(resources), "erp_delivered_orders")
     assert blocked["sent"] == 0
     assert "another-run" in blocked["skipped"]
     assert not sandbox.erp.sales_orders
-    ledger.release_lease("erp_delivery", "another-run")
+    ledger.release_lease(f"erp_delivery:{DEFAULT.route.id}", "another-run")
     assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 2
 
 
@@ -278,11 +289,13 @@ def test_missing_secret_for_a_real_shop_names_the_variable(
     sandbox, duckdb_path, monkeypatch
 ) -> None:
     """Pointing at a real shop without its secret must not fall back to sandbox credentials."""
-    from integration_project.resources import resources_from_env
+    from integration_project.resources import duckdb_resource, route_resources
 
     monkeypatch.setenv("SHOP_API_URL", sandbox.shop_url)
     monkeypatch.setenv("SHOP_CLIENT_ID", "some-id")
     monkeypatch.delenv("SHOP_CLIENT_SECRET", raising=False)
     monkeypatch.setenv("INTEGRATION_DUCKDB_PATH", duckdb_path)
+    resources = {**route_resources(DEFAULT.route), "duckdb": duckdb_resource()}
+    assert DEFAULT.route.missing_env() == [("source.client_secret_env", "SHOP_CLIENT_SECRET")]
     with pytest.raises(Exception, match="SHOP_CLIENT_SECRET"):
-        dg.materialize([source_orders], partition_key=WINDOW_KEY, resources=resources_from_env())
+        dg.materialize([source_orders], partition_key=WINDOW_KEY, resources=resources)

@@ -132,6 +132,7 @@ def test_valid_german_order_is_mapped() -> None:
             MappedLine("SKU-2", Decimal(1), Decimal("5.00"), "Product SKU-2"),
             MappedLine(SHIPPING_ITEM_CODE, Decimal(1), Decimal("4.90"), "Shipping", "shipping"),
         ),
+        your_ref="10001",
     )
     assert order.item_codes == {"SKU-1", "SKU-2", SHIPPING_ITEM_CODE}
 
@@ -961,3 +962,51 @@ def test_evaluate_order_never_raises_on_mutated_orders(raw: dict[str, Any]) -> N
         assert outcome.shipping_country in EU_27
     if isinstance(outcome, Skipped):
         assert outcome.country not in EU_27
+
+
+# --- route rules: state, amount, sales channel, templates, promotions ----------------------
+
+
+def test_order_state_filter_skips_other_states() -> None:
+    rules = MappingRules(order_states=frozenset({"open", "in_progress"}))
+    raw = make_order(stateMachineState={"technicalName": "cancelled"})
+    outcome = evaluate_order(raw, rules)
+    assert isinstance(outcome, Skipped)
+    assert "cancelled" in outcome.reason
+    raw["stateMachineState"]["technicalName"] = "open"
+    assert isinstance(evaluate_order(raw, rules), MappedOrder)
+
+
+def test_amount_and_sales_channel_filters() -> None:
+    raw = make_order(amountTotal=49.9, salesChannelId="b2b")
+    assert isinstance(evaluate_order(raw, MappingRules(min_amount=Decimal(50))), Skipped)
+    assert isinstance(evaluate_order(raw, MappingRules(max_amount=Decimal(40))), Skipped)
+    assert isinstance(
+        evaluate_order(raw, MappingRules(sales_channel_ids=frozenset({"storefront"}))), Skipped
+    )
+    assert isinstance(
+        evaluate_order(raw, MappingRules(sales_channel_ids=frozenset({"b2b"}))), MappedOrder
+    )
+
+
+def test_templates_fill_your_ref_description_and_extra_fields() -> None:
+    rules = MappingRules(
+        your_ref_template="B2B-{order_number}",
+        description_template="{customer_name} ({country})",
+        extra_fields=(("Remarks", "Shop order {order_number} for {email}"), ("Warehouse", "1")),
+    )
+    order = mapped(make_order(), rules)
+    payload = to_sales_order(
+        order, account_id="acc", item_ids={c: f"id-{c}" for c in order.item_codes}
+    )
+    assert payload["YourRef"] == "B2B-10001"
+    assert payload["Description"] == "Muster GmbH (DE)"
+    assert payload["Remarks"] == "Shop order 10001 for erika@example.de"
+    assert payload["Warehouse"] == "1"
+
+
+def test_promotions_can_be_ignored_and_shipping_left_off() -> None:
+    raw = make_order()
+    raw["lineItems"].append(make_promotion(-5))
+    order = mapped(raw, MappingRules(promotions="ignore", shipping_item_code=None))
+    assert [line.kind for line in order.lines] == ["product", "product"]
