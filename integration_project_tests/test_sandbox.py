@@ -43,6 +43,8 @@ from integration_project.exact.models import (
 from integration_project.exact.models import TokenResponse as ErpToken
 from integration_project.sandbox import (
     MALFORMED_KINDS,
+    ORDER_STATES,
+    STATE_SHARES,
     FaultPlan,
     ManualClock,
     OrderFactory,
@@ -51,6 +53,7 @@ from integration_project.sandbox import (
     SandboxErp,
     SandboxShop,
 )
+from integration_project.sandbox.data import stable_id
 from integration_project.shopware.models import (
     ORDER_ASSOCIATIONS,
     ORDER_SEARCH_PATH,
@@ -89,23 +92,34 @@ def sb(clock: ManualClock) -> Iterator[Sandbox]:
         yield sandbox
 
 
-def shop_token(sb: Sandbox) -> str:
-    body = {
+def shop_grant(second: bool = False) -> dict[str, str]:
+    """The client-credentials body for the first shop, or the second (B2B) one."""
+    return {
         "grant_type": "client_credentials",
-        "client_id": settings.SANDBOX_SHOP_CLIENT_ID,
-        "client_secret": settings.SANDBOX_SHOP_CLIENT_SECRET,
+        "client_id": settings.SANDBOX_SHOP2_CLIENT_ID
+        if second
+        else settings.SANDBOX_SHOP_CLIENT_ID,
+        "client_secret": (
+            settings.SANDBOX_SHOP2_CLIENT_SECRET if second else settings.SANDBOX_SHOP_CLIENT_SECRET
+        ),
     }
-    response = requests.post(sb.shop_url + SHOP_TOKEN_PATH, json=body, timeout=TIMEOUT)
+
+
+def shop_token(sb: Sandbox, second: bool = False) -> str:
+    url = sb.shop2_url if second else sb.shop_url
+    response = requests.post(url + SHOP_TOKEN_PATH, json=shop_grant(second), timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     return ShopToken.model_validate(response.json()).access_token
 
 
-def search(sb: Sandbox, criteria: Any, token: str | None = None, raw: bool = False):
-    headers = {"Authorization": f"Bearer {token or shop_token(sb)}", "Accept": "application/json"}
+def search(
+    sb: Sandbox, criteria: Any, token: str | None = None, raw: bool = False, second: bool = False
+):
+    token = token or shop_token(sb, second)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     kwargs: dict[str, Any] = {"data": criteria} if raw else {"json": criteria}
-    return requests.post(
-        sb.shop_url + ORDER_SEARCH_PATH, headers=headers, timeout=TIMEOUT, **kwargs
-    )
+    url = (sb.shop2_url if second else sb.shop_url) + ORDER_SEARCH_PATH
+    return requests.post(url, headers=headers, timeout=TIMEOUT, **kwargs)
 
 
 def window(start: datetime = START, end: datetime = END, page: int = 1, limit: int = 100):
@@ -353,24 +367,29 @@ def test_invalid_criteria_answer_400_in_shopware_format(
     assert detail in assert_shop_error(response, 400)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("seed", "second"), [(0, False), (1, False), (2, False), (0, True)])
 def test_every_order_validates_against_shopwares_openapi(
-    order_schema: Draft202012Validator, seed: int
+    order_schema: Draft202012Validator, seed: int, second: bool
 ) -> None:
     clock = ManualClock(NOW)
-    with Sandbox(seed=seed, clock=clock, history=timedelta(hours=2)) as sandbox:
-        token = shop_token(sandbox)
+    history = timedelta(hours=2)
+    with Sandbox(seed=seed, clock=clock, history=history, second_shop=second) as sandbox:
+        shop = sandbox.shop2 if second else sandbox.shop
+        assert shop is not None
+        token = shop_token(sandbox, second)
         orders: list[dict[str, Any]] = []
         page = 1
         while True:
             criteria = window(NOW - timedelta(hours=3), NOW, page=page, limit=100)
-            body = search(sandbox, criteria, token=token).json()
+            body = search(sandbox, criteria, token=token, second=second).json()
             orders += body["data"]
             if len(body["data"]) < 100:
                 break
             page += 1
-        assert len(orders) == len(sandbox.shop.orders) == body["total"] > 300
-        truth = sandbox.shop.truth
+        assert len(orders) == len(shop.orders) == body["total"] > 300
+        truth = shop.truth
+        states = Counter(o["stateMachineState"]["technicalName"] for o in orders)
+        assert set(states) == (set(ORDER_STATES) if second else {"open"}), states
         for order in orders:
             errors = [e.message for e in order_schema.iter_errors(without_nulls(order))]
             if truth[order["id"]].schema_valid:
@@ -397,6 +416,133 @@ def assert_order_is_consistent(order: dict[str, Any]) -> None:
     assert order["amountTotal"] == expected
     assert order["amountNet"] <= order["amountTotal"]
     assert order["taxStatus"] == "gross"
+
+
+# --- second shop, order states -------------------------------------------------------------
+
+
+def test_second_shop_serves_its_own_orders_with_its_own_credentials(clock: ManualClock) -> None:
+    with Sandbox(seed=3, clock=clock, second_shop=True) as sb:
+        assert sb.shop2 is not None and sb.shop2_url not in (sb.shop_url, sb.erp_url)
+        first = sb.shop.add_orders(2, start=START, end=END)
+        second = sb.shop2.add_orders(3, start=START, end=END)
+
+        # Each shop accepts only its own client, and only its own tokens.
+        wrong = requests.post(sb.shop2_url + SHOP_TOKEN_PATH, json=shop_grant(), timeout=TIMEOUT)
+        assert "Client authentication failed" in assert_shop_error(wrong, 401)
+        wrong = requests.post(sb.shop_url + SHOP_TOKEN_PATH, json=shop_grant(True), timeout=TIMEOUT)
+        assert_shop_error(wrong, 401)
+        token, token2 = shop_token(sb), shop_token(sb, second=True)
+        assert_shop_error(search(sb, window(), token=token, second=True), 401)
+        assert_shop_error(search(sb, window(), token=token2), 401)
+
+        found = search(sb, window(), token=token).json()["data"]
+        found2 = search(sb, window(), token=token2, second=True).json()["data"]
+        assert [o["id"] for o in found] == [o["id"] for o in first]
+        assert [o["id"] for o in found2] == [o["id"] for o in second]
+        assert [o["orderNumber"] for o in found] == ["10001", "10002"]
+        assert [o["orderNumber"] for o in found2] == ["50001", "50002", "50003"]
+        assert [o["autoIncrement"] for o in found2] == [50001, 50002, 50003]
+
+        b2b, storefront = (
+            stable_id("sales_channel", "b2b"),
+            stable_id("sales_channel", "storefront"),
+        )
+        assert {o["salesChannelId"] for o in found} == {storefront}
+        assert {o["salesChannelId"] for o in found2} == {b2b}
+        for channel, count in ((b2b, 3), (storefront, 0)):
+            criteria = {"filter": [{"type": "equals", "field": "salesChannelId", "value": channel}]}
+            assert len(search(sb, criteria, token=token2, second=True).json()["data"]) == count
+
+        assert sb.env()["SHOP_API_URL"] == sb.shop_url  # env() is the first shop's
+        assert sb.env()["SHOP_CLIENT_ID"] == settings.SANDBOX_SHOP_CLIENT_ID
+        assert sb.shop.tokens_issued == sb.shop2.tokens_issued == 1
+        urls = [sb.shop_url, sb.erp_url, sb.shop2_url]
+    for url in urls:  # stopping stops all three servers
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url + "/sandbox/state", timeout=2)
+
+
+def test_second_shop_is_b2b_from_the_same_data_with_other_orders(clock: ManualClock) -> None:
+    with pytest.raises(RuntimeError):
+        _ = Sandbox().shop2_url
+    history = timedelta(hours=2)
+    with Sandbox(seed=4, clock=clock, history=history, second_shop=True) as sb:
+        assert sb.shop2 is not None and sb.shop2.data is sb.shop.data is sb.data
+        assert sb.shop.orders.keys().isdisjoint(sb.shop2.orders)
+        created = {t.created_at for t in sb.shop.truth.values()}
+        created2 = [t.created_at for t in sb.shop2.truth.values()]
+        assert len(created2) > 300 and not created.issuperset(created2)  # own arrival times
+        assert min(created2) >= NOW - history and max(created2) < NOW
+        numbers = [int(t.order_number) for t in sb.shop2.truth.values()]
+        assert numbers == list(range(50001, 50001 + len(numbers)))
+        companies = [bool(o["orderCustomer"]["company"]) for o in sb.shop2.orders.values()]
+        assert sum(companies) / len(companies) > 0.8  # mostly company customers
+        everyone = [bool(o["orderCustomer"]["company"]) for o in sb.shop.orders.values()]
+        assert sum(everyone) / len(everyone) < 0.5
+        for truth in sb.shop2.truth.values():  # the shared ERP knows the items
+            if truth.malformed is None:
+                assert all(sb.erp.item_by_code(sku) for sku in truth.skus), truth
+
+
+def test_order_state_option_and_equals_any_on_state(sb: Sandbox) -> None:
+    orders = {state: sb.shop.add_order(START, state=state) for state in ORDER_STATES}
+    default = sb.shop.add_order(START)
+    for state, order in [*orders.items(), ("open", default)]:
+        machine_state = order["stateMachineState"]
+        assert machine_state["technicalName"] == state
+        assert machine_state["name"] == ORDER_STATES[state]
+        assert order["stateId"] == machine_state["id"] == stable_id("state", "order.state", state)
+        assert sb.shop.truth[order["id"]].state == state
+    assert orders["completed"]["stateMachineState"]["name"] == "Done"
+    # The state does not change what the route should deliver (EU and well-formed).
+    assert sb.shop.truth[orders["cancelled"]["id"]].expected_in_erp
+    with pytest.raises(ValueError, match="state"):
+        sb.shop.add_order(START, state="shipped")
+
+    token = shop_token(sb)
+    active = ["open", "in_progress"]
+    for field in ("stateMachineState.technicalName", "order.stateMachineState.technicalName"):
+        criteria = {"filter": [{"type": "equalsAny", "field": field, "value": active}]}
+        ids = {o["id"] for o in search(sb, criteria, token=token).json()["data"]}
+        assert ids == {orders["open"]["id"], orders["in_progress"]["id"], default["id"]}
+    closed = "|".join(stable_id("state", "order.state", s) for s in ("cancelled", "completed"))
+    pipe = {"filter": [{"type": "equalsAny", "field": "stateId", "value": closed}]}
+    ids = {o["id"] for o in search(sb, pipe, token=token).json()["data"]}
+    assert ids == {orders["cancelled"]["id"], orders["completed"]["id"]}
+    criteria = {
+        "filter": [
+            {"type": "equals", "field": "stateMachineState.technicalName", "value": "cancelled"},
+            *window()["filter"],
+        ],
+        "associations": {"lineItems": {}},
+    }
+    [found] = search(sb, criteria, token=token).json()["data"]
+    assert found["id"] == orders["cancelled"]["id"] and found["stateMachineState"]
+
+
+def test_mixed_states_roughly_as_configured(clock: ManualClock) -> None:
+    factory = OrderFactory(SandboxData.build(5))
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    orders = [factory.make_order(start, malformed="random", state="random") for _ in range(4000)]
+    shares = Counter(factory.truth[o["id"]].state for o in orders)
+    for state, share in {**STATE_SHARES, "open": 1 - sum(STATE_SHARES.values())}.items():
+        assert abs(shares[state] / len(orders) - share) < 0.02, (state, shares)
+    assert all(
+        o["stateMachineState"]["technicalName"] == factory.truth[o["id"]].state for o in orders
+    )
+
+    # Only a shop with states="mixed" draws states; the default keeps every order open.
+    history = timedelta(hours=3)
+    plain = SandboxShop(seed=5, clock=clock)
+    mixed = SandboxShop(seed=5, clock=clock, states="mixed")
+    assert {plain.truth[o["id"]].state for o in plain.add_history(history, 5)} == {"open"}
+    drawn = Counter(mixed.truth[o["id"]].state for o in mixed.add_history(history, 5))
+    assert set(drawn) == set(ORDER_STATES) and drawn["open"] / drawn.total() > 0.7
+    assert mixed.add_order(START)["stateMachineState"]["technicalName"] == "open"
+    assert SandboxShop.b2b().states == "mixed"
+    with pytest.raises(ValueError):
+        SandboxShop(states="closed")
 
 
 # --- generator -----------------------------------------------------------------------------
@@ -800,13 +946,16 @@ def test_history_and_env(clock: ManualClock) -> None:
 
 
 def test_arrivals_thread_adds_orders_now() -> None:
-    with Sandbox(orders_per_minute=600) as sandbox:  # one every ~0.1 s
+    with Sandbox(orders_per_minute=600, second_shop=True) as sandbox:  # one every ~0.1 s
         deadline = time.monotonic() + 5
-        while len(sandbox.shop.orders) < 3 and time.monotonic() < deadline:
+        while min(len(shop.orders) for shop in sandbox.shops) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(sandbox.shop.orders) >= 3
-        newest = max(t.created_at for t in sandbox.shop.truth.values())
-        assert datetime.now(UTC) - newest < timedelta(seconds=5)
+        assert len(sandbox.shops) == 2
+        for shop in sandbox.shops:
+            assert len(shop.orders) >= 3
+            newest = max(t.created_at for t in shop.truth.values())
+            assert datetime.now(UTC) - newest < timedelta(seconds=5)
+        assert min(int(t.order_number) for t in sandbox.shops[1].truth.values()) == 50001
 
 
 def test_created_at_uses_shopware_format() -> None:
@@ -825,12 +974,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_console_entry_point_serves_until_sigterm() -> None:
-    shop_port, erp_port = _free_port(), _free_port()
+@pytest.mark.parametrize("second_shop", [True, False])
+def test_console_entry_point_serves_until_sigterm(second_shop: bool) -> None:
+    shop_port, erp_port, shop2_port = _free_port(), _free_port(), _free_port()
     command = [
         sys.executable, "-m", "integration_project.sandbox", "--shop-port", str(shop_port),
-        "--erp-port", str(erp_port), "--history-minutes", "10", "--orders-per-minute", "6",
+        "--erp-port", str(erp_port), "--shop2-port", str(shop2_port),
+        "--history-minutes", "10", "--orders-per-minute", "6",
     ]  # fmt: skip
+    if not second_shop:
+        command.append("--no-second-shop")
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ}, text=True
     )
@@ -853,8 +1006,18 @@ def test_console_entry_point_serves_until_sigterm() -> None:
         }
         token = requests.post(shop_url + SHOP_TOKEN_PATH, json=body, timeout=TIMEOUT)
         assert token.status_code == 200 and token.json()["access_token"]
+        shop2_url = f"http://127.0.0.1:{shop2_port}"
+        if second_shop:  # all servers listen before any of them answers
+            assert requests.get(shop2_url + "/sandbox/state", timeout=1).json()["orders"] > 0
+            grant = requests.post(shop2_url + SHOP_TOKEN_PATH, json=shop_grant(True), timeout=1)
+            assert grant.status_code == 200
+        else:
+            with pytest.raises(requests.ConnectionError):
+                requests.get(shop2_url + "/sandbox/state", timeout=1)
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0
     assert shop_url in out and settings.SANDBOX_SHOP_CLIENT_SECRET in out
+    assert (shop2_url in out) is second_shop
+    assert (settings.SANDBOX_SHOP2_CLIENT_SECRET in out) is second_shop

@@ -7,6 +7,8 @@ Start both with :class:`Sandbox` (in-process) or ``integration-sandbox`` (consol
 from integration_project.sandbox.common import ManualClock, system_clock
 from integration_project.sandbox.data import (
     MALFORMED_KINDS,
+    ORDER_STATES,
+    STATE_SHARES,
     OrderFactory,
     OrderTruth,
     SandboxData,
@@ -18,6 +20,8 @@ from integration_project.sandbox.shop import SandboxShop
 
 __all__ = [
     "MALFORMED_KINDS",
+    "ORDER_STATES",
+    "STATE_SHARES",
     "FaultPlan",
     "ManualClock",
     "OrderFactory",

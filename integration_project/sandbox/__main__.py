@@ -1,8 +1,9 @@
-"""``integration-sandbox``: run the sandbox shop and ERP until interrupted.
+"""``integration-sandbox``: run the sandbox shops and ERP until interrupted.
 
-Pre-generates ``--history-minutes`` of orders, then keeps orders arriving at
-``--orders-per-minute`` (createdAt = now), so every 5-minute window has some. Request logs go
-through ``logging`` (``-v`` to see them).
+Serves the shop, the ERP and (unless ``--no-second-shop``) the second, B2B shop on
+``--shop2-port``. Pre-generates ``--history-minutes`` of orders in each shop, then keeps orders
+arriving at ``--orders-per-minute`` (createdAt = now), so every 5-minute window has some.
+Request logs go through ``logging`` (``-v`` to see them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=settings.SANDBOX_HOST)
     parser.add_argument("--shop-port", type=int, default=settings.SANDBOX_SHOP_PORT)
     parser.add_argument("--erp-port", type=int, default=settings.SANDBOX_ERP_PORT)
+    parser.add_argument("--shop2-port", type=int, default=settings.SANDBOX_SHOP2_PORT)
+    parser.add_argument(
+        "--no-second-shop",
+        dest="second_shop",
+        action="store_false",
+        help="serve only the first shop (no B2B shop)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--history-minutes", type=float, default=120.0)
     parser.add_argument("--orders-per-minute", type=float, default=3.0)
@@ -48,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         shop_port=args.shop_port,
         erp_port=args.erp_port,
+        second_shop=args.second_shop,
+        shop2_port=args.shop2_port,
         seed=args.seed,
         history=timedelta(minutes=args.history_minutes),
         orders_per_minute=args.orders_per_minute,
@@ -61,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  division={sandbox.erp.division} client_id={sandbox.erp.client_id} "
             f"client_secret={sandbox.erp.client_secret} refresh_token={sandbox.erp.refresh_token}"
         )
-        print(f"  {len(sandbox.shop.orders)} orders pre-generated; Ctrl-C to stop")  # noqa: T201
+        if sandbox.shop2 is not None:
+            shop2 = sandbox.shop2
+            print(f"shop 2, B2B (Shopware 6 Admin API): {sandbox.shop2_url}")  # noqa: T201
+            print(f"  client_id={shop2.client_id} client_secret={shop2.client_secret}")  # noqa: T201
+        labels = ("shop", "shop 2")
+        counts = ", ".join(
+            f"{len(s.orders)} in {n}" for s, n in zip(sandbox.shops, labels, strict=False)
+        )
+        print(f"  orders pre-generated: {counts}; Ctrl-C to stop")  # noqa: T201
         while not stop.wait(0.5):
             pass
     return 0

@@ -12,7 +12,9 @@ without re-implementing the route.
 
 Mix, per seed and reproducible: ~70 % of orders ship inside the EU, ~30 % to GB/CH/US/NO; ~10 %
 bill to another country than they ship to; ~20 % carry a ``promotion`` line; ~3 % are malformed,
-one kind each (see :data:`MALFORMED_KINDS`).
+one kind each (see :data:`MALFORMED_KINDS`). Orders are ``open`` unless asked otherwise;
+``state="random"`` draws from :data:`STATE_SHARES` (~5 % cancelled, ~10 % completed, ~5 % in
+progress, the rest open).
 """
 
 from __future__ import annotations
@@ -127,6 +129,22 @@ MALFORMED_KINDS: dict[str, str] = {
 SCHEMA_BREAKING_KINDS = frozenset({"missing_email"})
 UNKNOWN_COUNTRY = "XX"
 
+# --- Order states ----------------------------------------------------------------------------
+
+#: Shopware's ``order.state`` machine: technical name -> display name (English default).
+ORDER_STATES: dict[str, str] = {
+    "open": "Open",
+    "in_progress": "In Progress",
+    "completed": "Done",
+    "cancelled": "Cancelled",
+}
+#: Shares of the non-open states when a state is drawn (``state="random"``); the rest is open.
+STATE_SHARES: dict[str, float] = {"cancelled": 0.05, "completed": 0.10, "in_progress": 0.05}
+#: The delivery state that goes with each order state.
+_DELIVERY_STATES = {
+    "open": "open", "in_progress": "open", "completed": "shipped", "cancelled": "cancelled"
+}  # fmt: skip
+
 # --- Customers -----------------------------------------------------------------------------
 
 
@@ -236,6 +254,7 @@ class OrderTruth:
     skus: tuple[str, ...]
     has_promotion: bool
     malformed: str | None  # a key of MALFORMED_KINDS
+    state: str = "open"  # a key of ORDER_STATES (stateMachineState.technicalName)
 
     @property
     def country(self) -> str:
@@ -338,17 +357,41 @@ def _state(machine: str, technical: str, name: str) -> dict[str, Any]:
     }
 
 
+def _draw_state(rng: random.Random) -> str:
+    draw = rng.random()
+    for state, share in STATE_SHARES.items():
+        if draw < share:
+            return state
+        draw -= share
+    return "open"
+
+
 class OrderFactory:
     """Makes Shopware orders with increasing order numbers, and remembers their ground truth.
 
+    ``stream`` names the random stream (another name = other orders from the same seed and
+    data); ``sales_channel`` names the sales channel (its id is
+    ``stable_id("sales_channel", sales_channel)``); ``company_share``: None = customers drawn
+    evenly, else the share of orders drawn from the customers with a company (B2B).
     Not thread-safe on its own: the shop calls it under its lock.
     """
 
-    def __init__(self, data: SandboxData, *, first_order_number: int = 10001) -> None:
+    def __init__(
+        self,
+        data: SandboxData,
+        *,
+        first_order_number: int = 10001,
+        stream: str = "orders",
+        sales_channel: str = "storefront",
+        company_share: float | None = None,
+    ) -> None:
         self.data = data
-        self.rng = random.Random(f"orders:{data.seed}")
+        self.rng = random.Random(f"{stream}:{data.seed}")
         self.next_order_number = first_order_number
         self.malformed_share = MALFORMED_SHARE
+        self.sales_channel_id = stable_id("sales_channel", sales_channel)
+        self.company_share = company_share
+        self._companies = tuple(c for c in data.customers if c.company)
         #: order id -> ground truth, for every order this factory made.
         self.truth: dict[str, OrderTruth] = {}
 
@@ -363,14 +406,16 @@ class OrderFactory:
         email: str | None = None,
         skus: list[str] | None = None,
         countries: str = "mix",
+        state: str = "open",
     ) -> dict[str, Any]:
         """A full order created at ``created_at`` (aware UTC).
 
         ``malformed``: None = well-formed, ``"random"`` = malformed with
         :data:`MALFORMED_SHARE` probability (kind drawn from the seed), or a kind of
         :data:`MALFORMED_KINDS`. ``countries``: ``"mix"`` = the realistic mix (EU / non-EU /
-        split addresses), ``"eu"`` = ship and bill to one EU country. The other keyword
-        arguments pin what would otherwise be drawn at random.
+        split addresses), ``"eu"`` = ship and bill to one EU country. ``state``: a key of
+        :data:`ORDER_STATES`, or ``"random"`` = drawn per :data:`STATE_SHARES`. The other
+        keyword arguments pin what would otherwise be drawn at random.
         """
         if countries not in ("mix", "eu"):
             raise ValueError("countries must be 'mix' or 'eu'")
@@ -383,12 +428,16 @@ class OrderFactory:
         if malformed is not None and malformed not in MALFORMED_KINDS:
             known = list(MALFORMED_KINDS)
             raise ValueError(f"unknown malformed kind {malformed!r}; known: {known}")
+        if state == "random":
+            state = _draw_state(rng)
+        if state not in ORDER_STATES:
+            raise ValueError(f"unknown order state {state!r}; known: {list(ORDER_STATES)}")
 
         order_id = _hex_id(rng)
         number = str(self.next_order_number)
         self.next_order_number += 1
         created = format_shop_datetime(created_at)
-        customer = rng.choice(self.data.customers)
+        customer = self._customer(rng)
         eu_only = countries == "eu"
         ship = shipping_country or billing_country or self._country(rng, eu_only=eu_only)
         bill = billing_country or shipping_country
@@ -454,7 +503,7 @@ class OrderFactory:
             "shippingOrderAddressVersionId": _VERSION,
             "shippingOrderAddress": shipping_address,
             "shippingMethodId": stable_id("shipping_method", ship_zone),
-            "stateId": stable_id("state", "order_delivery.state", "open"),
+            "stateId": stable_id("state", "order_delivery.state", _DELIVERY_STATES[state]),
             "shippingDateEarliest": format_shop_datetime(created_at + timedelta(days=1)),
             "shippingDateLatest": format_shop_datetime(created_at + timedelta(days=3)),
             "shippingCosts": {"unitPrice": shipping, "totalPrice": shipping, "quantity": 1},
@@ -469,8 +518,8 @@ class OrderFactory:
             "billingAddressVersionId": _VERSION,
             "currencyId": stable_id("currency", currency),
             "languageId": stable_id("language", "de-DE"),
-            "salesChannelId": stable_id("sales_channel", "storefront"),
-            "stateId": stable_id("state", "order.state", "open"),
+            "salesChannelId": self.sales_channel_id,
+            "stateId": stable_id("state", "order.state", state),
             "orderDateTime": created,
             "orderDate": created_at.date().isoformat(),
             "createdAt": created,
@@ -498,7 +547,7 @@ class OrderFactory:
             "campaignCode": None,
             "customFields": None,
             "ruleIds": [],
-            "stateMachineState": _state("order.state", "open", "Open"),
+            "stateMachineState": _state("order.state", state, ORDER_STATES[state]),
             "currency": None if malformed == "null_currency" else currency_json(currency),
             "orderCustomer": order_customer,
             "billingAddress": billing,
@@ -517,8 +566,15 @@ class OrderFactory:
             skus=tuple(p.sku for p in products),
             has_promotion=promotion,
             malformed=malformed,
+            state=state,
         )
         return order
+
+    def _customer(self, rng: random.Random) -> Customer:
+        if self.company_share is None:  # no extra draw: the default stream stays as it was
+            return rng.choice(self.data.customers)
+        company = rng.random() < self.company_share and self._companies
+        return rng.choice(self._companies if company else self.data.customers)
 
     @staticmethod
     def _country(

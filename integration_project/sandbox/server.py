@@ -1,7 +1,8 @@
-"""Run both sandbox systems on local ports, in-process, for tests and for the CLI.
+"""Run the sandbox systems on local ports, in-process, for tests and for the CLI.
 
-``Sandbox`` owns the two HTTP servers and the background threads (serving, and optionally new
-orders arriving over time). It is a context manager so a test cannot leak a listening socket.
+``Sandbox`` owns the HTTP servers (shop, ERP and optionally a second, B2B shop) and the
+background threads (serving, and optionally new orders arriving over time). It is a context
+manager so a test cannot leak a listening socket.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from integration_project.settings import SANDBOX_HOST
 class Sandbox:
     """The sandbox shop and ERP, served on ``host`` (port 0 = any free port).
 
-    ``history``: orders to pre-generate over ``[now - history, now)`` at
-    ``history_orders_per_minute``. ``orders_per_minute`` > 0 starts a thread that adds orders
-    with ``createdAt`` = now at about that rate (off by default, so tests control every order).
-    Pass ready-made ``shop`` / ``erp`` objects to tune them (token lifetimes, rate limits,
-    faults); otherwise both are built from ``seed`` and share ``clock``.
+    ``second_shop``: also serve a second shop (:meth:`SandboxShop.b2b`: own credentials, order
+    numbers from 50001, mixed states) on ``shop2_port``, as ``shop2`` / ``shop2_url``; it shares
+    ``data`` with the first shop, so the one ERP knows its items and customers. ``history``:
+    orders to pre-generate over ``[now - history, now)`` at ``history_orders_per_minute``, in
+    each shop. ``orders_per_minute`` > 0 starts a thread per shop that adds orders with
+    ``createdAt`` = now at about that rate (off by default, so tests control every order).
+    Pass ready-made ``shop`` / ``erp`` / ``shop2`` objects to tune them (token lifetimes, rate
+    limits, faults; a ``shop2`` implies ``second_shop``); otherwise all are built from ``seed``
+    and share ``clock``. :meth:`env` points at the first shop.
     """
 
     def __init__(
@@ -44,6 +49,9 @@ class Sandbox:
         clock: Clock | None = None,
         shop: SandboxShop | None = None,
         erp: SandboxErp | None = None,
+        second_shop: bool = False,
+        shop2_port: int = 0,
+        shop2: SandboxShop | None = None,
     ) -> None:
         self.host = host
         self.seed = seed
@@ -51,10 +59,14 @@ class Sandbox:
         self.data = SandboxData.build(seed)
         self.shop = shop or SandboxShop(seed=seed, data=self.data, clock=self.clock)
         self.erp = erp or SandboxErp(seed=seed, data=self.data, clock=self.clock)
+        if shop2 is None and second_shop:
+            shop2 = SandboxShop.b2b(seed=seed, data=self.data, clock=self.clock)
+        #: The second (B2B) shop, or None when not enabled.
+        self.shop2: SandboxShop | None = shop2
         self.history = history
         self.orders_per_minute = orders_per_minute
         self.history_orders_per_minute = history_orders_per_minute
-        self._ports = (shop_port, erp_port)
+        self._ports = (shop_port, erp_port, shop2_port)
         self._servers: list[ThreadingHTTPServer] = []
         self._serving: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
@@ -67,6 +79,17 @@ class Sandbox:
     @property
     def erp_url(self) -> str:
         return self._url(1)
+
+    @property
+    def shop2_url(self) -> str:
+        if self.shop2 is None:
+            raise RuntimeError("no second shop: pass second_shop=True")
+        return self._url(2)
+
+    @property
+    def shops(self) -> list[SandboxShop]:
+        """The shops this sandbox serves: the first, then the second if enabled."""
+        return [self.shop] if self.shop2 is None else [self.shop, self.shop2]
 
     def env(self) -> dict[str, str]:
         """The environment variables that point the project at this sandbox."""
@@ -85,9 +108,11 @@ class Sandbox:
         if self._servers:
             raise RuntimeError("sandbox already started")
         if self.history > timedelta(0):
-            self.shop.add_history(self.history, self.history_orders_per_minute)
+            for shop in self.shops:
+                shop.add_history(self.history, self.history_orders_per_minute)
+        apps: list[SandboxShop | SandboxErp] = [self.shop, self.erp, *self.shops[1:]]
         try:
-            for app, port in zip((self.shop, self.erp), self._ports, strict=True):
+            for app, port in zip(apps, self._ports, strict=False):
                 self._servers.append(make_server(app, self.host, port))
         except OSError:
             self.stop()
@@ -98,7 +123,12 @@ class Sandbox:
             self._spawn(serve, f"sandbox-{server.server_address[1]}")
             self._serving.append(server)
         if self.orders_per_minute > 0:
-            self._spawn(self._arrivals, "sandbox-arrivals")
+            self._spawn(
+                functools.partial(self._arrivals, self.shop, "arrivals"), "sandbox-arrivals"
+            )
+            if self.shop2 is not None:
+                arrivals2 = functools.partial(self._arrivals, self.shop2, "arrivals:b2b")
+                self._spawn(arrivals2, "sandbox-arrivals-b2b")
         return self
 
     def stop(self) -> None:
@@ -135,9 +165,9 @@ class Sandbox:
         thread.start()
         self._threads.append(thread)
 
-    def _arrivals(self) -> None:
+    def _arrivals(self, shop: SandboxShop, stream: str) -> None:
         """New orders at about ``orders_per_minute``, so every 5-minute window gets some."""
-        rng = random.Random(f"arrivals:{self.seed}")
+        rng = random.Random(f"{stream}:{self.seed}")
         mean_gap = 60.0 / self.orders_per_minute
         while not self._stopping.wait(mean_gap * rng.uniform(0.7, 1.3)):
-            self.shop.add_order(self.clock(), malformed="random", countries="mix")
+            shop.add_random_order(self.clock())

@@ -5,14 +5,17 @@
   one is: a client that fetches a token per call gets 429s here before it gets them in production.
 - ``POST /api/search/order`` takes a Shopware ``Criteria`` body: ``page``/``limit``,
   ``total-count-mode`` (names or the legacy integers), ``filter`` (``range``, ``equals``,
-  ``equalsAny``), ``sort``, ``ids`` and ``associations``. Association fields (line items,
+  ``equalsAny``; on any dotted field, e.g. ``stateMachineState.technicalName`` or
+  ``salesChannelId``), ``sort``, ``ids`` and ``associations``. Association fields (line items,
   currency, customer, addresses, deliveries) are only filled when requested, as Shopware does;
-  otherwise they are ``null``.
+  otherwise they are ``null``. Filters see the whole stored order, loaded or not.
 - ``GET /sandbox/state`` is the sandbox's own summary (no auth).
 
 Errors use Shopware's envelope (:func:`~integration_project.shopware.models.shop_error_body`).
 Orders live in memory keyed by id; tests put them into exact windows with :meth:`add_order`,
-:meth:`add_orders` and :meth:`add_raw_order`.
+:meth:`add_orders` and :meth:`add_raw_order`. :meth:`SandboxShop.b2b` builds the second example
+shop (a B2B storefront: own credentials, order numbers from 50001, mostly company customers,
+mixed order states).
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ from pydantic import ValidationError
 from integration_project.sandbox.common import Clock, Request, Response, system_clock
 from integration_project.sandbox.data import OrderFactory, OrderTruth, SandboxData
 from integration_project.sandbox.faults import FaultPlan, Injection
-from integration_project.settings import SANDBOX_SHOP_CLIENT_ID, SANDBOX_SHOP_CLIENT_SECRET
+from integration_project.settings import (
+    SANDBOX_SHOP2_CLIENT_ID,
+    SANDBOX_SHOP2_CLIENT_SECRET,
+    SANDBOX_SHOP_CLIENT_ID,
+    SANDBOX_SHOP_CLIENT_SECRET,
+)
 from integration_project.shopware.models import (
     ORDER_SEARCH_PATH,
     TOKEN_PATH,
@@ -67,6 +75,18 @@ TOTAL_COUNT_MODES = {"none": "none", "exact": "exact", "next-pages": "next-pages
 _RANGE_OPERATORS = frozenset(RangeParameters.model_fields)
 _FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error"})
 _FAULTS_SEARCH = frozenset({"500", "503", "429", "slow", "malformed_json"})
+#: ``states`` of a shop: the state of its generated (history, arrivals) orders.
+SHOP_STATES = frozenset({"open", "mixed"})
+#: How the second sandbox shop (B2B storefront) differs from the first: see :meth:`SandboxShop.b2b`.
+B2B_SHOP_OPTIONS: dict[str, Any] = {
+    "client_id": SANDBOX_SHOP2_CLIENT_ID,
+    "client_secret": SANDBOX_SHOP2_CLIENT_SECRET,
+    "first_order_number": 50001,
+    "order_stream": "b2b-orders",
+    "sales_channel": "b2b",
+    "company_share": 0.85,
+    "states": "mixed",
+}
 
 
 class BadCriteria(ValueError):
@@ -88,7 +108,14 @@ class Criteria:
 
 
 class SandboxShop:
-    """State and behaviour of the sandbox shop; thread-safe (one lock around the state)."""
+    """State and behaviour of the sandbox shop; thread-safe (one lock around the state).
+
+    Orders come from an :class:`OrderFactory` over ``data`` (numbers from
+    ``first_order_number``, random stream ``order_stream``, sales channel ``sales_channel``,
+    ``company_share`` as there). ``states``: ``"open"`` = generated orders (history, arrivals)
+    are all open; ``"mixed"`` = their state is drawn (~5 % cancelled, ~10 % completed, ~5 % in
+    progress). :meth:`add_order` makes open orders either way unless given ``state``.
+    """
 
     def __init__(
         self,
@@ -104,9 +131,23 @@ class SandboxShop:
         max_limit: int = 500,
         default_limit: int = 25,
         faults: FaultPlan | None = None,
+        first_order_number: int = 10001,
+        order_stream: str = "orders",
+        sales_channel: str = "storefront",
+        company_share: float | None = None,
+        states: str = "open",
     ) -> None:
+        if states not in SHOP_STATES:
+            raise ValueError(f"states must be one of {sorted(SHOP_STATES)}, not {states!r}")
         self.data = data or SandboxData.build(seed)
-        self.factory = OrderFactory(self.data)
+        self.factory = OrderFactory(
+            self.data,
+            first_order_number=first_order_number,
+            stream=order_stream,
+            sales_channel=sales_channel,
+            company_share=company_share,
+        )
+        self.states = states
         self.clock = clock or system_clock
         self.client_id = client_id
         self.client_secret = client_secret
@@ -123,8 +164,20 @@ class SandboxShop:
         self.tokens_issued = 0
         self._tokens: dict[str, datetime] = {}
         self._token_attempts: deque[datetime] = deque()
-        self._history_rng = random.Random(f"history:{seed}")
+        # The first shop keeps its historical stream name; others get their own.
+        history_key = "history" if order_stream == "orders" else f"history:{order_stream}"
+        self._history_rng = random.Random(f"{history_key}:{seed}")
         self._lock = threading.RLock()
+
+    @classmethod
+    def b2b(cls, **options: Any) -> SandboxShop:
+        """The second example shop, a B2B storefront; ``options`` override :data:`B2B_SHOP_OPTIONS`.
+
+        Same catalogue and customers as the first shop (pass the same ``data``), so the shared
+        ERP knows its items; another order stream, numbers from 50001, sales channel id
+        ``stable_id("sales_channel", "b2b")``, ~85 % company customers, mixed states.
+        """
+        return cls(**{**B2B_SHOP_OPTIONS, **options})
 
     # --- putting orders in ---------------------------------------------------------------
 
@@ -141,9 +194,9 @@ class SandboxShop:
         """Generate and store one order created at ``created_at`` (default: now); returns it.
 
         ``options`` go to :meth:`OrderFactory.make_order` (``malformed``, ``shipping_country``,
-        ``billing_country``, ``email``, ``skus``, ``countries``). The defaults give an order the
-        route should deliver: well-formed, shipped and billed to one EU country. The returned
-        dict is the stored order itself: changing it changes what the shop answers.
+        ``billing_country``, ``email``, ``skus``, ``countries``, ``state``). The defaults give an
+        order the route should deliver: well-formed, open, shipped and billed to one EU country.
+        The returned dict is the stored order itself: changing it changes what the shop answers.
         """
         options.setdefault("countries", "eu")
         with self._lock:
@@ -169,6 +222,11 @@ class SandboxShop:
             times = [created_at or self.clock()] * n
         return [self.add_order(t, **options) for t in times]
 
+    def add_random_order(self, created_at: datetime | None = None) -> dict[str, Any]:
+        """One order as history and arrivals make them: country mix, ~3 % bad, per ``states``."""
+        state = "random" if self.states == "mixed" else "open"
+        return self.add_order(created_at, malformed="random", countries="mix", state=state)
+
     def add_raw_order(self, order: dict[str, Any]) -> dict[str, Any]:
         """Store ``order`` exactly as given (it needs an ``id``); for hand-made broken orders."""
         if not order.get("id"):
@@ -180,13 +238,16 @@ class SandboxShop:
     def add_history(
         self, history: timedelta, orders_per_minute: float, *, until: datetime | None = None
     ) -> list[dict[str, Any]]:
-        """Orders over ``[until - history, until)``, ``orders_per_minute`` on average, ~3 % bad."""
+        """Orders over ``[until - history, until)``, ``orders_per_minute`` on average, ~3 % bad.
+
+        Their states follow ``states`` (see :meth:`add_random_order`).
+        """
         end = until or self.clock()
         t = end - history
         mean_gap = 60.0 / orders_per_minute
         added = []
         while t < end:
-            added.append(self.add_order(t, malformed="random", countries="mix"))
+            added.append(self.add_random_order(t))
             t += timedelta(seconds=mean_gap * self._history_rng.uniform(0.5, 1.5))
         return added
 
