@@ -1,0 +1,324 @@
+"""Routes as configuration: the YAML schema, loading route files as components, several routes
+in one instance, dry runs and hooks."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+from pydantic import ValidationError
+
+from integration_project import settings
+from integration_project.assets import build_route_assets
+from integration_project.resources import ErpResource, ShopResource, open_ledger
+from integration_project.routes.config import RouteConfig, slugify
+from integration_project.sandbox import Sandbox
+from integration_project_tests.conftest import (
+    DEFAULT,
+    WINDOW_END,
+    WINDOW_KEY,
+    WINDOW_START,
+    make_resources,
+    shipped_route,
+)
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+def test_a_route_needs_only_a_name() -> None:
+    route = RouteConfig.model_validate({"name": "Orders to Exact"})
+    assert route.id == "orders_to_exact"
+    assert route.filter.country_set() == settings.EU_27
+    assert route.schedule.incoming == "*/5 * * * *"
+    assert route.shop_key == "orders_to_exact_shop"
+
+
+def test_slugs_are_valid_dagster_names() -> None:
+    assert slugify("EU orders: Shopware → Exact (NL/BE)") == "eu_orders_shopware_exact_nl_be"
+    assert slugify("2nd shop") == "route_2nd_shop"
+    assert slugify("Café Crème") == "cafe_creme"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field", "expected"),
+    [
+        ({"filter": {"countries": ["DE", "XX"]}}, "filter.countries", "XX"),
+        ({"filter": {"countries": []}}, "filter.countries", "at least one"),
+        ({"filter": {"order_states": ["shipped"]}}, "filter.order_states", "open"),
+        ({"lookback": "an hour"}, "lookback", "15m"),
+        ({"page_size": 0}, "page_size", "greater than or equal to 1"),
+        ({"mapping": {"your_ref": "{order_nr}"}}, "mapping.your_ref", "{order_number}"),
+        ({"mapping": {"fields": {"YourRef": "x"}}}, "mapping.fields", "cannot be overridden"),
+        ({"schedule": {"incoming": "every 5 minutes"}}, "schedule.incoming", "cron"),
+        ({"source": {"client_secret_env": "my secret"}}, "source.client_secret_env", "SHOP_API"),
+        ({"hooks": {"before_send": "no_such_module.fn"}}, "hooks.before_send", "cannot import"),
+        (
+            {"hooks": {"before_send": "integration_project_tests.hooks.not_callable"}},
+            "hooks.before_send",
+            "no callable",
+        ),
+        ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
+        ({"name": "***"}, "name", "no letters or digits"),
+    ],
+)
+def test_bad_route_config_names_the_field_and_what_was_expected(
+    attributes: dict[str, Any], field: str, expected: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        RouteConfig.model_validate({"name": "Test route", **attributes})
+    message = str(raised.value)
+    assert field in message or field.split(".")[0] in message
+    assert expected in message
+
+
+# --- route files as components -------------------------------------------------------------
+
+_ROUTE_TYPE = "type: integration_project.components.OrderRoute"
+
+
+def make_project(tmp_path: Path, routes: dict[str, str]) -> Path:
+    """A throwaway dg project whose defs/ holds the given route files."""
+    package = f"routes_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [tool.dg]
+            directory_type = "project"
+            [tool.dg.project]
+            root_module = "{package}"
+            """
+        )
+    )
+    defs = tmp_path / package / "defs"
+    defs.mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    for folder, body in routes.items():
+        (defs / folder).mkdir()
+        (defs / folder / "defs.yaml").write_text(_ROUTE_TYPE + "\n" + textwrap.dedent(body))
+    sys.path.insert(0, str(tmp_path))
+    return tmp_path
+
+
+def load_project(root: Path) -> dg.Definitions:
+    from integration_project.components.order_route import forget_routes
+
+    forget_routes()
+    try:
+        return dg.load_from_defs_folder(project_root=root)
+    finally:
+        sys.path.remove(str(root))
+
+
+def error_text(exc: BaseException) -> str:
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def test_a_new_route_in_under_ten_lines_of_yaml(tmp_path: Path) -> None:
+    root = make_project(
+        tmp_path,
+        {
+            "nl_orders": """
+            attributes:
+              name: NL orders
+              filter:
+                countries: [NL]
+            """
+        },
+    )
+    defs = dg.Definitions.merge(
+        load_project(root),
+        dg.Definitions(resources={"duckdb": DuckDBResource(database=":memory:")}),
+    )
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys == {
+        "nl_orders/source_orders",
+        "nl_orders/erp_orders",
+        "nl_orders/erp_delivered_orders",
+    }
+    assert {s.name for s in defs.schedules} == {
+        "nl_orders__source_orders_schedule",
+        "nl_orders__erp_delivery_schedule",
+    }
+
+
+def test_a_broken_route_file_fails_loudly_naming_file_line_and_field(tmp_path: Path) -> None:
+    root = make_project(
+        tmp_path,
+        {
+            "good": "attributes:\n  name: Good route\n",
+            "broken": """
+            attributes:
+              name: Broken route
+              filter:
+                countries: [DE, XX]
+            """,
+        },
+    )
+    with pytest.raises(Exception) as raised:
+        load_project(root)
+    text = error_text(raised.value)
+    assert "broken/defs.yaml" in text
+    assert "filter.countries" in text and "XX" in text
+
+
+def test_two_routes_with_the_same_id_name_both_files(tmp_path: Path) -> None:
+    root = make_project(
+        tmp_path,
+        {"a": "attributes:\n  name: Same name\n", "b": "attributes:\n  name: Same  NAME\n"},
+    )
+    with pytest.raises(Exception) as raised:
+        load_project(root)
+    text = error_text(raised.value)
+    assert "same_name" in text and "a/defs.yaml" in text and "b/defs.yaml" in text
+
+
+def test_missing_secret_variable_fails_at_load_time(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ACME_SHOP_URL", "https://shop.acme.example")
+    monkeypatch.delenv("ACME_SHOP_SECRET", raising=False)
+    monkeypatch.setenv("ACME_SHOP_ID", "acme")
+    root = make_project(
+        tmp_path,
+        {
+            "acme": """
+            attributes:
+              name: ACME
+              source:
+                api_url_env: ACME_SHOP_URL
+                client_id_env: ACME_SHOP_ID
+                client_secret_env: ACME_SHOP_SECRET
+                sandbox: none
+            """
+        },
+    )
+    with pytest.raises(Exception) as raised:
+        load_project(root)
+    text = error_text(raised.value)
+    assert "acme/defs.yaml" in text
+    assert "source.client_secret_env" in text and "ACME_SHOP_SECRET" in text
+
+
+# --- several routes, one instance ----------------------------------------------------------
+
+
+@pytest.fixture
+def two_shops() -> Any:
+    with Sandbox(seed=11, second_shop=True) as sb:
+        yield sb
+
+
+def b2b_resources(sb: Sandbox, duckdb_path: str) -> dict[str, Any]:
+    route = shipped_route("b2b_orders_shopware_to_exact")
+    base = make_resources(sb, duckdb_path)
+    return {
+        **base,
+        route.shop_key: ShopResource(
+            api_url=sb.shop2_url,
+            client_id=settings.SANDBOX_SHOP2_CLIENT_ID,
+            client_secret=settings.SANDBOX_SHOP2_CLIENT_SECRET,
+            max_retries=1,
+        ),
+        route.erp_key: base["erp"],
+    }
+
+
+def materialize_route(assets, resources, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
+    assert dg.materialize(
+        [assets.source_orders, assets.erp_orders],
+        partition_key=WINDOW_KEY,
+        resources=resources,
+        **kwargs,
+    ).success
+    assert dg.materialize([assets.erp_delivered_orders], resources=resources, **kwargs).success
+
+
+@pytest.mark.integration
+def test_two_routes_in_one_instance_keep_separate_ledgers(
+    two_shops: Sandbox, duckdb_path: str, dagster_instance: dg.DagsterInstance
+) -> None:
+    sb = two_shops
+    sb.shop.add_orders(6, start=WINDOW_START, end=WINDOW_END)
+    for state in ("open", "in_progress", "completed", "cancelled"):
+        sb.shop2.add_order(WINDOW_START, shipping_country="NL", state=state)
+    sb.shop2.add_order(WINDOW_START, shipping_country="FR")  # EU, but not this route's
+    b2b = build_route_assets(shipped_route("b2b_orders_shopware_to_exact"))
+    resources = b2b_resources(sb, duckdb_path)
+
+    materialize_route(DEFAULT, resources, instance=dagster_instance)
+    materialize_route(b2b, resources, instance=dagster_instance)
+
+    refs = Counter(order["YourRef"] for order in sb.erp.sales_orders)
+    expected_default = {
+        t.order_number for t in sb.shop.truth_between(WINDOW_START, WINDOW_END) if t.expected_in_erp
+    }
+    expected_b2b = {
+        f"B2B-{t.order_number}"
+        for t in sb.shop2.truth_between(WINDOW_START, WINDOW_END)
+        if t.state in ("open", "in_progress") and t.shipping_country == "NL"
+    }
+    assert len(expected_b2b) == 2
+    assert set(refs) == expected_default | expected_b2b
+    assert set(refs.values()) == {1}
+
+    duckdb = resources["duckdb"]
+    assert isinstance(duckdb, DuckDBResource)
+    erp = resources["erp"]
+    assert isinstance(erp, ErpResource)
+    default_ledger = open_ledger(duckdb, DEFAULT.route.id, erp.token_key)
+    b2b_ledger = open_ledger(duckdb, b2b.route.id, erp.token_key)
+    assert {r["order_number"] for r in default_ledger.delivered_rows()} == expected_default
+    assert {r["your_ref"] for r in b2b_ledger.delivered_rows()} == expected_b2b
+    # Each route sends only its own: running them again sends nothing.
+    materialize_route(DEFAULT, resources, instance=dagster_instance)
+    materialize_route(b2b, resources, instance=dagster_instance)
+    assert len(sb.erp.sales_orders) == len(refs)
+    # One token chain for the shared ERP, not one per route.
+    assert sb.erp.token_refreshes == 1
+
+
+@pytest.mark.integration
+def test_dry_run_previews_payloads_and_sends_nothing(sandbox: Sandbox, resources) -> None:
+    sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END)
+    assert dg.materialize(
+        [DEFAULT.source_orders, DEFAULT.erp_orders], partition_key=WINDOW_KEY, resources=resources
+    ).success
+    config = dg.RunConfig(
+        ops={"eu_orders_shopware_to_exact__erp_delivered_orders": {"config": {"dry_run": True}}}
+    )
+    result = dg.materialize([DEFAULT.erp_delivered_orders], resources=resources, run_config=config)
+    [event] = result.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert meta["would_send"] == 3 and meta["sent"] == 0
+    assert '"YourRef"' in meta["payload_preview"]
+    assert not sandbox.erp.sales_orders
+    assert sandbox.erp.calls.get("salesorders_post", 0) == 0
+
+
+@pytest.mark.integration
+def test_hooks_change_what_is_sent(sandbox: Sandbox, resources) -> None:
+    sandbox.shop.add_orders(4, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    hooked = build_route_assets(
+        shipped_route(
+            hooks={
+                "before_mapping": "integration_project_tests.hooks.drop_even_orders",
+                "after_mapping": "integration_project_tests.hooks.shout_description",
+                "before_send": "integration_project_tests.hooks.tag_remarks",
+            }
+        )
+    )
+    materialize_route(hooked, resources)
+    sent = sandbox.erp.sales_orders
+    assert sent and all(int(o["YourRef"]) % 2 == 1 for o in sent)
+    assert len(sent) == 2
+    assert all(o["Remarks"] == "sent by the hook test" for o in sent)
+    assert all(o["Description"].startswith("SHOPWARE ORDER ") for o in sent)
