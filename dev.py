@@ -60,8 +60,13 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     sys.exit(f"nothing is listening on port {port} after {timeout:.0f} s")
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # run the cleanup below on SIGTERM too, not only on Ctrl-C
+
+
 def up(args: list[str]) -> int:
     ensure_venv()
+    signal.signal(signal.SIGTERM, _stop)
     home = ROOT / ".dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
