@@ -21,10 +21,27 @@ from integration_project.schedules import build_route_schedules
 _SEEN: dict[str, Path] = {}
 
 
+class RouteScaffolder(dg.Scaffolder):
+    """``dg scaffold defs integration_project.components.OrderRoute <folder>``: a route file
+    with a name derived from the folder, ready to edit."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        folder = Path(request.target_path).name
+        dg.scaffold_component(
+            request,
+            {
+                "name": folder.replace("_", " ").capitalize(),
+                "description": "",
+                "filter": {"countries": "EU"},
+            },
+        )
+
+
 class RouteConfigError(ValueError):
     """A route file is valid YAML but cannot be run; the message names the file and field."""
 
 
+@dg.scaffold_with(RouteScaffolder)
 class OrderRoute(dg.Component):
     """Shop orders filtered, mapped and delivered to the ERP exactly once (one route)."""
 
