@@ -75,14 +75,22 @@ def up(args: list[str]) -> int:
     try:
         if "SHOP_API_URL" not in env or "ERP_API_URL" not in env:
             say("starting the sandbox shop (:8801) and ERP (:8802)")
-            procs.append(subprocess.Popen([BIN / "integration-sandbox"], cwd=ROOT, env=env))
+            procs.append(
+                subprocess.Popen(
+                    [BIN / "integration-sandbox"], cwd=ROOT, env=env, start_new_session=True
+                )
+            )
             wait_for_port(8801)
             wait_for_port(8802)
         port = os.environ.get("DAGSTER_PORT", "3000")
         say(f"starting Dagster: open http://127.0.0.1:{port} (Ctrl-C stops everything)")
         procs.append(
             subprocess.Popen(
-                [BIN / "dagster", "dev", "-h", "127.0.0.1", "-p", port, *args], cwd=ROOT, env=env
+                [BIN / "dagster", "dev", "-h", "127.0.0.1", "-p", port, *args],
+                cwd=ROOT,
+                env=env,
+                # Its own process group, so stopping it stops the webserver and daemon too.
+                start_new_session=True,
             )
         )
         while all(p.poll() is None for p in procs):
@@ -92,13 +100,19 @@ def up(args: list[str]) -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+            _signal_group(proc, signal.SIGINT)
         for proc in reversed(procs):
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the process and everything it started
+    except ProcessLookupError:
+        pass
 
 
 def test(args: list[str]) -> int:
