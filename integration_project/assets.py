@@ -369,14 +369,12 @@ class _Resolver:
         return account_id
 
     def items_for(self, codes: frozenset[str]) -> dict[str, str]:
-        found = self._ledger.cached_items(codes)
-        for code in sorted(codes - found.keys()):
+        cached = self._ledger.cached_items(codes)
+        for code in sorted(codes - cached.keys()):
             self.erp_lookups += 1
-            item_id = self._client.find_item_id(code)
-            if item_id is not None:
-                self._ledger.cache_item(code, item_id)
-                found[code] = item_id
-        return found
+            cached[code] = self._client.find_item_id(code)
+            self._ledger.cache_item(code, cached[code])  # a miss is remembered for a while
+        return {code: item_id for code, item_id in cached.items() if item_id is not None}
 
 
 def _map_one(

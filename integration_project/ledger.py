@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS erp_accounts (
 CREATE TABLE IF NOT EXISTS erp_items (
     erp_key   VARCHAR NOT NULL,
     code      VARCHAR NOT NULL,
-    item_id   VARCHAR NOT NULL,
+    item_id   VARCHAR,                -- NULL: the ERP had no such item when last asked
     cached_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (erp_key, code)
 );
@@ -415,19 +415,27 @@ class Ledger:
                 [self.erp_key, email.lower(), account_id, now_utc()],
             )
 
-    def cached_items(self, codes: Iterable[str]) -> dict[str, str]:
+    def cached_items(
+        self, codes: Iterable[str], missing_ttl: timedelta = timedelta(minutes=15)
+    ) -> dict[str, str | None]:
+        """Cached item ids; ``None`` for a code the ERP did not know within ``missing_ttl``.
+
+        Remembering misses keeps a look-back from asking the ERP about the same unknown product
+        number every tick; the TTL lets an item created in the ERP be picked up soon after.
+        """
         codes = sorted(set(codes))
         if not codes:
             return {}
         self.ensure_schema()
         with self._conn() as con:
             rows = con.execute(
-                "SELECT code, item_id FROM erp_items WHERE erp_key = ? AND list_contains(?, code)",
-                [self.erp_key, codes],
+                "SELECT code, item_id FROM erp_items WHERE erp_key = ? AND list_contains(?, code) "
+                "AND (item_id IS NOT NULL OR cached_at > ?)",
+                [self.erp_key, codes, now_utc() - missing_ttl],
             ).fetchall()
         return dict(rows)
 
-    def cache_item(self, code: str, item_id: str) -> None:
+    def cache_item(self, code: str, item_id: str | None) -> None:
         with self._conn() as con:
             con.execute(
                 "INSERT OR REPLACE INTO erp_items VALUES (?, ?, ?, ?)",

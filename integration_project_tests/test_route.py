@@ -82,9 +82,9 @@ def seed_window(sb: Sandbox) -> None:
 
 
 def expected_refs(sb: Sandbox) -> set[str]:
-    return {
-        t.order_number for t in sb.shop.truth_between(WINDOW_START, WINDOW_END) if t.expected_in_erp
-    }
+    """Valid EU orders of the window and of the look-back before it (late orders)."""
+    start = WINDOW_START - DEFAULT.route.lookback
+    return {t.order_number for t in sb.shop.truth_between(start, WINDOW_END) if t.expected_in_erp}
 
 
 def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, resources, ledger):
@@ -95,7 +95,8 @@ def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, res
     mapped = fetch_and_map(resources)
     assert mapped.success
     fetched = metadata(mapped, "source_orders")
-    assert fetched["fetched"] == 15  # 8 + 3 + 4, not the two outside the window
+    assert fetched["dagster/row_count"] == 15  # 8 + 3 + 4 in the window
+    assert fetched["fetched"] == 16  # and the one just before it, in the look-back
     mapping = metadata(mapped, "erp_orders")
     assert mapping["mapped"] == len(expected)
     assert mapping["quarantined"] == 4
@@ -165,7 +166,7 @@ def test_second_delivery_sends_nothing_and_refetch_stages_nothing_twice(sandbox,
     refetched = fetch_and_map(resources)
     meta = metadata(refetched, "source_orders")
     assert meta["new"] == 0
-    assert meta["refetched"] == 15
+    assert meta["refetched"] == 16  # the window and its look-back
     assert ledger.count_staged(WINDOW_START, WINDOW_END) == 15
     assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 0
     assert erp_refs(sandbox) == before
@@ -299,3 +300,26 @@ def test_missing_secret_for_a_real_shop_names_the_variable(
     assert DEFAULT.route.missing_env() == [("source.client_secret_env", "SHOP_CLIENT_SECRET")]
     with pytest.raises(Exception, match="SHOP_CLIENT_SECRET"):
         dg.materialize([source_orders], partition_key=WINDOW_KEY, resources=resources)
+
+
+def test_a_late_order_is_delivered_by_a_later_tick(sandbox, resources, ledger):
+    """An order committed late into a window that was already fetched and delivered."""
+    assert DEFAULT.route.lookback >= timedelta(minutes=5)
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    assert fetch_and_map(resources).success
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 2
+
+    late = sandbox.shop.add_order(WINDOW_START + timedelta(minutes=2), shipping_country="NL")
+    next_window = "2026-11-20-10:05"
+    assert fetch_and_map(resources, partition_key=next_window).success
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 1
+    refs = erp_refs(sandbox)
+    assert refs[late["orderNumber"]] == 1 and len(refs) == 3
+
+
+def test_unknown_items_are_not_asked_for_every_tick(sandbox, resources):
+    sandbox.shop.add_order(WINDOW_START, malformed="unknown_sku")
+    assert fetch_and_map(resources).success
+    asked = sandbox.erp.calls["items_get"]
+    assert fetch_and_map(resources).success  # the next tick's look-back maps it again
+    assert sandbox.erp.calls["items_get"] == asked
