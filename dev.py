@@ -3,6 +3,7 @@
 
     python3 dev.py up      # venv + install, sandbox shop and ERP, Dagster UI with schedules on
     python3 dev.py test    # venv + install, ruff, the test suite (what CI runs)
+    python3 dev.py bench   # venv + install, the one-day backfill benchmark (bench/backfill.py)
 
 The virtual environment lives in .venv/ (override with DEV_VENV=path) and is (re)installed
 when pyproject.toml changes. Only the standard library is used here.
@@ -125,7 +126,13 @@ def test(args: list[str]) -> int:
     return subprocess.run([PY, "-m", "pytest", *args], cwd=ROOT).returncode
 
 
-COMMANDS = {"up": up, "test": test}
+def bench(args: list[str]) -> int:
+    """The one-day backfill benchmark (``python -m bench.backfill``; ``--help`` for options)."""
+    ensure_venv()
+    return subprocess.run([PY, "-m", "bench.backfill", *args], cwd=ROOT).returncode
+
+
+COMMANDS = {"up": up, "test": test, "bench": bench}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -6,6 +6,7 @@ wire them together and tell the UI what happened. Every key is prefixed by the r
 """
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,15 @@ class DeliveryConfig(dg.Config):
         default=False,
         description="Preview: show the ERP payloads that would be sent, send nothing",
     )
+    resend_failed: list[str] = Field(
+        default=[],
+        description="Order numbers (or YourRefs) of failed orders to send again, once the cause "
+        "is fixed: they go back to pending at the start of the run",
+    )
+    resend_all_failed: bool = Field(
+        default=False,
+        description="Send every failed order of the route again (after the cause is fixed)",
+    )
 
 
 def _hook(path: str | None) -> Hook | None:
@@ -112,6 +122,10 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         group_name=route_id,
         kinds={"shopware", "duckdb"},
         required_resource_keys={shop_key, erp_key, "duckdb"},
+        # A route whose fetches stall turns this asset red in the UI.
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(minutes=30), warn_window=timedelta(minutes=15)
+        ),
         description=f"Shop orders created in each window (UTC, half-open), staged in DuckDB. "
         f"Route: {route.name}.",
     )
@@ -242,6 +256,9 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         kinds={"exactonline", "duckdb"},
         op_tags={DELIVERY_TAG: route_id},
         required_resource_keys={erp_key, "duckdb"},
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(minutes=20), warn_window=timedelta(minutes=10)
+        ),
         description="Mapped orders sent to the ERP exactly once, recorded in the DuckDB table "
         "delivered_orders.",
     )
@@ -255,6 +272,11 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         run_id = context.run_id
         lease = f"erp_delivery:{route_id}"
         holder = ledger.acquire_lease(lease, run_id, LEASE_TTL)
+        if holder is not None and _run_is_over(context.instance, holder):
+            # Its worker died (SIGKILL, OOM) and run monitoring marked the run over: its rows in
+            # `sending` are looked up below, so taking over cannot send anything twice.
+            context.log.warning("Delivery run %s is over but held the lease; taking it", holder)
+            holder = ledger.acquire_lease(lease, run_id, LEASE_TTL, take_over_from=holder)
         if holder is not None:
             # The run queue keeps delivery runs apart; this covers runs that bypass it (the CLI).
             context.log.warning("Delivery run %s holds the lease; this run sends nothing", holder)
@@ -265,6 +287,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         sent_preview: list[list[Any]] = []
         client: ExactClient | None = None
         try:
+            requeued = _requeue_failed(context, ledger, config)
             with erp_client(erp, ledger, holder=run_id) as client:
                 stopped = _deliver(
                     context,
@@ -295,10 +318,13 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
             "ledger_sending": counts.get("sending", 0),
             "dagster/row_count": counts.get("delivered", 0),
             "stopped_early": stopped or "no",
+            # Longest wait from mapping to the ERP among the orders this run delivered.
+            "latency_seconds_max": ledger.latency_seconds_max(run_id),
             "sent_preview": _md_table(
                 ["orderNumber", "ERP OrderNumber", "ERP OrderID"], sent_preview
             ),
         }
+        metadata["requeued"] = requeued  # failed orders an operator asked to send again
         if rate is not None:
             if rate.minutely_remaining is not None:
                 metadata["erp_calls_left_minute"] = rate.minutely_remaining
@@ -339,7 +365,8 @@ def _order_preview(order: Any) -> list[Any]:
 
 class _Resolver:
     """Customer e-mail → ERP account id, product number → ERP item id; DuckDB-cached so that a
-    steady-state order costs the ERP nothing here."""
+    steady-state order costs the ERP nothing here, and remembered for the run so that a large
+    backfill does not open a DuckDB connection per order (each open costs tens of ms)."""
 
     def __init__(self, ledger: Ledger, client: ExactClient, context: dg.AssetExecutionContext):
         self._ledger = ledger
@@ -347,10 +374,16 @@ class _Resolver:
         self._log = context.log
         self.erp_lookups = 0
         self.accounts_created = 0
+        self._accounts: dict[str, str] = {}  # lower-cased e-mail → account id, this run
+        self._items: dict[str, str | None] = {}  # item code → id (None: unknown), this run
 
     def account_for(self, order: MappedOrder) -> str:
+        email = order.customer_email.lower()
+        if email in self._accounts:
+            return self._accounts[email]
         cached = self._ledger.cached_account(order.customer_email)
         if cached:
+            self._accounts[email] = cached
             return cached
         self.erp_lookups += 1
         account_id = self._client.find_account_id(order.customer_email)
@@ -366,15 +399,19 @@ class _Resolver:
             self.accounts_created += 1
             self._log.info("Created ERP account for order %s", order.order_number)
         self._ledger.cache_account(order.customer_email, account_id)
+        self._accounts[email] = account_id
         return account_id
 
     def items_for(self, codes: frozenset[str]) -> dict[str, str]:
-        cached = self._ledger.cached_items(codes)
-        for code in sorted(codes - cached.keys()):
-            self.erp_lookups += 1
-            cached[code] = self._client.find_item_id(code)
-            self._ledger.cache_item(code, cached[code])  # a miss is remembered for a while
-        return {code: item_id for code, item_id in cached.items() if item_id is not None}
+        unseen = codes - self._items.keys()
+        if unseen:
+            cached = self._ledger.cached_items(unseen)
+            for code in sorted(unseen - cached.keys()):
+                self.erp_lookups += 1
+                cached[code] = self._client.find_item_id(code)
+                self._ledger.cache_item(code, cached[code])  # a miss is remembered for a while
+            self._items.update(cached)
+        return {code: self._items[code] for code in codes if self._items[code] is not None}
 
 
 def _map_one(
@@ -447,6 +484,59 @@ def _preview(
     )
 
 
+def _requeue_failed(
+    context: dg.AssetExecutionContext, ledger: Ledger, config: DeliveryConfig
+) -> int:
+    """Move the ``failed`` orders the run config names back to ``pending`` (under the lease),
+    so this run sends them under the normal protocol. Returns how many were requeued."""
+    if not (config.resend_all_failed or config.resend_failed):
+        return 0
+    wanted = None if config.resend_all_failed else config.resend_failed
+    requeued = ledger.requeue_failed(wanted)
+    if wanted is None:
+        context.log.info("Requeued all %s failed orders to be sent again", requeued)
+    else:
+        context.log.info(
+            "Requeued %s of %s named failed orders to be sent again", requeued, len(set(wanted))
+        )
+        if requeued < len(set(wanted)):
+            context.log.warning(
+                "Some named orders were not requeued: they are not in the ledger as failed "
+                "(delivered, pending, unknown number?): %s",
+                ", ".join(sorted(set(wanted))),
+            )
+    return requeued
+
+
+class LeaseLost(Exception):
+    """Another run holds the delivery lease now: this run must not send another order."""
+
+
+#: Renew the lease at most this often (each renewal is a DuckDB write transaction, ~50 ms):
+#: an order's send never starts with less than ``LEASE_TTL`` minus this left on the lease.
+LEASE_RENEW_EVERY_S = 10.0
+_lease_renewed: dict[tuple[str, str], float] = {}
+
+
+def _renew_lease(ledger: Ledger, lease: str, run_id: str) -> None:
+    """Renew before an ERP call of the protocol; stop at once if another run took it over
+    (this run's lease lapsed, e.g. it hung longer than ``LEASE_TTL``)."""
+    now = time.monotonic()
+    if now - _lease_renewed.get((lease, run_id), -LEASE_RENEW_EVERY_S) < LEASE_RENEW_EVERY_S:
+        return
+    holder = ledger.acquire_lease(lease, run_id, LEASE_TTL)
+    if holder is not None:
+        raise LeaseLost(f"delivery run {holder} took the lease over; this run stopped sending")
+    _lease_renewed[(lease, run_id)] = now
+
+
+def _run_is_over(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """True only when this instance knows the run and it finished (success, failure, canceled):
+    a run it does not know (another instance, the CLI) may still be alive."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.is_finished
+
+
 def _deliver(
     context: dg.AssetExecutionContext,
     ledger: Ledger,
@@ -463,7 +553,7 @@ def _deliver(
     try:
         # Step 4 first: rows left in `sending` by a run that died or lost a response.
         for row in ledger.in_flight():
-            ledger.acquire_lease(lease, run_id, LEASE_TTL)
+            _renew_lease(ledger, lease, run_id)
             found = client.find_sales_orders(row.your_ref)
             if found:
                 if len(found) > 1:
@@ -487,7 +577,7 @@ def _deliver(
                 )
         consecutive_unknown = 0
         for order in ledger.pending(limit=max_orders):
-            ledger.acquire_lease(lease, run_id, LEASE_TTL)
+            _renew_lease(ledger, lease, run_id)
             try:
                 body = before_send(dict(order.payload)) if before_send else order.payload
             except Exception as exc:
@@ -527,7 +617,7 @@ def _deliver(
             tally["sent"] += 1
             if len(sent_preview) < PREVIEW_ROWS:
                 sent_preview.append([order.order_number, created.order_number, created.order_id])
-    except (RateLimited, BudgetExhausted) as exc:
+    except (RateLimited, BudgetExhausted, LeaseLost) as exc:
         return str(exc)
     except AuthError:
         raise

@@ -11,9 +11,10 @@ import dagster as dg
 
 from integration_project.components.order_route import forget_routes
 from integration_project.resources import duckdb_resource
+from integration_project.sensors import run_failure_alert_sensor
 
 forget_routes()
 defs = dg.Definitions.merge(
     dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent),
-    dg.Definitions(resources={"duckdb": duckdb_resource()}),
+    dg.Definitions(resources={"duckdb": duckdb_resource()}, sensors=[run_failure_alert_sensor]),
 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,11 @@ import pyarrow as pa
 from integration_project.exact.client import StoredTokens
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+#: DuckDB's memory limit for every ledger connection (its buffer pool; larger work spills).
+MEMORY_LIMIT = "256MB"
+#: Orders merged from the incoming area into ``staged_orders`` per statement (one transaction).
+MERGE_CHUNK = 2000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS staged_orders (
@@ -189,8 +194,13 @@ class Ledger:
         self.erp_key = erp_key
         self._schema_ready = False
 
-    def _conn(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return self._connect()
+    @contextmanager
+    def _conn(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._connect() as con:
+            # DuckDB caches table blocks up to 80 % of RAM by default; a bounded buffer pool
+            # (spilling to <db>.tmp) keeps a day-long backfill's memory flat.
+            con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+            yield con
 
     def ensure_schema(self) -> None:
         if self._schema_ready:
@@ -265,24 +275,42 @@ class Ledger:
                     "WHERE route_id = ? AND run_id = ?",
                     [self.route_id, run_id],
                 ).fetchone()[0]
-                con.execute(
-                    """
-                    INSERT INTO staged_orders
-                    SELECT route_id, shop_order_id, order_number, created_at, payload,
-                           fetched_at, run_id
-                    FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?
-                    QUALIFY row_number() OVER (
-                        PARTITION BY shop_order_id ORDER BY fetched_at DESC
-                    ) = 1
-                    ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
-                        order_number = excluded.order_number,
-                        created_at = excluded.created_at,
-                        payload = excluded.payload,
-                        fetched_at = excluded.fetched_at,
-                        run_id = excluded.run_id
-                    """,
-                    [self.route_id, run_id],
-                )
+                # In chunks of shop ids: one statement over a day of payloads would hold them
+                # all in memory at once (the de-duplicating window cannot spill).
+                after = ""
+                while True:
+                    upto = con.execute(
+                        """
+                        SELECT max(shop_order_id) FROM (
+                            SELECT DISTINCT shop_order_id FROM staged_orders_incoming
+                            WHERE route_id = ? AND run_id = ? AND shop_order_id > ?
+                            ORDER BY shop_order_id LIMIT ?)
+                        """,
+                        [self.route_id, run_id, after, MERGE_CHUNK],
+                    ).fetchone()[0]
+                    if upto is None:
+                        break
+                    con.execute(
+                        """
+                        INSERT INTO staged_orders
+                        SELECT route_id, shop_order_id, order_number, created_at, payload,
+                               fetched_at, run_id
+                        FROM staged_orders_incoming
+                        WHERE route_id = ? AND run_id = ?
+                          AND shop_order_id > ? AND shop_order_id <= ?
+                        QUALIFY row_number() OVER (
+                            PARTITION BY shop_order_id ORDER BY fetched_at DESC
+                        ) = 1
+                        ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
+                            order_number = excluded.order_number,
+                            created_at = excluded.created_at,
+                            payload = excluded.payload,
+                            fetched_at = excluded.fetched_at,
+                            run_id = excluded.run_id
+                        """,
+                        [self.route_id, run_id, after, upto],
+                    )
+                    after = upto
                 con.execute(
                     "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?",
                     [self.route_id, run_id],
@@ -311,17 +339,29 @@ class Ledger:
         after = ""
         while True:
             with self._conn() as con:
+                # The batch's ids first (narrow columns), then only their payloads: ordering
+                # the payloads themselves would read every payload of the range per batch.
+                upto = con.execute(
+                    """
+                    SELECT max(shop_order_id) FROM (
+                        SELECT shop_order_id FROM staged_orders
+                        WHERE route_id = ? AND created_at >= ? AND created_at < ?
+                          AND shop_order_id > ?
+                        ORDER BY shop_order_id LIMIT ?)
+                    """,
+                    [self.route_id, start, end, after, batch_size],
+                ).fetchone()[0]
+                if upto is None:
+                    return
                 rows = con.execute(
                     """
                     SELECT shop_order_id, payload FROM staged_orders
                     WHERE route_id = ? AND created_at >= ? AND created_at < ?
-                      AND shop_order_id > ?
-                    ORDER BY shop_order_id LIMIT ?
+                      AND shop_order_id > ? AND shop_order_id <= ?
+                    ORDER BY shop_order_id
                     """,
-                    [self.route_id, start, end, after, batch_size],
+                    [self.route_id, start, end, after, upto],
                 ).fetchall()
-            if not rows:
-                return
             yield [StagedOrder(r[0], json.loads(r[1])) for r in rows]
             after = rows[-1][0]
 
@@ -380,7 +420,12 @@ class Ledger:
                     reason = excluded.reason,
                     payload = excluded.payload,
                     payload_hash = excluded.payload_hash,
-                    mapped_at = excluded.mapped_at,
+                    -- When the current payload first appeared: a look-back re-map of an
+                    -- unchanged order keeps it, so delivery latency is measured honestly.
+                    mapped_at = CASE
+                        WHEN erp_orders.payload_hash IS NOT DISTINCT FROM excluded.payload_hash
+                             AND erp_orders.status = excluded.status
+                        THEN erp_orders.mapped_at ELSE excluded.mapped_at END,
                     run_id = excluded.run_id
                 """,
                 [mapped_at, run_id],
@@ -444,8 +489,14 @@ class Ledger:
 
     # --- the delivery lease: one delivery run sends at a time ---------------------------------
 
-    def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> str | None:
-        """Take (or renew) the lease. Returns None on success, else the current holder."""
+    def acquire_lease(
+        self, name: str, holder: str, ttl: timedelta, *, take_over_from: str | None = None
+    ) -> str | None:
+        """Take (or renew) the lease. Returns None on success, else the current holder.
+
+        ``take_over_from``: the caller knows that this holder is dead (its run is over), so its
+        unexpired lease may be taken; any other live holder still wins.
+        """
         self.ensure_schema()
         now = now_utc()
         with self._conn() as con:
@@ -453,7 +504,12 @@ class Ledger:
             row = con.execute(
                 "SELECT holder, expires_at FROM leases WHERE name = ?", [name]
             ).fetchone()
-            if row and row[0] not in (None, holder) and row[1] is not None and row[1] > now:
+            if (
+                row
+                and row[0] not in (None, holder, take_over_from)
+                and row[1] is not None
+                and row[1] > now
+            ):
                 con.execute("ROLLBACK")
                 return str(row[0])
             con.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [name, holder, now + ttl])
@@ -589,6 +645,28 @@ class Ledger:
         """The ERP certainly did not get it (429, refused connection): back to ``pending``."""
         self._set_status(shop_order_id, "pending", error)
 
+    def requeue_failed(self, order_numbers: list[str] | None) -> int:
+        """An operator fixed the cause: move ``failed`` rows back to ``pending`` so the normal
+        protocol sends them. ``order_numbers`` match the shop order number or the ``YourRef``;
+        None = every failed row of the route. Other statuses are never touched. Returns how
+        many rows were requeued."""
+        self.ensure_schema()
+        sql = (
+            "UPDATE delivered_orders SET status = 'pending', updated_at = ?, "
+            "last_error = 'requeued after failing: ' || coalesce(last_error, '') "
+            "WHERE route_id = ? AND status = 'failed'"
+        )
+        params: list[Any] = [now_utc(), self.route_id]
+        if order_numbers is not None:
+            wanted = sorted({str(n).strip() for n in order_numbers if str(n).strip()})
+            if not wanted:
+                return 0
+            sql += " AND (list_contains(?, order_number) OR list_contains(?, your_ref))"
+            params += [wanted, wanted]
+        with self._conn() as con:
+            rows = con.execute(sql + " RETURNING shop_order_id", params).fetchall()
+        return len(rows)
+
     def note_unknown(self, shop_order_id: str, error: str) -> None:
         """Outcome unknown (timeout, 5xx): stays ``sending`` for the next run's look-up."""
         self._set_status(shop_order_id, "sending", error)
@@ -619,6 +697,115 @@ class Ledger:
             )
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # --- read-only views for asset checks, sensors and delivery metadata --------------------
+
+    def mapped_outside_countries(
+        self, allowed: Iterable[str], limit: int = 20
+    ) -> tuple[int, list[tuple[str | None, str | None]]]:
+        """Mapped orders whose country is not in ``allowed`` (or missing): (count, sample of
+        (order number, country))."""
+        self.ensure_schema()
+        where = (
+            "WHERE route_id = ? AND status = 'mapped' "
+            "AND (country IS NULL OR NOT list_contains(?, country))"
+        )
+        params: list[Any] = [self.route_id, sorted(allowed)]
+        with self._conn() as con:
+            total = con.execute(f"SELECT count(*) FROM erp_orders {where}", params).fetchone()[0]
+            rows = con.execute(
+                f"SELECT order_number, country FROM erp_orders {where} "
+                "ORDER BY order_number LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+        return int(total), [(r[0], r[1]) for r in rows]
+
+    def duplicate_your_refs(self, limit: int = 20) -> tuple[int, list[tuple[str, int]]]:
+        """``YourRef`` values held by more than one mapped order of the route: (how many
+        values, sample of (YourRef, orders))."""
+        self.ensure_schema()
+        sql = (
+            "SELECT your_ref, count(*) AS n FROM erp_orders "
+            "WHERE route_id = ? AND status = 'mapped' AND your_ref IS NOT NULL "
+            "GROUP BY your_ref HAVING count(*) > 1"
+        )
+        with self._conn() as con:
+            total = con.execute(f"SELECT count(*) FROM ({sql})", [self.route_id]).fetchone()[0]
+            rows = con.execute(
+                f"{sql} ORDER BY n DESC, your_ref LIMIT ?", [self.route_id, limit]
+            ).fetchall()
+        return int(total), [(str(r[0]), int(r[1])) for r in rows]
+
+    def count_mapped(self) -> int:
+        self.ensure_schema()
+        with self._conn() as con:
+            return con.execute(
+                "SELECT count(*) FROM erp_orders WHERE route_id = ? AND status = 'mapped'",
+                [self.route_id],
+            ).fetchone()[0]
+
+    def stuck_sending(
+        self, older_than: timedelta, limit: int = 20
+    ) -> tuple[int, list[tuple[str, datetime | None]]]:
+        """Rows in ``sending`` claimed longer than ``older_than`` ago: (count, sample of
+        (order number, claimed at)), oldest first."""
+        self.ensure_schema()
+        where = "WHERE route_id = ? AND status = 'sending' AND coalesce(claimed_at, updated_at) < ?"
+        params: list[Any] = [self.route_id, now_utc() - older_than]
+        with self._conn() as con:
+            total = con.execute(
+                f"SELECT count(*) FROM delivered_orders {where}", params
+            ).fetchone()[0]
+            rows = con.execute(
+                f"SELECT order_number, coalesce(claimed_at, updated_at) FROM delivered_orders "
+                f"{where} ORDER BY 2 LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+        return int(total), [(str(r[0]), r[1]) for r in rows]
+
+    def failed_orders(self, limit: int = 20) -> tuple[int, list[tuple[str, str | None]]]:
+        """Rows the ERP refused: (count, sample of (order number, the ERP's message)),
+        most recent first."""
+        self.ensure_schema()
+        where = "WHERE route_id = ? AND status = 'failed'"
+        with self._conn() as con:
+            total = con.execute(
+                f"SELECT count(*) FROM delivered_orders {where}", [self.route_id]
+            ).fetchone()[0]
+            rows = con.execute(
+                f"SELECT order_number, last_error FROM delivered_orders {where} "
+                "ORDER BY updated_at DESC, order_number LIMIT ?",
+                [self.route_id, limit],
+            ).fetchall()
+        return int(total), [(str(r[0]), r[1]) for r in rows]
+
+    def recent_delivered(self, limit: int = 10) -> list[tuple[str, str, str | None]]:
+        """The most recently delivered rows: (order number, YourRef, ERP OrderID)."""
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT order_number, coalesce(your_ref, order_number), erp_order_id "
+                "FROM delivered_orders WHERE route_id = ? AND status = 'delivered' "
+                "ORDER BY delivered_at DESC NULLS LAST, shop_order_id LIMIT ?",
+                [self.route_id, limit],
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+    def latency_seconds_max(self, run_id: str) -> float | None:
+        """Longest time from mapping (``erp_orders.mapped_at``) to delivery among the orders
+        this run recorded as delivered; None if it delivered none."""
+        self.ensure_schema()
+        with self._conn() as con:
+            row = con.execute(
+                """
+                SELECT max(greatest(0, epoch(d.delivered_at) - epoch(e.mapped_at)))
+                FROM delivered_orders d JOIN erp_orders e USING (route_id, shop_order_id)
+                WHERE d.route_id = ? AND d.run_id = ? AND d.status = 'delivered'
+                  AND d.delivered_at IS NOT NULL
+                """,
+                [self.route_id, run_id],
+            ).fetchone()
+        return None if row is None or row[0] is None else round(float(row[0]), 3)
 
 
 class DuckDBTokenStore:

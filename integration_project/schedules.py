@@ -22,7 +22,8 @@ class RouteSchedules:
 
 
 def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
-    """``<route_id>__source_orders_schedule`` and ``<route_id>__erp_delivery_schedule``."""
+    """``<route_id>__source_orders_schedule`` and ``<route_id>__erp_delivery_schedule``, their
+    jobs, and ``<route_id>__resend_failed_job`` (launched by hand to re-send failed orders)."""
     route = assets.route
     prefix = route.id
     status = (
@@ -42,6 +43,19 @@ def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
         # The run queue allows one delivery run per route at a time (dagster.yaml).
         tags={DELIVERY_TAG: prefix},
         description=f"{route.name}: send every mapped order the ledger does not hold as delivered.",
+    )
+    # Launched by hand after the cause of failed orders was fixed; shares the delivery tag, so
+    # it never runs beside the route's delivery run.
+    resend_job = dg.define_asset_job(
+        f"{prefix}__resend_failed_job",
+        selection=[assets.erp_delivered_orders],
+        tags={DELIVERY_TAG: prefix},
+        description=(
+            f"{route.name}: send orders the ERP refused (status failed) again, after their "
+            "cause was fixed. Launchpad config, under ops → the delivery asset → config: "
+            '`resend_failed: ["10042", ...]` (order numbers) or `resend_all_failed: true`. '
+            "They go back to pending and this run sends them with everything else that waits."
+        ),
     )
     # Requests the window that just closed, on the route's incoming cron.
     source_schedule = dg.build_schedule_from_partitioned_job(
@@ -66,4 +80,6 @@ def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
             return dg.SkipReason(f"delivery run {active[0]} is still in progress")
         return dg.RunRequest(tags={DELIVERY_TAG: prefix})
 
-    return RouteSchedules([source_job, delivery_job], [source_schedule, erp_delivery_schedule])
+    return RouteSchedules(
+        [source_job, delivery_job, resend_job], [source_schedule, erp_delivery_schedule]
+    )

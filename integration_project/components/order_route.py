@@ -13,9 +13,11 @@ import dagster as dg
 from pydantic import BaseModel
 
 from integration_project.assets import build_route_assets
+from integration_project.checks import build_route_checks
 from integration_project.resources import route_resources
 from integration_project.routes.config import RouteConfig
 from integration_project.schedules import build_route_schedules
+from integration_project.sensors import build_route_sensors
 
 #: route id → the file that defined it, to name both files when two routes share an id.
 _SEEN: dict[str, Path] = {}
@@ -89,10 +91,13 @@ def build_route_definitions(route: RouteConfig) -> dg.Definitions:
     """Everything one route contributes (also used by tests to build routes from Python)."""
     assets = build_route_assets(route)
     schedules = build_route_schedules(assets)
+    delivery_job = next(j for j in schedules.jobs if j.name == f"{route.id}__erp_delivery_job")
     return dg.Definitions(
         assets=assets.all,
+        asset_checks=build_route_checks(assets),
         jobs=schedules.jobs,
         schedules=schedules.schedules,
+        sensors=build_route_sensors(assets, delivery_job),
         resources=route_resources(route),
     )
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 from types import FrameType
 
 from integration_project import settings
+from integration_project.sandbox.erp import SandboxErp
 from integration_project.sandbox.server import Sandbox
 
 
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--history-minutes", type=float, default=120.0)
     parser.add_argument("--orders-per-minute", type=float, default=3.0)
+    parser.add_argument(
+        "--erp-minute-limit",
+        type=int,
+        default=60,
+        help="ERP calls allowed a minute (Exact's default: 60); raise it for fast smoke tests",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         history=timedelta(minutes=args.history_minutes),
         orders_per_minute=args.orders_per_minute,
         history_orders_per_minute=args.orders_per_minute or 3.0,
+        erp=SandboxErp(seed=args.seed, minute_limit=args.erp_minute_limit),
     )
     with sandbox:
         print(f"shop (Shopware 6 Admin API): {sandbox.shop_url}")  # noqa: T201

@@ -12,6 +12,7 @@
 - Every data call is counted against a minutely and a daily budget and announces both in the
   ``X-RateLimit-*`` headers (reset in epoch milliseconds); over budget -> 429.
 - ``GET /sandbox/state`` is the sandbox's own summary (no auth).
+- ``POST /sandbox/webhook`` stores alert bodies (JSON, no auth) in ``webhooks``.
 
 Every error uses Exact's envelope (:func:`~integration_project.exact.models.error_body`). The
 token endpoint uses it too, with the OAuth error name as ``code`` (``invalid_grant``,
@@ -66,6 +67,8 @@ from integration_project.settings import (
 )
 
 STATE_PATH = "/sandbox/state"
+#: Receives alert webhooks (no auth), so the run-failure sensor can be tried out locally.
+WEBHOOK_PATH = "/sandbox/webhook"
 _DATA_PATH = re.compile(r"^/api/v1/([^/]+)/(.+)$")
 _SKIPTOKEN = re.compile(r"^(?:guid)?'?([0-9a-fA-F-]{36})'?$")
 _QUERY_OPTIONS = frozenset({"$filter", "$select", "$top", "$skiptoken"})
@@ -143,6 +146,8 @@ class SandboxErp:
         self.accounts: dict[str, dict[str, Any]] = {}
         #: Every sales order that reached the ERP, in arrival order (duplicates included).
         self.sales_orders: list[dict[str, Any]] = []
+        #: JSON bodies POSTed to ``/sandbox/webhook`` (alerts), in arrival order.
+        self.webhooks: list[Any] = []
         for product in self.data.products:
             self._add_item(product.sku, product.name)
         self._add_item(SHIPPING_ITEM_CODE, "Versandkosten / Shipping")
@@ -222,6 +227,7 @@ class SandboxErp:
                 "token_refreshes": self.token_refreshes,
                 "rate_limit": self._budget(consume=False)[1].to_headers(),
                 "faults_injected": dict(self.faults.injected),
+                "webhooks": len(self.webhooks),
             }
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -231,12 +237,23 @@ class SandboxErp:
             return self._token(request)
         if (request.method, request.path) == ("GET", STATE_PATH):
             return Response(200, self.state())
+        if (request.method, request.path) == ("POST", WEBHOOK_PATH):
+            return self._webhook(request)
         if match := _DATA_PATH.match(request.path):
             return self._data(request, match.group(1), match.group(2))
         return Response(404, error_body(f"Not found: {request.method} {request.path}"))
 
     def internal_error(self, message: str) -> Response:
         return Response(500, error_body(message))
+
+    def _webhook(self, request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            return Response(400, error_body("The request body is not valid JSON"))
+        with self._lock:
+            self.webhooks.append(body)
+        return Response(200, {"ok": True})
 
     def _token(self, request: Request) -> Response:
         with self._lock:

@@ -1,0 +1,302 @@
+"""A route's asset checks: what an operator wants to know is still true of the ledger and the ERP.
+
+On ``<route>/erp_orders`` (they run with every fetch-and-map run):
+
+* ``mapped_country_allowed`` (blocking) — every mapped order ships to a country in the route's
+  filter; a mapping that lets others through stops the run before anything downstream of it.
+* ``your_ref_unique`` — no ``YourRef`` twice among the route's mapped orders: ``YourRef`` is the
+  key the exactly-once recovery looks orders up by.
+
+On ``<route>/erp_delivered_orders`` (they run with every delivery run):
+
+* ``no_order_stuck_sending`` — no ledger row left in ``sending`` for longer than
+  :data:`STUCK_SENDING_AFTER` (a run died or the ERP keeps answering "unknown").
+* ``no_failed_orders`` — the number of orders the ERP refused (a warning: a person must act).
+* ``erp_holds_delivered_orders`` — a sampled reconciliation: the ERP holds (by ``YourRef``) each of
+  the :data:`RECONCILE_SAMPLE` most recently delivered orders. It costs one ERP call per order, so
+  it samples at most every :data:`RECONCILE_EVERY` and carries the last result forward in between,
+  and stops early when the ERP's announced budget runs low.
+
+Checks read the ledger through its read-only methods; no SQL here.
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from integration_project.assets import RouteAssets
+from integration_project.exact.client import BudgetExhausted, RateLimited
+from integration_project.http import ApiError
+from integration_project.ledger import Ledger
+from integration_project.resources import ErpResource, erp_client, open_ledger
+
+#: A row in ``sending`` older than this is reported: a delivery run resolves its own in seconds.
+STUCK_SENDING_AFTER = timedelta(minutes=10)
+#: How many of the most recently delivered orders the reconciliation looks up in the ERP.
+RECONCILE_SAMPLE = 10
+#: The reconciliation samples the ERP at most this often (delivery runs every minute; ten calls
+#: a minute would spend three times Exact's default day budget of 5,000 calls).
+RECONCILE_EVERY = timedelta(minutes=30)
+#: Stop sampling when the ERP announces fewer calls left than this (delivery comes first).
+RECONCILE_RESERVE_MINUTE = 20
+RECONCILE_RESERVE_DAY = 500
+#: Most order numbers listed in a check's metadata.
+SAMPLE_ROWS = 20
+
+COUNTRY_CHECK = "mapped_country_allowed"
+YOUR_REF_CHECK = "your_ref_unique"
+STUCK_CHECK = "no_order_stuck_sending"
+FAILED_CHECK = "no_failed_orders"
+RECONCILE_CHECK = "erp_holds_delivered_orders"
+
+
+def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
+    """The route's five asset checks (names above), on its ``erp_orders`` and
+    ``erp_delivered_orders`` assets, using the route's ERP resource and ``duckdb``."""
+    route = assets.route
+    route_id, erp_key = route.id, route.erp_key
+    allowed = route.filter.country_set()
+    resource_keys = {erp_key, "duckdb"}
+
+    def ledger_for(context: dg.AssetCheckExecutionContext) -> Ledger:
+        erp: ErpResource = getattr(context.resources, erp_key)
+        return open_ledger(context.resources.duckdb, route_id, erp.token_key)
+
+    @dg.asset_check(
+        asset=assets.erp_orders,
+        name=COUNTRY_CHECK,
+        blocking=True,
+        required_resource_keys=resource_keys,
+        description="Every mapped order of the route ships to a country in its filter "
+        f"({_countries_text(allowed)}). Blocking: a mapping that lets others through stops "
+        "the run before anything downstream.",
+    )
+    def mapped_country_allowed(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        ledger = ledger_for(context)
+        outside, sample = ledger.mapped_outside_countries(allowed, limit=SAMPLE_ROWS)
+        if outside:
+            context.log.error(
+                "%s mapped orders ship outside the route's countries, e.g. %s",
+                outside,
+                ", ".join(f"{number} ({country})" for number, country in sample[:5]),
+            )
+        return dg.AssetCheckResult(
+            passed=outside == 0,
+            metadata={
+                "mapped": ledger.count_mapped(),
+                "outside_allowed": outside,
+                "offending_orders": [
+                    {"order_number": number, "country": country} for number, country in sample
+                ],
+                "allowed_countries": ", ".join(sorted(allowed)),
+            },
+        )
+
+    @dg.asset_check(
+        asset=assets.erp_orders,
+        name=YOUR_REF_CHECK,
+        required_resource_keys=resource_keys,
+        description="No YourRef twice among the route's mapped orders: YourRef is the key the "
+        "exactly-once recovery looks an order up by in the ERP.",
+    )
+    def your_ref_unique(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        ledger = ledger_for(context)
+        duplicated, sample = ledger.duplicate_your_refs(limit=SAMPLE_ROWS)
+        if duplicated:
+            context.log.error(
+                "%s YourRef values are used by more than one mapped order, e.g. %s",
+                duplicated,
+                ", ".join(ref for ref, _ in sample[:5]),
+            )
+        return dg.AssetCheckResult(
+            passed=duplicated == 0,
+            metadata={
+                "duplicated_your_refs": duplicated,
+                "duplicates": [{"your_ref": ref, "orders": n} for ref, n in sample],
+            },
+        )
+
+    @dg.asset_check(
+        asset=assets.erp_delivered_orders,
+        name=STUCK_CHECK,
+        required_resource_keys=resource_keys,
+        description="No ledger row left in 'sending' (outcome unknown) for more than "
+        f"{_minutes(STUCK_SENDING_AFTER)} minutes: a delivery run resolves its own in seconds.",
+    )
+    def no_order_stuck_sending(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        stuck, sample = ledger_for(context).stuck_sending(STUCK_SENDING_AFTER, limit=SAMPLE_ROWS)
+        if stuck:
+            context.log.error(
+                "%s orders have been 'sending' for more than %s minutes, e.g. %s",
+                stuck,
+                _minutes(STUCK_SENDING_AFTER),
+                ", ".join(number for number, _ in sample[:5]),
+            )
+        return dg.AssetCheckResult(
+            passed=stuck == 0,
+            metadata={
+                "stuck_sending": stuck,
+                "threshold_minutes": _minutes(STUCK_SENDING_AFTER),
+                "stuck_orders": [
+                    {"order_number": number, "claimed_at": claimed.isoformat() if claimed else None}
+                    for number, claimed in sample
+                ],
+            },
+        )
+
+    @dg.asset_check(
+        asset=assets.erp_delivered_orders,
+        name=FAILED_CHECK,
+        required_resource_keys=resource_keys,
+        description="Orders the ERP refused (status 'failed'); a warning while there are any. "
+        "Fix the cause, then re-send them (see README, 'Failed orders').",
+    )
+    def no_failed_orders(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        failed, sample = ledger_for(context).failed_orders(limit=SAMPLE_ROWS)
+        if failed:
+            context.log.warning("%s orders were refused by the ERP and wait for a fix", failed)
+        return dg.AssetCheckResult(
+            passed=failed == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "failed": failed,
+                "failed_orders": [
+                    {"order_number": number, "erp_message": (error or "")[:200]}
+                    for number, error in sample
+                ],
+            },
+        )
+
+    reconcile_key = dg.AssetCheckKey(assets.erp_delivered_orders.key, RECONCILE_CHECK)
+
+    @dg.asset_check(
+        asset=assets.erp_delivered_orders,
+        name=RECONCILE_CHECK,
+        required_resource_keys=resource_keys,
+        description=f"Sampled reconciliation: the ERP holds (looked up by YourRef) each of the "
+        f"{RECONCILE_SAMPLE} most recently delivered orders. Samples at most every "
+        f"{_minutes(RECONCILE_EVERY)} minutes and within the ERP's rate budget; in between, "
+        "the last result is carried forward.",
+    )
+    def erp_holds_delivered_orders(
+        context: dg.AssetCheckExecutionContext,
+    ) -> dg.AssetCheckResult:
+        now = datetime.now(UTC)
+        carried = _carry_forward(context, reconcile_key, now)
+        if carried is not None:
+            return carried
+        erp: ErpResource = getattr(context.resources, erp_key)
+        ledger = ledger_for(context)
+        sample = ledger.recent_delivered(RECONCILE_SAMPLE)
+        missing: list[str] = []
+        checked = 0
+        stopped = ""
+        with erp_client(erp, ledger, holder=context.run.run_id) as client:
+            for order_number, your_ref, _ in sample:
+                low = _budget_low(client.rate_limit)
+                if low:
+                    stopped = low
+                    break
+                try:
+                    found = client.find_sales_orders(your_ref)
+                except (RateLimited, BudgetExhausted, ApiError) as exc:
+                    stopped = f"ERP look-up failed: {exc}"[:300]
+                    break
+                checked += 1
+                if not found:
+                    missing.append(order_number)
+        metadata: dict[str, Any] = {
+            "sampled": checked,
+            "sample_size": len(sample),
+            "missing_in_erp": len(missing),
+            "missing_orders": missing,
+            "stopped_early": stopped or "no",
+        }
+        if missing:
+            context.log.error(
+                "%s of %s sampled delivered orders are not in the ERP: %s",
+                len(missing),
+                checked,
+                ", ".join(missing),
+            )
+        elif stopped and checked == 0 and sample:
+            # Nothing could be looked up: not a verdict. Warn, and sample again next run.
+            context.log.warning("Reconciliation could not sample the ERP: %s", stopped)
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata=metadata,
+                description="Could not look anything up in the ERP; tried again next run.",
+            )
+        metadata["sampled_at"] = now.timestamp()
+        return dg.AssetCheckResult(passed=not missing, metadata=metadata)
+
+    return [
+        mapped_country_allowed,
+        your_ref_unique,
+        no_order_stuck_sending,
+        no_failed_orders,
+        erp_holds_delivered_orders,
+    ]
+
+
+def _carry_forward(
+    context: dg.AssetCheckExecutionContext, key: dg.AssetCheckKey, now: datetime
+) -> dg.AssetCheckResult | None:
+    """The last reconciliation's result again if it sampled the ERP less than
+    :data:`RECONCILE_EVERY` ago (so a failure stays visible), else None: time to sample."""
+    history = context.instance.event_log_storage.get_asset_check_execution_history(
+        key,
+        limit=1,
+        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
+    )
+    event = history[0].event if history else None
+    evaluation = event.dagster_event.event_specific_data if event and event.dagster_event else None
+    if not isinstance(evaluation, dg.AssetCheckEvaluation):
+        return None
+    sampled_at = evaluation.metadata.get("sampled_at")
+    value = getattr(sampled_at, "value", None)
+    if not isinstance(value, int | float):
+        return None
+    last = datetime.fromtimestamp(value, UTC)
+    if now - last >= RECONCILE_EVERY:
+        return None
+    return dg.AssetCheckResult(
+        passed=evaluation.passed,
+        severity=evaluation.severity,
+        metadata={**evaluation.metadata, "carried_forward": True},
+        description=f"Last sampled at {last.isoformat(timespec='seconds')}; samples again after "
+        f"{(last + RECONCILE_EVERY).isoformat(timespec='seconds')}.",
+    )
+
+
+def _budget_low(rate: Any) -> str:
+    if rate is None:
+        return ""
+    if rate.minutely_remaining is not None and rate.minutely_remaining < RECONCILE_RESERVE_MINUTE:
+        return f"ERP minute budget low ({rate.minutely_remaining} calls left)"
+    if rate.daily_remaining is not None and rate.daily_remaining < RECONCILE_RESERVE_DAY:
+        return f"ERP day budget low ({rate.daily_remaining} calls left)"
+    return ""
+
+
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
+def _countries_text(countries: frozenset[str]) -> str:
+    return f"{len(countries)} countries" if len(countries) > 8 else ", ".join(sorted(countries))
+
+
+__all__ = [
+    "COUNTRY_CHECK",
+    "FAILED_CHECK",
+    "RECONCILE_CHECK",
+    "RECONCILE_EVERY",
+    "STUCK_CHECK",
+    "STUCK_SENDING_AFTER",
+    "YOUR_REF_CHECK",
+    "build_route_checks",
+]

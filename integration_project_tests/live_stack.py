@@ -1,0 +1,236 @@
+"""The real thing, started as an operator would: the sandbox CLI (``integration-sandbox``) and
+``dagster dev`` (webserver + daemon) on free ports, with a temp ``DAGSTER_HOME`` holding the
+repo's ``dagster.yaml`` and a temp ledger. Used by ``test_smoke.py`` and
+``scripts/screenshots.py``.
+
+Every process it starts runs in a session of its own and carries a marker in its environment
+(``INTEGRATION_LIVE_STACK``), so :meth:`LiveStack.stop` can stop exactly those process groups
+and then prove that nothing carrying the marker is left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from integration_project import settings
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MARKER = "INTEGRATION_LIVE_STACK"
+LOCATION = "integration_project"
+log = logging.getLogger(__name__)
+
+
+class StackUnavailable(RuntimeError):
+    """``dagster dev`` or the sandbox cannot start here for a reason outside the project."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return answer.read()
+
+
+@dataclass
+class LiveStack:
+    """Handles on the running stack; :attr:`url` is the Dagster UI."""
+
+    url: str
+    env: dict[str, str]
+    home: Path
+    logs: Path
+    marker: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST ``/graphql``; the ``data`` of the answer (errors raise, with the messages)."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            result = json.load(answer)
+        if result.get("errors"):
+            raise AssertionError(f"GraphQL errors: {result['errors']}")
+        return result["data"]
+
+    def output(self, name: str, tail: int = 4000) -> str:
+        """The end of a started process's combined output (``sandbox`` or ``dagster``)."""
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def marked_pids(self) -> list[int]:
+        """Processes (of this user) whose environment carries this stack's marker."""
+        needle = f"{MARKER}={self.marker}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:  # gone, or not ours
+                continue
+        return found
+
+    def stop(self, timeout: float = 30.0) -> list[int]:
+        """SIGINT to each started process (``dagster dev`` shuts its webserver, daemon and code
+        servers down), then SIGKILL to whatever of their process groups is left. Returns the
+        pids still carrying the marker afterwards (should be none)."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %s did not stop within %s s; killing its group", proc.pid, timeout)
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its session's group: children included
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while (left := self.marked_pids()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+
+def _start(
+    stack: LiveStack, name: str, argv: list[str | Path], env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    out = (stack.logs / f"{name}.log").open("wb")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own, children included
+        )
+    finally:
+        out.close()
+    stack.procs.append(proc)
+    return proc
+
+
+def _wait_until(
+    stack: LiveStack, proc: subprocess.Popen[bytes], name: str, url: str, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = stack.output(name)
+            reason = f"{name} exited with {proc.returncode} before answering {url}:\n{output}"
+            environmental = ("Address already in use", "Permission denied", "No space left")
+            if any(word in output for word in environmental):
+                raise StackUnavailable(reason)
+            raise RuntimeError(reason)
+        try:
+            _get(url)
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise StackUnavailable(
+        f"{name} did not answer {url} within {timeout:.0f} s:\n{stack.output(name)}"
+    )
+
+
+def wait_for_location(stack: LiveStack, timeout: float = 60.0) -> None:
+    """Until the code location has loaded; a load error fails with Dagster's message."""
+    query = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+        name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entries = stack.graphql(query)["workspaceOrError"].get("locationEntries") or []
+        for entry in entries:
+            if entry["name"] != LOCATION or entry["loadStatus"] != "LOADED":
+                continue
+            loaded = entry["locationOrLoadError"] or {}
+            if loaded.get("__typename") == "PythonError":
+                raise AssertionError(f"code location failed to load: {loaded['message']}")
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"code location {LOCATION} not loaded after {timeout:.0f} s")
+
+
+@contextmanager
+def live_stack(tmp: Path, *, timeout: float = 90.0, nux: bool = True) -> Iterator[LiveStack]:
+    """Start the sandbox CLI and ``dagster dev``; yield when the code location has loaded; stop
+    both (and prove it) on the way out. :class:`StackUnavailable` if they cannot start here.
+
+    ``nux=False`` turns the UI's first-visit "Join the community" dialog off (screenshots)."""
+    dagster, sandbox = BIN / "dagster", BIN / "integration-sandbox"
+    for exe in (dagster, sandbox):
+        if not exe.exists():
+            raise StackUnavailable(f"{exe} is not installed")
+    shop, erp, shop2, web = (free_port() for _ in range(4))
+    home = tmp / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    if not nux:
+        with (home / "dagster.yaml").open("a") as config:
+            config.write("\nnux:\n  enabled: false\n")
+    logs = tmp / "logs"
+    logs.mkdir()
+    marker = uuid.uuid4().hex
+    host = "http://127.0.0.1"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SHOP", "ERP_"))},
+        MARKER: marker,
+        "DAGSTER_HOME": str(home),
+        "INTEGRATION_DUCKDB_PATH": str(tmp / "ledger" / "integration.duckdb"),
+        "SHOP_API_URL": f"{host}:{shop}",
+        "SHOP_CLIENT_ID": settings.SANDBOX_SHOP_CLIENT_ID,
+        "SHOP_CLIENT_SECRET": settings.SANDBOX_SHOP_CLIENT_SECRET,
+        "SHOP2_API_URL": f"{host}:{shop2}",
+        "SHOP2_CLIENT_ID": settings.SANDBOX_SHOP2_CLIENT_ID,
+        "SHOP2_CLIENT_SECRET": settings.SANDBOX_SHOP2_CLIENT_SECRET,
+        "ERP_API_URL": f"{host}:{erp}",
+        "ERP_DIVISION": settings.SANDBOX_ERP_DIVISION,
+        "ERP_CLIENT_ID": settings.SANDBOX_ERP_CLIENT_ID,
+        "ERP_CLIENT_SECRET": settings.SANDBOX_ERP_CLIENT_SECRET,
+        "ERP_REFRESH_TOKEN": settings.SANDBOX_ERP_REFRESH_TOKEN,
+    }
+    stack = LiveStack(url=f"{host}:{web}", env=env, home=home, logs=logs, marker=marker)
+    try:
+        argv: list[str | Path] = [sandbox, "--shop-port", str(shop), "--erp-port", str(erp)]
+        # A generous ERP minute budget: mapping a fresh ERP's customers must not wait a minute.
+        argv += ["--shop2-port", str(shop2), "--history-minutes", "30"]
+        argv += ["--erp-minute-limit", "100000"]
+        proc = _start(stack, "sandbox", argv, env)
+        _wait_until(stack, proc, "sandbox", f"{host}:{shop}/sandbox/state", 30)
+        dev = [dagster, "dev", "-h", "127.0.0.1", "-p", str(web)]
+        proc = _start(stack, "dagster", dev, env)
+        _wait_until(stack, proc, "dagster", f"{stack.url}/server_info", timeout)
+        wait_for_location(stack)
+        yield stack
+    finally:
+        left = stack.stop()
+        if left:
+            raise AssertionError(f"processes left running after stop: {left}")

@@ -1,0 +1,68 @@
+"""``SandboxShop.add_bulk``: many orders stored compactly for benchmarks, served by the order
+search like any other (paging, range filter, sort), with stored orders mixed in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from integration_project import settings
+from integration_project.sandbox import Sandbox
+from integration_project.shopware.client import ShopwareClient
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+END = START + timedelta(hours=1)
+
+
+def page_all(sb: Sandbox, start: datetime, end: datetime, page_size: int) -> list[dict]:
+    client = ShopwareClient(
+        base_url=sb.shop_url,
+        client_id=settings.SANDBOX_SHOP_CLIENT_ID,
+        client_secret=settings.SANDBOX_SHOP_CLIENT_SECRET,
+        max_retries=0,
+    )
+    with client:
+        return [
+            o for p in client.iter_order_pages(start=start, end=end, page_size=page_size)
+            for o in p.orders
+        ]  # fmt: skip
+
+
+def test_bulk_orders_are_paged_like_stored_ones():
+    with Sandbox(seed=3) as sb:
+        tally = sb.shop.add_bulk(300, start=START, end=END)
+        assert tally["orders"] == 300
+        assert 0 < tally["expected_in_erp"] <= tally["eu"] < 300
+        stored = sb.shop.add_order(START + timedelta(minutes=30, seconds=1))
+        sb.shop.add_order(END)  # outside the half-open range
+        assert sb.shop.state()["orders"] == 302
+        assert not sb.shop.truth.keys() - {stored["id"], *list(sb.shop.orders)}
+
+        orders = page_all(sb, START, END, page_size=45)
+        assert len(orders) == 301
+        assert len({o["id"] for o in orders}) == 301
+        assert stored["id"] in {o["id"] for o in orders}
+        created = [datetime.fromisoformat(o["createdAt"]) for o in orders]
+        assert created == sorted(created)
+        assert START <= created[0] and created[-1] < END
+        # Associations come back as for stored orders: loaded because the client asks.
+        assert sum(1 for o in orders if o["lineItems"] and o["currency"]) > 250  # ~3 % bad
+
+        # A narrower window, and an order added between two passes, are seen.
+        middle = page_all(sb, START + timedelta(minutes=10), START + timedelta(minutes=20), 7)
+        assert len(middle) == 50
+        sb.shop.add_order(START + timedelta(minutes=15))
+        assert (
+            len(page_all(sb, START + timedelta(minutes=10), START + timedelta(minutes=20), 7)) == 51
+        )
+
+
+def test_bulk_storage_is_compact():
+    with Sandbox(seed=3) as sb:
+        sb.shop.add_bulk(200, start=START, end=END)
+        assert not sb.shop.orders and not sb.shop.truth
+        packed = sum(len(b) for b in sb.shop._packed)
+        assert packed / 200 < 4000  # bytes per order; a dict of one takes ~14 KB
