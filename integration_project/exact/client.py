@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 ACCESS_TOKEN_MARGIN_S = 20.0
 #: How long a process may hold the refresh lock before others may take it over.
 REFRESH_LOCK_TTL_S = 60.0
+#: Read timeout of the token call (the rotated refresh token is in that answer).
+TOKEN_READ_TIMEOUT_S = 45.0  # below REFRESH_LOCK_TTL_S: the lock outlives the call
 #: Longest we wait for the per-minute budget to reset before giving the run back.
 MAX_RATE_WAIT_S = 65.0
 
@@ -276,7 +278,9 @@ class ExactClient:
                         "client_secret": self._client_secret,
                     },
                     headers={"Accept": "application/json"},
-                    timeout=self._timeout,
+                    # The old refresh token dies when Exact answers: giving up on a slow answer
+                    # loses the chain, so wait for it far longer than for a data call.
+                    timeout=(self._timeout[0], max(self._timeout[1], TOKEN_READ_TIMEOUT_S)),
                 )
             except requests.RequestException as exc:
                 raise ApiError(
@@ -311,8 +315,16 @@ class ExactClient:
                 log.info("Exact Online access token refreshed; the new refresh token is stored")
                 return token.access_token
             last_error = _erp_error_text(response)
-            if response.status_code >= 500:
-                break
+            if response.status_code >= 500 or response.status_code == 429:
+                # Transient, and not a verdict on the refresh token: do not burn the configured
+                # one as well; the next run tries the stored one again.
+                raise ApiError(
+                    f"POST {safe_url(url)} answered {response.status_code} ({last_error}); "
+                    "the Exact Online token was not refreshed, the next run tries again",
+                    method="POST",
+                    url=safe_url(url),
+                    status=response.status_code,
+                )
         raise AuthError(
             f"Exact Online refused to refresh the access token at POST {safe_url(url)} "
             f"({last_error}): check ERP_CLIENT_ID and ERP_CLIENT_SECRET, and set a new "

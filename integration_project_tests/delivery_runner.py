@@ -1,0 +1,186 @@
+"""A delivery run in a process of its own, so that tests can kill it (SIGKILL) or start two.
+
+``python -m integration_project_tests.delivery_runner`` reads a JSON spec from the environment
+variable ``DELIVERY_RUNNER_SPEC`` (secrets stay out of ``ps``)::
+
+    {"shop_url", "erp_url", "duckdb", "run_id", "tags", "run_config",
+     "erp": {...ErpResource fields...}, "shop": {...ShopResource fields...},
+     "job": "delivery" | "source", "partition_key": null}
+
+and executes the default route's real job (``<route>__erp_delivery_job``, or the fetch job)
+against those resources, on the Dagster instance in ``DAGSTER_HOME`` (shared with the parent,
+so the parent sees the run and can report it failed after killing it, as run monitoring
+would). It prints one JSON line: the run's success and the delivery metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from integration_project.resources import ErpResource, ShopResource
+from integration_project.schedules import build_route_schedules
+from integration_project_tests.conftest import DEFAULT, route_assets
+
+SPEC_ENV = "DELIVERY_RUNNER_SPEC"
+REPO = Path(__file__).resolve().parents[1]
+
+
+#: The default route's jobs and schedules, as ``definitions.py`` builds them.
+SCHEDULES = build_route_schedules(DEFAULT)
+ROUTE_ID = DEFAULT.route.id
+DELIVERY_JOB = f"{ROUTE_ID}__erp_delivery_job"
+SOURCE_JOB = f"{ROUTE_ID}__source_orders_job"
+
+
+def build_defs(spec: dict[str, Any]) -> dg.Definitions:
+    """The default route (changed by ``spec["route"]``, if given) with the resources the spec
+    names (``shop``, ``erp``, ``duckdb``)."""
+    assets = route_assets(**spec.get("route", {}))
+    schedules = build_route_schedules(assets) if assets is not DEFAULT else SCHEDULES
+    return dg.Definitions(
+        assets=assets.all,
+        jobs=schedules.jobs,
+        schedules=schedules.schedules,
+        resources={
+            "shop": ShopResource(**spec["shop"]),
+            "erp": ErpResource(**spec["erp"]),
+            "duckdb": DuckDBResource(database=spec["duckdb"]),
+        },
+    )
+
+
+def main() -> int:
+    spec = json.loads(os.environ[SPEC_ENV])
+    defs = build_defs(spec)
+    job = defs.resolve_job_def(DELIVERY_JOB if spec["job"] == "delivery" else SOURCE_JOB)
+    instance = dg.DagsterInstance.get()
+    result = job.execute_in_process(
+        run_config=spec.get("run_config") or None,
+        instance=instance,
+        run_id=spec["run_id"],
+        tags=spec.get("tags") or {},
+        partition_key=spec.get("partition_key"),
+        raise_on_error=False,
+    )
+    metadata: dict[str, Any] = {}
+    for event in result.get_asset_materialization_events():
+        for key, value in event.materialization.metadata.items():
+            if isinstance(value.value, int | float | str | bool):
+                metadata[key] = value.value
+    sys.stdout.write(json.dumps({"success": result.success, "metadata": metadata}) + "\n")
+    return 0 if result.success else 1
+
+
+# --- the parent's side ------------------------------------------------------------------------
+
+
+def resource_spec(resources: dict[str, Any]) -> dict[str, Any]:
+    """The spec for the runner from a test's resources dict (``shop``, ``erp``, ``duckdb``)."""
+    fields = ("api_url", "client_id", "client_secret", "connect_timeout_s", "read_timeout_s")
+    shop, erp = resources["shop"], resources["erp"]
+    return {
+        "shop": {name: getattr(shop, name) for name in (*fields, "max_retries")},
+        "erp": {
+            name: getattr(erp, name)
+            for name in (*fields, "division", "refresh_token", "max_retries", "max_rate_wait_s")
+        },
+        "duckdb": resources["duckdb"].database,
+    }
+
+
+def prepare_home(home: Path) -> Path:
+    """A Dagster home for runners: storage created once, here, so that two runners starting
+    at the same moment do not race to create its SQLite tables."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dg.DagsterInstance.local_temp(tempdir=str(home)).dispose()
+    return home
+
+
+@dataclass
+class Runner:
+    """One runner process; ``stop()`` is idempotent and always leaves no process behind."""
+
+    process: subprocess.Popen[bytes]
+    run_id: str
+    log_path: Path
+    killed: bool = False
+    output: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind runs in the child."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.killed = True
+        self.process.wait(timeout=30)
+
+    def wait(self, timeout: float = 180) -> dict[str, Any]:
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+        self.output = json.loads(lines[-1]) if lines else {}
+        return self.output
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+def start(
+    spec: dict[str, Any],
+    dagster_home: str | Path,
+    *,
+    job: str = "delivery",
+    tags: dict[str, str] | None = None,
+    run_config: dict[str, Any] | None = None,
+    partition_key: str | None = None,
+    run_id: str | None = None,
+) -> Runner:
+    run_id = run_id or str(uuid.uuid4())
+    full = {
+        **spec,
+        "job": job,
+        "run_id": run_id,
+        "tags": tags or {},
+        "run_config": run_config,
+        "partition_key": partition_key,
+    }
+    log_path = Path(dagster_home) / f"runner-{run_id}.log"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), SPEC_ENV: json.dumps(full)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "integration_project_tests.delivery_runner"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    return Runner(process, run_id, log_path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
