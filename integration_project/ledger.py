@@ -115,6 +115,22 @@ CREATE TABLE IF NOT EXISTS erp_tokens (
     lock_holder       VARCHAR,
     lock_until        DOUBLE
 );
+-- When a token refresh was sent and its answer not yet stored (NULL once stored): after a
+-- crash in between, the next process knows the chain may have moved on (see exact/client.py).
+ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS refresh_started_at DOUBLE;
+-- Client errors (4xx) per ERP endpoint: Exact blocks an app after ten an hour on one endpoint.
+CREATE TABLE IF NOT EXISTS erp_client_errors (
+    token_key VARCHAR NOT NULL,
+    endpoint  VARCHAR NOT NULL,   -- e.g. "POST salesorder/SalesOrders"
+    status    INTEGER,
+    seen_at   DOUBLE NOT NULL     -- epoch seconds
+);
+-- The ERP's daily call budget is spent until `until` (epoch seconds): no run calls before.
+CREATE TABLE IF NOT EXISTS erp_pauses (
+    token_key VARCHAR PRIMARY KEY,
+    until_s   DOUBLE,
+    reason    VARCHAR
+);
 CREATE TABLE IF NOT EXISTS leases (
     name       VARCHAR PRIMARY KEY,
     holder     VARCHAR,
@@ -328,6 +344,23 @@ class Ledger:
                 [self.route_id, run_id],
             )
 
+    def unmapped_before(self, before: datetime, limit: int) -> list[StagedOrder]:
+        """Staged orders created before ``before`` that were never mapped (their window's
+        ``erp_orders`` failed, e.g. the ERP was down longer than the look-back), oldest
+        first, at most ``limit``."""
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                """
+                SELECT s.shop_order_id, s.payload FROM staged_orders s
+                ANTI JOIN erp_orders e USING (route_id, shop_order_id)
+                WHERE s.route_id = ? AND s.created_at < ?
+                ORDER BY s.created_at, s.shop_order_id LIMIT ?
+                """,
+                [self.route_id, before, limit],
+            ).fetchall()
+        return [StagedOrder(r[0], json.loads(r[1])) for r in rows]
+
     def iter_staged(
         self, start: datetime, end: datetime, batch_size: int = 500
     ) -> Iterator[list[StagedOrder]]:
@@ -453,6 +486,20 @@ class Ledger:
             ).fetchone()
         return row[0] if row else None
 
+    def cached_accounts(self, emails: Iterable[str]) -> dict[str, str]:
+        """Cached account ids of many e-mails at once (keys lower-cased); misses are absent."""
+        wanted = sorted({e.lower() for e in emails})
+        if not wanted:
+            return {}
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT email, account_id FROM erp_accounts "
+                "WHERE erp_key = ? AND list_contains(?, email)",
+                [self.erp_key, wanted],
+            ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
     def cache_account(self, email: str, account_id: str) -> None:
         with self._conn() as con:
             con.execute(
@@ -537,11 +584,15 @@ class Ledger:
             ).fetchall()
         return [InFlight(*r) for r in rows]
 
-    def pending(self, limit: int | None = None) -> list[PendingOrder]:
+    def pending(
+        self, limit: int | None = None, countries: Iterable[str] | None = None
+    ) -> list[PendingOrder]:
         """Mapped orders the ledger does not hold as delivered (or in flight).
 
         A ``failed`` order comes back only when its mapped payload changed since it failed:
-        someone fixed the cause and re-materialised ``erp_orders``.
+        someone fixed the cause and re-materialised ``erp_orders``. ``countries``: only orders
+        mapped with one of these countries (the route's allowed set), so a mapping that let an
+        order through from elsewhere is held back here too, not only flagged by the check.
         """
         self.ensure_schema()
         sql = """
@@ -551,9 +602,11 @@ class Ledger:
               AND (d.shop_order_id IS NULL
                    OR d.status = 'pending'
                    OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
+            {countries}
             ORDER BY e.created_at, e.shop_order_id
         """
         params: list[Any] = [self.route_id]
+        sql = sql.format(countries=_country_clause(countries, params))
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -561,51 +614,75 @@ class Ledger:
             rows = con.execute(sql, params).fetchall()
         return [PendingOrder(r[0], r[1], json.loads(r[2]), r[3], r[4] or r[1]) for r in rows]
 
-    def count_pending(self) -> int:
+    def oldest_pending_age_s(self, countries: Iterable[str] | None = None) -> float | None:
+        """Seconds since the longest-waiting pending (or in-flight) order was mapped."""
         self.ensure_schema()
+        params: list[Any] = [self.route_id]
+        sql = """
+            SELECT min(e.mapped_at) FROM erp_orders e LEFT JOIN delivered_orders d
+            USING (route_id, shop_order_id)
+            WHERE e.route_id = ? AND e.status = 'mapped'
+              AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
+                   OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
+            {countries}
+        """
+        sql = sql.format(countries=_country_clause(countries, params))
         with self._conn() as con:
-            return con.execute(
-                """
-                SELECT count(*) FROM erp_orders e LEFT JOIN delivered_orders d
-                USING (route_id, shop_order_id)
-                WHERE e.route_id = ? AND e.status = 'mapped'
-                  AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
-                       OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
-                """,
-                [self.route_id],
-            ).fetchone()[0]
+            oldest = con.execute(sql, params).fetchone()[0]
+        if oldest is None:
+            return None
+        return round(max(0.0, (now_utc() - oldest).total_seconds()), 1)
+
+    def count_pending(self, countries: Iterable[str] | None = None) -> int:
+        """How many orders :meth:`pending` (with the same ``countries``) or in flight."""
+        self.ensure_schema()
+        params: list[Any] = [self.route_id]
+        sql = """
+            SELECT count(*) FROM erp_orders e LEFT JOIN delivered_orders d
+            USING (route_id, shop_order_id)
+            WHERE e.route_id = ? AND e.status = 'mapped'
+              AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
+                   OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
+            {countries}
+        """
+        sql = sql.format(countries=_country_clause(countries, params))
+        with self._conn() as con:
+            return con.execute(sql, params).fetchone()[0]
 
     def claim(self, order: PendingOrder, run_id: str) -> int:
         """Step 1 of the protocol: committed as ``sending`` before the POST. Returns attempts."""
-        now = now_utc()
         with self._conn() as con:
-            row = con.execute(
-                """
-                INSERT INTO delivered_orders
-                    (route_id, shop_order_id, order_number, status, attempts, run_id,
-                     payload_hash, claimed_at, updated_at, your_ref)
-                VALUES (?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)
-                ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
-                    status = 'sending',
-                    your_ref = excluded.your_ref,
-                    attempts = delivered_orders.attempts + 1,
-                    run_id = excluded.run_id,
-                    payload_hash = excluded.payload_hash,
-                    claimed_at = excluded.claimed_at,
-                    updated_at = excluded.updated_at
-                RETURNING attempts
-                """,
-                [
-                    self.route_id,
-                    order.shop_order_id,
-                    order.order_number,
-                    run_id,
-                    order.payload_hash,
-                    now,
-                    now,
-                    order.your_ref,
-                ],
-            ).fetchone()
+            return self._claim(con, order, run_id)
+
+    def _claim(self, con: duckdb.DuckDBPyConnection, order: PendingOrder, run_id: str) -> int:
+        now = now_utc()
+        row = con.execute(
+            """
+            INSERT INTO delivered_orders
+                (route_id, shop_order_id, order_number, status, attempts, run_id,
+                 payload_hash, claimed_at, updated_at, your_ref)
+            VALUES (?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)
+            ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
+                status = 'sending',
+                your_ref = excluded.your_ref,
+                attempts = delivered_orders.attempts + 1,
+                run_id = excluded.run_id,
+                payload_hash = excluded.payload_hash,
+                claimed_at = excluded.claimed_at,
+                updated_at = excluded.updated_at
+            RETURNING attempts
+            """,
+            [
+                self.route_id,
+                order.shop_order_id,
+                order.order_number,
+                run_id,
+                order.payload_hash,
+                now,
+                now,
+                order.your_ref,
+            ],
+        ).fetchone()
         return int(row[0])
 
     def reclaim(self, shop_order_id: str, run_id: str) -> int:
@@ -624,8 +701,16 @@ class Ledger:
         return int(row[0]) if row else 0
 
     def mark_delivered(
-        self, shop_order_id: str, *, erp_order_id: str, erp_order_number: int | None, run_id: str
+        self,
+        shop_order_id: str,
+        *,
+        erp_order_id: str,
+        erp_order_number: int | None,
+        run_id: str,
+        then_claim: PendingOrder | None = None,
     ) -> None:
+        """Step 3: the ERP holds it. ``then_claim``: step 1 of the next order, in the same
+        connection (committed after this record, before that order's POST)."""
         now = now_utc()
         with self._conn() as con:
             con.execute(
@@ -637,6 +722,8 @@ class Ledger:
                 """,
                 [erp_order_id, erp_order_number, run_id, now, now, self.route_id, shop_order_id],
             )
+            if then_claim is not None:
+                self._claim(con, then_claim, run_id)
 
     def mark_failed(self, shop_order_id: str, error: str) -> None:
         self._set_status(shop_order_id, "failed", error)
@@ -808,6 +895,14 @@ class Ledger:
         return None if row is None or row[0] is None else round(float(row[0]), 3)
 
 
+def _country_clause(countries: Iterable[str] | None, params: list[Any]) -> str:
+    """``AND e.country IN (...)`` as a bound list parameter (appended to ``params``), or ''."""
+    if countries is None:
+        return ""
+    params.append(sorted(countries))
+    return "AND list_contains(?, e.country)"
+
+
 class DuckDBTokenStore:
     """The ERP token store: survives processes, so every run shares one access token."""
 
@@ -840,7 +935,8 @@ class DuckDBTokenStore:
                     access_token = excluded.access_token,
                     access_expires_at = excluded.access_expires_at,
                     refreshed_at = excluded.refreshed_at,
-                    seed_fingerprint = excluded.seed_fingerprint
+                    seed_fingerprint = excluded.seed_fingerprint,
+                    refresh_started_at = NULL
                 """,
                 [
                     self._key,
@@ -850,6 +946,68 @@ class DuckDBTokenStore:
                     tokens.refreshed_at,
                     tokens.seed_fingerprint,
                 ],
+            )
+
+    def note_refresh_started(self, at: float | None) -> None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            con.execute(
+                """
+                INSERT INTO erp_tokens (token_key, refresh_started_at) VALUES (?, ?)
+                ON CONFLICT (token_key) DO UPDATE
+                SET refresh_started_at = excluded.refresh_started_at
+                """,
+                [self._key, at],
+            )
+
+    def interrupted_refresh(self) -> float | None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            row = con.execute(
+                "SELECT refresh_started_at FROM erp_tokens WHERE token_key = ?", [self._key]
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # --- the call guard: Exact's error threshold and daily budget, shared by every run -------
+
+    def recent_client_errors(self, since: float) -> dict[str, list[float]]:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            rows = con.execute(
+                "SELECT endpoint, seen_at FROM erp_client_errors "
+                "WHERE token_key = ? AND seen_at >= ? ORDER BY seen_at",
+                [self._key, since],
+            ).fetchall()
+        out: dict[str, list[float]] = {}
+        for endpoint, at in rows:
+            out.setdefault(endpoint, []).append(float(at))
+        return out
+
+    def record_client_error(self, endpoint: str, status: int, at: float) -> None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            con.execute(
+                "DELETE FROM erp_client_errors WHERE token_key = ? AND seen_at < ?",
+                [self._key, at - 86_400],
+            )
+            con.execute(
+                "INSERT INTO erp_client_errors VALUES (?, ?, ?, ?)",
+                [self._key, endpoint, status, at],
+            )
+
+    def paused_until(self) -> tuple[float, str] | None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            row = con.execute(
+                "SELECT until_s, reason FROM erp_pauses WHERE token_key = ?", [self._key]
+            ).fetchone()
+        return None if row is None or row[0] is None else (float(row[0]), str(row[1]))
+
+    def pause(self, until: float | None, reason: str = "") -> None:
+        self._ledger.ensure_schema()
+        with self._ledger._conn() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO erp_pauses VALUES (?, ?, ?)", [self._key, until, reason]
             )
 
     def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from integration_project import settings
-from integration_project.exact.client import ExactClient, TokenStore
+from integration_project.exact.client import CallGuard, ExactClient, TokenStore
 from integration_project.ledger import DuckDBTokenStore, Ledger
 from integration_project.routes.config import ErpTarget, RouteConfig, ShopSource
 from integration_project.shopware.client import ShopwareClient
@@ -65,7 +65,13 @@ class ErpResource(dg.ConfigurableResource):
         # Identifies the token chain without containing a secret.
         return f"{self.api_url.rstrip('/')}|{self.division}|{self.client_id}"
 
-    def get_client(self, token_store: TokenStore, *, holder: str | None = None) -> ExactClient:
+    def get_client(
+        self,
+        token_store: TokenStore,
+        *,
+        holder: str | None = None,
+        guard: CallGuard | None = None,
+    ) -> ExactClient:
         return ExactClient(
             base_url=self.api_url,
             division=self.division,
@@ -77,6 +83,7 @@ class ErpResource(dg.ConfigurableResource):
             max_retries=self.max_retries,
             max_rate_wait_s=self.max_rate_wait_s,
             holder=holder,
+            guard=guard,
         )
 
 
@@ -88,8 +95,10 @@ def open_ledger(duckdb: DuckDBResource, route_id: str, erp_key: str = "") -> Led
 
 
 def erp_client(erp: ErpResource, ledger: Ledger, *, holder: str | None = None) -> ExactClient:
-    # The token chain belongs to the ERP app and division, shared by every route using it.
-    return erp.get_client(DuckDBTokenStore(ledger, erp.token_key), holder=holder)
+    # The token chain and the call guard belong to the ERP app and division, shared by every
+    # route and run using it.
+    store = DuckDBTokenStore(ledger, erp.token_key)
+    return erp.get_client(store, holder=holder, guard=store)
 
 
 # --- configuration from the environment -------------------------------------------------------

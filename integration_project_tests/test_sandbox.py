@@ -618,6 +618,9 @@ def test_erp_refresh_token_rotates_and_early_refresh_is_refused(
     token = ErpToken.model_validate(first.json())
     assert token.refresh_token != settings.SANDBOX_ERP_REFRESH_TOKEN
 
+    # Using the new pair kills every older refresh token (Exact's rule).
+    headers = {"Authorization": f"Bearer {token.access_token}"}
+    assert requests.get(sb.erp_url + data_path(DIVISION, ITEMS), headers=headers, timeout=TIMEOUT)
     clock.advance(600)
     dead = refresh(sb, settings.SANDBOX_ERP_REFRESH_TOKEN)
     assert "invalid" in assert_exact_error(dead, 400)
@@ -635,6 +638,31 @@ def test_erp_refresh_token_rotates_and_early_refresh_is_refused(
     clock.advance(MIN_REFRESH_INTERVAL_S)
     assert refresh(sb, second.refresh_token).status_code == 200
     assert sb.erp.token_refreshes == 3 and sb.erp.token_calls == 5
+
+
+def test_erp_previous_refresh_token_works_until_the_new_pair_is_used(
+    sb: Sandbox, clock: ManualClock
+) -> None:
+    """Exact's grace: an answer lost on the way leaves the previous token usable; an app
+    configured without it (``strict_rotation``) refuses it at once."""
+    lost = ErpToken.model_validate(refresh(sb).json())  # as if this answer never arrived
+    clock.advance(MIN_REFRESH_INTERVAL_S)
+    again = refresh(sb, settings.SANDBOX_ERP_REFRESH_TOKEN)
+    assert again.status_code == 200
+    current = ErpToken.model_validate(again.json())
+    # The lost pair died when the previous token was used again.
+    clock.advance(MIN_REFRESH_INTERVAL_S)
+    assert refresh(sb, lost.refresh_token).json()["error"]["code"] == "invalid_grant"
+    headers = {"Authorization": f"Bearer {current.access_token}"}
+    assert requests.get(sb.erp_url + data_path(DIVISION, ITEMS), headers=headers, timeout=TIMEOUT)
+    assert refresh(sb, settings.SANDBOX_ERP_REFRESH_TOKEN).status_code == 400
+
+    sb.erp.strict_rotation = True
+    clock.advance(MIN_REFRESH_INTERVAL_S)
+    newest = ErpToken.model_validate(refresh(sb, current.refresh_token).json())
+    clock.advance(MIN_REFRESH_INTERVAL_S)
+    assert refresh(sb, current.refresh_token).status_code == 400
+    assert refresh(sb, newest.refresh_token).status_code == 200
 
 
 def test_erp_token_endpoint_rejects_wrong_client_and_grant(sb: Sandbox) -> None:

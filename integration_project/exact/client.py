@@ -3,10 +3,16 @@
 Knows nothing of Dagster or of the ledger's tables: the durable token store is handed in
 (:class:`TokenStore`). Rules it keeps, all from Exact's documentation:
 
-* Refresh tokens rotate on every use and the old one dies, so the new pair is saved in the
-  token store *before* the access token is used, and only one process refreshes at a time
-  (the store's lock). The access token is shared through the store by every run until it is
-  about to expire: delivery runs every minute and Exact refuses a refresh within 570 s.
+* Refresh tokens rotate on every use, so the new pair is saved in the token store *before*
+  the access token is used (using it kills every older refresh token), and only one process
+  refreshes at a time (the store's lock). The access token is shared through the store by
+  every run until it is about to expire: delivery runs every minute and Exact refuses a
+  refresh within 570 s.
+* A refresh is written down before it is sent (the store's *intent*) and crossed off when its
+  answer is stored. A process that dies in between (or whose answer is lost) leaves the intent:
+  the next one knows Exact may have rotated already, waits out the 570 s, and refreshes with
+  the previous token, which Exact still honours because the lost pair was never used. Apps
+  that do not honour it fail loudly, naming ``ERP_REFRESH_TOKEN``.
 * Look-ups (GET) are retried with backoff on 5xx; a 429 waits for the announced reset.
 * ``POST salesorder/SalesOrders`` is never retried blindly: a timeout or 5xx there is
   :class:`OutcomeUnknown` and the caller looks the order up by ``YourRef`` later.
@@ -22,8 +28,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from pydantic import ValidationError
@@ -31,6 +38,7 @@ from pydantic import ValidationError
 from integration_project.exact.models import (
     ACCOUNTS,
     ITEMS,
+    MIN_REFRESH_INTERVAL_S,
     SALES_ORDERS,
     TOKEN_PATH,
     AccountCreate,
@@ -54,6 +62,13 @@ ACCESS_TOKEN_MARGIN_S = 20.0
 REFRESH_LOCK_TTL_S = 60.0
 #: Read timeout of the token call (the rotated refresh token is in that answer).
 TOKEN_READ_TIMEOUT_S = 45.0  # below REFRESH_LOCK_TTL_S: the lock outlives the call
+#: Token answers that prove Exact did not rotate (a 500 or 504 may come after it did).
+NOT_PROCESSED = frozenset({*range(400, 500), 502, 503})
+#: Client errors (4xx) allowed per endpoint and hour before this client stops calling it:
+#: Exact blocks the whole app for an hour at ten.
+MAX_CLIENT_ERRORS_PER_HOUR = 8
+#: Longest a run waits for Exact to accept the next token refresh (570 s after the last one).
+MAX_TOKEN_WAIT_S = 35.0
 #: Longest we wait for the per-minute budget to reset before giving the run back.
 MAX_RATE_WAIT_S = 65.0
 
@@ -75,9 +90,34 @@ class TokenStore(Protocol):
 
     def save(self, tokens: StoredTokens) -> None: ...
 
+    def note_refresh_started(self, at: float | None) -> None:
+        """The intent: a refresh is being sent at ``at`` (epoch s); None, or :meth:`save`,
+        clears it."""
+        ...
+
+    def interrupted_refresh(self) -> float | None:
+        """When a refresh was sent whose answer was never stored, else None."""
+        ...
+
     def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool: ...
 
     def release_refresh_lock(self, holder: str) -> None: ...
+
+
+class CallGuard(Protocol):
+    """What every process must know before it calls Exact (implemented over DuckDB)."""
+
+    def recent_client_errors(self, since: float) -> dict[str, list[float]]:
+        """endpoint -> when it answered a client error (epoch s), since ``since``."""
+        ...
+
+    def record_client_error(self, endpoint: str, status: int, at: float) -> None: ...
+
+    def paused_until(self) -> tuple[float, str] | None:
+        """(epoch s, why) while the daily budget is spent, else None."""
+        ...
+
+    def pause(self, until: float | None, reason: str = "") -> None: ...
 
 
 def fingerprint(secret: str) -> str:
@@ -94,6 +134,11 @@ class RateLimited(ApiError):
 
 class BudgetExhausted(ApiError):
     """The ERP's daily call budget is spent: stop sending and leave the rest pending."""
+
+
+class ErrorBudgetSpent(RateLimited):
+    """An endpoint answered ``MAX_CLIENT_ERRORS_PER_HOUR`` client errors within the hour: no
+    more calls to it until the oldest is an hour old (Exact blocks the app at ten)."""
 
 
 class OutcomeUnknown(ApiError):
@@ -134,8 +179,11 @@ class ExactClient:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         holder: str | None = None,
+        guard: CallGuard | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._guard = guard
+        self._client_errors: dict[str, list[float]] | None = None  # loaded on first call
         self._division = division
         self._client_id = client_id
         self._client_secret = client_secret
@@ -260,14 +308,29 @@ class ExactClient:
         # the configured one is tried once: harmless when it was already used (Exact refuses it).
         if self._seed_refresh_token not in candidates:
             candidates.append(self._seed_refresh_token)
-        if stored and stored.refreshed_at and stored.seed_fingerprint == seed:
-            wait = stored.refreshed_at + 570 - self._clock()
-            if 0 < wait <= 35:
-                self._sleep(wait + 0.5)  # too early to refresh; the access token is nearly due
         url = self._base_url + TOKEN_PATH
+        interrupted = self._store.interrupted_refresh()
+        if interrupted is not None:
+            # A refresh was sent but its answer never stored (the process died, the answer was
+            # lost). Exact may have rotated then; the previous token works again once the
+            # 570 s are over, because the lost pair was never used.
+            earliest = interrupted + MIN_REFRESH_INTERVAL_S
+            log.warning(
+                "An Exact Online token refresh sent at %s never had its answer stored; "
+                "refreshing with the previous refresh token from %s",
+                _iso(interrupted),
+                _iso(earliest),
+            )
+            self._wait_until(earliest, url, why="a token refresh was interrupted")
+        elif stored and stored.refreshed_at and stored.seed_fingerprint == seed:
+            wait = stored.refreshed_at + MIN_REFRESH_INTERVAL_S - self._clock()
+            if 0 < wait <= MAX_TOKEN_WAIT_S:
+                self._sleep(wait + 0.5)  # too early to refresh; the access token is nearly due
         last_error = ""
         for refresh_token in candidates:
             self.token_refreshes += 1
+            # Written down before it is sent: see the module docstring.
+            self._store.note_refresh_started(self._clock())
             try:
                 response = self._session.post(
                     url,
@@ -278,11 +341,13 @@ class ExactClient:
                         "client_secret": self._client_secret,
                     },
                     headers={"Accept": "application/json"},
-                    # The old refresh token dies when Exact answers: giving up on a slow answer
-                    # loses the chain, so wait for it far longer than for a data call.
+                    # Giving up on a slow answer means waiting out the 570 s before the next
+                    # refresh (see the intent), so wait for it far longer than for a data call.
                     timeout=(self._timeout[0], max(self._timeout[1], TOKEN_READ_TIMEOUT_S)),
                 )
             except requests.RequestException as exc:
+                if not _may_have_arrived(exc):
+                    self._store.note_refresh_started(None)  # Exact never saw it
                 raise ApiError(
                     f"POST {safe_url(url)} failed: {type(exc).__name__}",
                     method="POST",
@@ -301,7 +366,8 @@ class ExactClient:
                     ) from None
                 now = self._clock()
                 expires_at = now + token.expires_in_seconds
-                # Durable first: the old refresh token is already dead.
+                # Durable first (this also crosses off the intent): using the new access token
+                # kills every older refresh token.
                 self._store.save(
                     StoredTokens(
                         refresh_token=token.refresh_token,
@@ -315,9 +381,12 @@ class ExactClient:
                 log.info("Exact Online access token refreshed; the new refresh token is stored")
                 return token.access_token
             last_error = _erp_error_text(response)
+            if response.status_code in NOT_PROCESSED:
+                self._store.note_refresh_started(None)  # refused or unavailable: not rotated
             if response.status_code >= 500 or response.status_code == 429:
                 # Transient, and not a verdict on the refresh token: do not burn the configured
-                # one as well; the next run tries the stored one again.
+                # one as well; the next run tries the stored one again. (A 5xx may still have
+                # rotated: the intent stays, so the next run waits out the 570 s first.)
                 raise ApiError(
                     f"POST {safe_url(url)} answered {response.status_code} ({last_error}); "
                     "the Exact Online token was not refreshed, the next run tries again",
@@ -325,6 +394,15 @@ class ExactClient:
                     url=safe_url(url),
                     status=response.status_code,
                 )
+        if interrupted is not None:
+            raise AuthError(
+                f"Exact Online refused the previous refresh token at POST {safe_url(url)} "
+                f"({last_error}) after a refresh sent at {_iso(interrupted)} lost its answer: "
+                "this Exact app does not accept an older refresh token. Authorise the app "
+                "again and set ERP_REFRESH_TOKEN to the new refresh token",
+                method="POST",
+                url=safe_url(url),
+            )
         raise AuthError(
             f"Exact Online refused to refresh the access token at POST {safe_url(url)} "
             f"({last_error}): check ERP_CLIENT_ID and ERP_CLIENT_SECRET, and set a new "
@@ -332,6 +410,21 @@ class ExactClient:
             method="POST",
             url=safe_url(url),
         )
+
+    def _wait_until(self, when: float, url: str, *, why: str) -> None:
+        """Sleep until ``when`` if that is soon; otherwise stop the run (a transient
+        :class:`ApiError`: orders stay pending and a later run goes on)."""
+        wait = when - self._clock()
+        if wait <= 0:
+            return
+        if wait > MAX_TOKEN_WAIT_S:
+            raise ApiError(
+                f"{why}; Exact Online accepts the next token refresh from {_iso(when)}, "
+                "the next run after that goes on",
+                method="POST",
+                url=safe_url(url),
+            )
+        self._sleep(wait + 0.5)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -343,9 +436,13 @@ class ExactClient:
         now_ms = self._clock() * 1000
         if rl.daily_remaining is not None and rl.daily_remaining <= 0:
             if rl.daily_reset_ms is None or rl.daily_reset_ms > now_ms:
+                reason = f"the Exact Online daily call budget is spent (limit {rl.daily_limit})"
+                if self._guard is not None:
+                    # Later runs stop before calling, instead of each earning a 429.
+                    until = rl.daily_reset_ms / 1000 if rl.daily_reset_ms else now_ms / 1000 + 3600
+                    self._guard.pause(until, reason)
                 raise BudgetExhausted(
-                    "the Exact Online daily call budget is spent "
-                    f"(limit {rl.daily_limit}); resumes after the reset",
+                    f"{reason}; resumes after the reset",
                     method="GET",
                     url=safe_url(self._base_url),
                     status=429,
@@ -365,6 +462,47 @@ class ExactClient:
                 self._sleep(wait + 0.05)
             self.rate_limit = None  # unknown until the next response tells us
 
+    # --- the call guard --------------------------------------------------------------------
+
+    def _endpoint(self, method: str, url: str) -> str:
+        """``POST salesorder/SalesOrders``: what Exact counts client errors by."""
+        path = urlsplit(url).path
+        marker = f"/api/v1/{self._division}/"
+        return f"{method} {path.split(marker, 1)[-1]}"
+
+    def _check_guard(self, endpoint: str, where: str, url: str) -> None:
+        if self._guard is None:
+            return
+        now = self._clock()
+        if self._client_errors is None:
+            self._client_errors = self._guard.recent_client_errors(now - 3600)
+            paused = self._guard.paused_until()
+            if paused is not None and paused[0] > now:
+                raise BudgetExhausted(
+                    f"{paused[1]}; no calls to Exact Online until {_iso(paused[0])}",
+                    method="GET",
+                    url=safe_url(self._base_url),
+                    status=429,
+                )
+        recent = [t for t in self._client_errors.get(endpoint, []) if t > now - 3600]
+        self._client_errors[endpoint] = recent
+        if len(recent) >= MAX_CLIENT_ERRORS_PER_HOUR:
+            raise ErrorBudgetSpent(
+                f"{endpoint} answered {len(recent)} client errors within the hour; Exact Online "
+                f"blocks the app at 10, so it is not called again before {_iso(recent[0] + 3600)}",
+                method=where.split(" ", 1)[0],
+                url=safe_url(url),
+                status=400,
+            )
+
+    def _note_client_error(self, endpoint: str, status: int) -> None:
+        if self._guard is None:
+            return
+        now = self._clock()
+        self._guard.record_client_error(endpoint, status, now)
+        if self._client_errors is not None:
+            self._client_errors.setdefault(endpoint, []).append(now)
+
     def _request_json(
         self, method: str, path_or_url: str, *, json: Any = None, create: bool = False
     ) -> dict[str, Any]:
@@ -372,6 +510,8 @@ class ExactClient:
         where = f"{method} {safe_url(url)}"
         refreshed = False
         rate_waits = 0
+        endpoint = self._endpoint(method, url)
+        self._check_guard(endpoint, where, url)
         while True:
             self._pace()
             token = self._access_token(force=refreshed)
@@ -419,6 +559,8 @@ class ExactClient:
                     url=safe_url(url),
                     status=status,
                 )
+            if status >= 400 and status not in (401, 429):
+                self._note_client_error(endpoint, status)
             if status in (401, 403):
                 raise AuthError(
                     f"{where} answered {status}: check ERP_DIVISION and the app's access to it",
@@ -445,6 +587,10 @@ class ExactClient:
                     url=safe_url(url),
                     status=status,
                 ) from None
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
 
 
 def _may_have_arrived(exc: requests.RequestException) -> bool:

@@ -1,7 +1,10 @@
 """The sandbox ERP: the subset of Exact Online's REST API this project speaks.
 
 - ``POST /api/oauth2/token`` (form-encoded ``grant_type=refresh_token``): the refresh token
-  rotates on every successful use and the previous one dies; a refresh within
+  rotates on every successful use. As Exact does, the previous refresh token keeps working
+  until the new pair is first used (its access token on a data call, or its refresh token
+  here); then every older one dies. ``strict_rotation=True`` models the Exact apps that allow
+  no older token at all: the previous one dies at once. A refresh within
   ``min_refresh_interval_s`` of the last successful one is refused ("TooEarlyToRefreshTokens")
   and leaves the current tokens valid. ``expires_in`` is a string, as Exact sends it.
 - ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``: OData
@@ -11,6 +14,9 @@
   real ERP does not either), which is how tests see a route that sends twice.
 - Every data call is counted against a minutely and a daily budget and announces both in the
   ``X-RateLimit-*`` headers (reset in epoch milliseconds); over budget -> 429.
+- As Exact does, ``block_after_4xx`` (10) client errors (4xx other than 401 and 429) on one
+  endpoint within an hour block the app for an hour: every data call then answers 403.
+  ``statuses`` counts every data and token answer by HTTP status.
 - ``GET /sandbox/state`` is the sandbox's own summary (no auth).
 - ``POST /sandbox/webhook`` stores alert bodies (JSON, no auth) in ``webhooks``.
 
@@ -72,7 +78,7 @@ WEBHOOK_PATH = "/sandbox/webhook"
 _DATA_PATH = re.compile(r"^/api/v1/([^/]+)/(.+)$")
 _SKIPTOKEN = re.compile(r"^(?:guid)?'?([0-9a-fA-F-]{36})'?$")
 _QUERY_OPTIONS = frozenset({"$filter", "$select", "$top", "$skiptoken"})
-_FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error"})
+_FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error", "token_lost"})
 _FAULTS_DATA = frozenset({"500", "503", "429", "slow"})
 
 
@@ -112,19 +118,28 @@ class SandboxErp:
         minute_window_s: float = 60.0,
         page_size: int = 60,
         faults: FaultPlan | None = None,
+        strict_rotation: bool = False,
+        block_after_4xx: int | None = 10,
     ) -> None:
         self.data = data or SandboxData.build(seed)
         self.clock = clock or system_clock
         self.division = str(division)
         self.client_id = client_id
         self.client_secret = client_secret
-        #: The one refresh token that works now (rotates on every refresh).
+        #: The newest refresh token (rotates on every refresh).
         self.refresh_token = refresh_token
+        #: The one before it: still accepted until the newest pair is first used (Exact's
+        #: rule), never when ``strict_rotation``.
+        self.previous_refresh_token: str | None = None
+        self.strict_rotation = strict_rotation
+        self._current_access: str | None = None  # the access token issued with refresh_token
         self.token_lifetime_s = token_lifetime_s
         self.min_refresh_interval_s = min_refresh_interval_s
         self.minute_limit = minute_limit
         self.day_limit = day_limit
         self.minute_window_s = minute_window_s
+        self.day_window_s = 86_400.0
+        self._day_anchor = 0.0  # epoch: days are UTC days
         self.page_size = page_size
         self.faults = faults or FaultPlan(seed=seed)
         #: Requests per endpoint: "token" (any outcome), and for data calls that passed auth
@@ -133,6 +148,13 @@ class SandboxErp:
         self.calls: Counter[str] = Counter()
         self.token_refreshes = 0
         self.last_refresh: datetime | None = None
+        #: Every token and data answer by HTTP status (fault answers included).
+        self.statuses: Counter[int] = Counter()
+        self.block_after_4xx = block_after_4xx
+        #: endpoint (see :func:`call_key`) -> when it answered a client error, last hour.
+        self.client_errors: dict[str, list[datetime]] = {}
+        #: Until when the app is blocked after too many client errors (None: not blocked).
+        self.blocked_until: datetime | None = None
         self._access_tokens: dict[str, datetime] = {}
         self._minute_start: float | None = None
         self._minute_used = 0
@@ -191,13 +213,19 @@ class SandboxErp:
         per_minute: int | None = None,
         per_day: int | None = None,
         minute_window_s: float | None = None,
+        day_window_s: float | None = None,
     ) -> None:
-        """Change the budgets (unset = keep); the current windows start afresh."""
+        """Change the budgets (unset = keep); the current windows start afresh.
+        ``day_window_s`` shortens the "day" (UTC days by default) for tests of its reset."""
         with self._lock:
             self.minute_limit = self.minute_limit if per_minute is None else per_minute
             self.day_limit = self.day_limit if per_day is None else per_day
             if minute_window_s is not None:
                 self.minute_window_s = minute_window_s
+            if day_window_s is not None:
+                # A shortened "day" starts now (a real one at midnight UTC).
+                self.day_window_s = day_window_s
+                self._day_anchor, self._day = self.clock().timestamp(), -1
             self._minute_start, self._minute_used, self._day_used = None, 0, 0
 
     def rate_limit(self) -> RateLimit:
@@ -225,6 +253,8 @@ class SandboxErp:
                 "items": len(self.items),
                 "calls": dict(self.calls),
                 "token_refreshes": self.token_refreshes,
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "blocked_until": self.blocked_until.isoformat() if self.blocked_until else None,
                 "rate_limit": self._budget(consume=False)[1].to_headers(),
                 "faults_injected": dict(self.faults.injected),
                 "webhooks": len(self.webhooks),
@@ -240,8 +270,25 @@ class SandboxErp:
         if (request.method, request.path) == ("POST", WEBHOOK_PATH):
             return self._webhook(request)
         if match := _DATA_PATH.match(request.path):
-            return self._data(request, match.group(1), match.group(2))
+            response = self._data(request, match.group(1), match.group(2))
+            self._count(response, call_key(request.method, match.group(2)))
+            return response
         return Response(404, error_body(f"Not found: {request.method} {request.path}"))
+
+    def _count(self, response: Response, endpoint: str) -> None:
+        """Tally the answer; the tenth client error on an endpoint within an hour blocks."""
+        with self._lock:
+            self.statuses[response.status] += 1
+            if not 400 <= response.status < 500 or response.status in (401, 429):
+                return
+            if self.blocked_until is not None:
+                return  # the block's own 403s do not extend it
+            now = self.clock()
+            recent = [t for t in self.client_errors.get(endpoint, []) if t > now - _HOUR]
+            recent.append(now)
+            self.client_errors[endpoint] = recent
+            if self.block_after_4xx is not None and len(recent) >= self.block_after_4xx:
+                self.blocked_until = now + _HOUR
 
     def internal_error(self, message: str) -> Response:
         return Response(500, error_body(message))
@@ -256,11 +303,27 @@ class SandboxErp:
         return Response(200, {"ok": True})
 
     def _token(self, request: Request) -> Response:
+        response = self._token_answer(request)
+        with self._lock:
+            self.statuses[response.status] += 1
+        return response
+
+    def _token_answer(self, request: Request) -> Response:
         with self._lock:
             self.calls["token"] += 1
         fault = self.faults.take(request.method, request.path, _FAULTS_TOKEN)
         if fault is not None and (answer := self._fault_answer(fault)) is not None:
             return answer
+        response = self._refresh(request)
+        if fault is not None and fault.kind == "token_lost" and response.status == 200:
+            time.sleep(fault.seconds)  # rotated; the client may be killed while it waits
+            if fault.mode == "drop":
+                return Response(0, drop=True)
+            message = "Gateway Timeout: the request was processed, but the answer was lost"
+            return Response(504, error_body(message))
+        return response
+
+    def _refresh(self, request: Request) -> Response:
         form = dict(parse_qsl(request.body.decode("utf-8", "replace")))
         if form.get("grant_type") != "refresh_token":
             return _oauth_error(400, "unsupported_grant_type", "grant_type must be refresh_token")
@@ -274,7 +337,14 @@ class SandboxErp:
             return _oauth_error(401, "invalid_client", "Unknown client_id or wrong client_secret")
         with self._lock:
             now = self.clock()
-            if not hmac.compare_digest(form["refresh_token"], self.refresh_token):
+            given = form["refresh_token"]
+            is_current = hmac.compare_digest(given, self.refresh_token)
+            is_previous = (
+                not self.strict_rotation
+                and self.previous_refresh_token is not None
+                and hmac.compare_digest(given, self.previous_refresh_token)
+            )
+            if not (is_current or is_previous):
                 detail = "The refresh token is invalid, expired or already used"
                 return _oauth_error(400, "invalid_grant", detail)
             if self.last_refresh is not None:
@@ -288,7 +358,11 @@ class SandboxErp:
             access = secrets.token_urlsafe(32)
             self._access_tokens = {t: e for t, e in self._access_tokens.items() if e > now}
             self._access_tokens[access] = now + timedelta(seconds=self.token_lifetime_s)
+            # Using the newest refresh token ends the grace of every older one; re-using the
+            # previous one (the newest pair was never used: its answer was lost) keeps it.
+            self.previous_refresh_token = given
             self.refresh_token = secrets.token_urlsafe(32)
+            self._current_access = access
             self.last_refresh = now
             self.token_refreshes += 1
             answer = TokenResponse(
@@ -306,6 +380,16 @@ class SandboxErp:
             if expiry is None or expiry <= self.clock():
                 message = "Unauthorized: the access token is missing, unknown or expired"
                 return Response(401, error_body(message), {"WWW-Authenticate": "Bearer"})
+            if token == self._current_access:
+                self.previous_refresh_token = None  # the newest pair is in use: older ones die
+            if self.blocked_until is not None:
+                if self.clock() < self.blocked_until:
+                    message = (
+                        "Forbidden: this app is blocked until "
+                        f"{self.blocked_until.isoformat()} after too many errors within an hour"
+                    )
+                    return Response(403, error_body(message))
+                self.blocked_until, self.client_errors = None, {}
             if division != self.division:
                 return Response(403, error_body(f"Forbidden: no access to division {division}"))
             allowed, budget = self._budget(consume=True)
@@ -448,7 +532,7 @@ class SandboxErp:
         now = self.clock().timestamp()
         if self._minute_start is None or now >= self._minute_start + self.minute_window_s:
             self._minute_start, self._minute_used = now, 0
-        day = math.floor(now / 86400)
+        day = math.floor((now - self._day_anchor) / self.day_window_s)
         if day != self._day:
             self._day, self._day_used = day, 0
         allowed = self._minute_used < self.minute_limit and self._day_used < self.day_limit
@@ -458,7 +542,7 @@ class SandboxErp:
         return allowed, RateLimit(
             daily_limit=self.day_limit,
             daily_remaining=max(0, self.day_limit - self._day_used),
-            daily_reset_ms=(day + 1) * 86_400_000,
+            daily_reset_ms=int((self._day_anchor + (day + 1) * self.day_window_s) * 1000),
             minutely_limit=self.minute_limit,
             minutely_remaining=max(0, self.minute_limit - self._minute_used),
             minutely_reset_ms=int((self._minute_start + self.minute_window_s) * 1000),
@@ -516,6 +600,9 @@ class SandboxErp:
         }
         self.accounts[account["ID"]] = account
         return account
+
+
+_HOUR = timedelta(hours=1)
 
 
 def call_key(method: str, resource: str) -> str:

@@ -22,7 +22,11 @@ Kinds (each server applies only those that make sense at an endpoint):
 ``"malformed_json"``
     shop order search only: 200 with a body that is not JSON;
 ``"token_error"``
-    token endpoints only: 503 instead of a token.
+    token endpoints only: 503 instead of a token;
+``"token_lost"``
+    the ERP's token endpoint only: the refresh token is rotated, ``seconds`` pass, then the
+    answer is lost (a 504, ``mode="504"``, or a dropped connection, ``mode="drop"``), as when
+    the client process dies between Exact's answer and storing the new refresh token.
 """
 
 from __future__ import annotations
@@ -34,7 +38,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 KINDS = frozenset(
-    {"500", "503", "429", "slow", "lost_after_commit", "malformed_json", "token_error"}
+    {
+        "500",
+        "503",
+        "429",
+        "slow",
+        "lost_after_commit",
+        "malformed_json",
+        "token_error",
+        "token_lost",
+    }
 )
 LOST_MODES = frozenset({"504", "drop"})
 
