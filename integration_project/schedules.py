@@ -7,7 +7,7 @@ import dagster as dg
 
 from integration_project.assets import DELIVERY_TAG, RouteAssets
 
-_ACTIVE = [
+ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
@@ -74,7 +74,7 @@ def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
     ) -> dg.RunRequest | dg.SkipReason:
         """Deliver on the outgoing cron, unless a delivery run is still queued or running."""
         active = context.instance.get_run_ids(
-            dg.RunsFilter(job_name=delivery_job.name, statuses=_ACTIVE), limit=1
+            dg.RunsFilter(job_name=delivery_job.name, statuses=ACTIVE_RUN_STATUSES), limit=1
         )
         if active:
             return dg.SkipReason(f"delivery run {active[0]} is still in progress")

@@ -17,7 +17,7 @@ import requests
 
 from integration_project.assets import DELIVERY_TAG, RouteAssets
 from integration_project.resources import open_ledger
-from integration_project.schedules import _ACTIVE
+from integration_project.schedules import ACTIVE_RUN_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.Senso
     route = assets.route
     route_id = route.id
     erp_orders_key = assets.erp_orders.key
+    allowed = route.rules().allowed_countries
     status = (
         dg.DefaultSensorStatus.RUNNING if route.schedule.running else dg.DefaultSensorStatus.STOPPED
     )
@@ -67,7 +68,7 @@ def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.Senso
             return dg.SensorResult(skip_reason="no new erp_orders materialisation")
         newest = max(record.storage_id for record in records)
         active = instance.get_run_ids(
-            dg.RunsFilter(job_name=delivery_job.name, statuses=_ACTIVE), limit=1
+            dg.RunsFilter(job_name=delivery_job.name, statuses=ACTIVE_RUN_STATUSES), limit=1
         )
         if active:
             # Keep the cursor: once that run is done, the next evaluation looks again.
@@ -75,7 +76,7 @@ def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.Senso
                 skip_reason=f"delivery run {active[0]} is still queued or in progress"
             )
         mapped = sum(_mapped(record) for record in records)
-        pending = 0 if mapped else _pending(context, route_id)
+        pending = 0 if mapped else _pending(context, route_id, allowed)
         cursor = str(newest)
         if not mapped and not pending:
             return dg.SensorResult(
@@ -105,11 +106,11 @@ def _mapped(record: dg.EventLogRecord) -> int:
     return int(number) if isinstance(number, int | float) else 0
 
 
-def _pending(context: dg.SensorEvaluationContext, route_id: str) -> int:
+def _pending(context: dg.SensorEvaluationContext, route_id: str, allowed: frozenset[str]) -> int:
     """Orders the ledger would still send; 0 if the ledger cannot be read right now (a run
     holds the DuckDB file): the delivery schedule covers it."""
     try:
-        return open_ledger(context.resources.duckdb, route_id).count_pending()
+        return open_ledger(context.resources.duckdb, route_id).count_pending(allowed)
     except Exception as exc:
         context.log.warning("Could not read the ledger (%s); skipping", type(exc).__name__)
         return 0

@@ -39,9 +39,9 @@ SHOP_RATES = {"500": 0.05, "503": 0.05, "429": 0.05, "slow": 0.02}
 READ_TIMEOUT_S = 0.5
 SLOW_S = 1.0  # beyond the read timeout
 KILLS = 6
-#: The shipped route re-reads an hour per tick; a quarter of it keeps this test's ticks short
-#: (each re-read of 2,000 orders costs seconds of DuckDB writes) and still covers a failed tick.
-LOOKBACK = "15m"
+#: The shipped route re-reads an hour per tick; two windows keep this test's ticks short and
+#: still cover two failed fetches in a row (a failed mapping is caught up whatever its age).
+LOOKBACK = "10m"
 MAX_TICKS = WINDOWS + 14
 
 

@@ -117,6 +117,26 @@ def test_a_mapped_order_outside_the_allowed_countries_blocks_delivery(sandbox, r
     assert not sandbox.erp.sales_orders
 
 
+def test_a_separate_delivery_run_holds_back_an_order_outside_the_allowed_countries(
+    sandbox, resources, ledger
+):
+    """The blocking check stops the run it belongs to; the minute schedule's delivery runs are
+    separate runs, so delivery itself must never send an order mapped outside the set."""
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="NL")
+    fetch_and_map(resources)
+    ledger.record_mapping([bad_row("bad-us", "90001", country="US")], "broken-mapping")
+
+    result = deliver(resources)
+    [event] = result.get_asset_materialization_events()
+    info = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert (info["sent"], info["held_back_outside_countries"], info["pending_left"]) == (2, 1, 0)
+    assert sorted(o["YourRef"] for o in sandbox.erp.sales_orders) == sorted(
+        r["your_ref"] for r in ledger.delivered_rows()
+    )
+    assert "90001" not in {o["YourRef"] for o in sandbox.erp.sales_orders}
+    assert not ledger.pending(countries=DEFAULT.route.rules().allowed_countries)
+
+
 def test_a_your_ref_used_twice_fails(resources, ledger):
     ledger.record_mapping(
         [

@@ -317,6 +317,26 @@ def test_a_late_order_is_delivered_by_a_later_tick(sandbox, resources, ledger):
     assert refs[late["orderNumber"]] == 1 and len(refs) == 3
 
 
+def test_orders_whose_mapping_failed_beyond_the_look_back_are_mapped_by_a_later_tick(
+    sandbox, resources, ledger
+):
+    """The ERP was down while a window was mapped, for longer than the look-back: its staged
+    orders are still mapped (and delivered) by the next successful erp_orders run."""
+    sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    sandbox.erp.faults.add("503", times=50)  # every ERP look-up fails for this run
+    failed = fetch_and_map(resources, raise_on_error=False)
+    assert not failed.success
+    assert not ledger.pending()
+    sandbox.erp.faults.clear()
+
+    later = "2026-11-20-12:00"  # two hours on: far beyond the route's one-hour look-back
+    assert DEFAULT.route.lookback < timedelta(hours=2)
+    meta = metadata(fetch_and_map(resources, partition_key=later), "erp_orders")
+    assert meta["caught_up"] == 3 and meta["mapped"] == 3
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 3
+    assert len(erp_refs(sandbox)) == 3
+
+
 def test_unknown_items_are_not_asked_for_every_tick(sandbox, resources):
     sandbox.shop.add_order(WINDOW_START, malformed="unknown_sku")
     assert fetch_and_map(resources).success
