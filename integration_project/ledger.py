@@ -701,29 +701,55 @@ class Ledger:
         return int(row[0]) if row else 0
 
     def mark_delivered(
-        self,
-        shop_order_id: str,
-        *,
-        erp_order_id: str,
-        erp_order_number: int | None,
-        run_id: str,
-        then_claim: PendingOrder | None = None,
+        self, shop_order_id: str, *, erp_order_id: str, erp_order_number: int | None, run_id: str
     ) -> None:
-        """Step 3: the ERP holds it. ``then_claim``: step 1 of the next order, in the same
-        connection (committed after this record, before that order's POST)."""
+        """Step 3 (or step 4's "found"): the ERP holds it."""
+        self.record_outcomes(
+            [Outcome(shop_order_id, "delivered", None, erp_order_id, erp_order_number)],
+            run_id,
+            claim=[],
+        )
+
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], run_id: str, *, claim: Sequence[PendingOrder]
+    ) -> None:
+        """Steps 3 and 5 for orders this run sent, then step 1 for the next ones, in one
+        connection. A non-delivered outcome only touches a row this run still holds (another
+        run may have taken it over since)."""
+        if not outcomes and not claim:
+            return
         now = now_utc()
         with self._conn() as con:
-            con.execute(
-                """
-                UPDATE delivered_orders SET status = 'delivered', erp_order_id = ?,
-                    erp_order_number = ?, last_error = NULL, run_id = ?, delivered_at = ?,
-                    updated_at = ?
-                WHERE route_id = ? AND shop_order_id = ?
-                """,
-                [erp_order_id, erp_order_number, run_id, now, now, self.route_id, shop_order_id],
-            )
-            if then_claim is not None:
-                self._claim(con, then_claim, run_id)
+            delivered = [o for o in outcomes if o.status == "delivered"]
+            if delivered:
+                con.executemany(
+                    """
+                    UPDATE delivered_orders SET status = 'delivered', erp_order_id = ?,
+                        erp_order_number = ?, last_error = NULL, run_id = ?, delivered_at = ?,
+                        updated_at = ?
+                    WHERE route_id = ? AND shop_order_id = ?
+                    """,
+                    [
+                        (o.erp_order_id, o.erp_order_number, run_id, now, now, *key)
+                        for o in delivered
+                        for key in [(self.route_id, o.shop_order_id)]
+                    ],
+                )
+            others = [o for o in outcomes if o.status != "delivered"]
+            if others:
+                con.executemany(
+                    """
+                    UPDATE delivered_orders SET status = ?, last_error = ?, updated_at = ?
+                    WHERE route_id = ? AND shop_order_id = ? AND run_id = ?
+                      AND status = 'sending'
+                    """,
+                    [
+                        [o.status, o.error, now, self.route_id, o.shop_order_id, run_id]
+                        for o in others
+                    ],
+                )
+            for order in claim:
+                self._claim(con, order, run_id)
 
     def mark_failed(self, shop_order_id: str, error: str) -> None:
         self._set_status(shop_order_id, "failed", error)
@@ -753,10 +779,6 @@ class Ledger:
         with self._conn() as con:
             rows = con.execute(sql + " RETURNING shop_order_id", params).fetchall()
         return len(rows)
-
-    def note_unknown(self, shop_order_id: str, error: str) -> None:
-        """Outcome unknown (timeout, 5xx): stays ``sending`` for the next run's look-up."""
-        self._set_status(shop_order_id, "sending", error)
 
     def _set_status(self, shop_order_id: str, status: str, error: str | None) -> None:
         with self._conn() as con:
@@ -901,6 +923,19 @@ def _country_clause(countries: Iterable[str] | None, params: list[Any]) -> str:
         return ""
     params.append(sorted(countries))
     return "AND list_contains(?, e.country)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a claimed order: ``delivered`` (with the ERP's ids), ``failed`` (the
+    ERP refused it), ``sending`` (outcome unknown: looked up next run) or ``pending`` (it
+    certainly did not reach the ERP)."""
+
+    shop_order_id: str
+    status: str
+    error: str | None = None
+    erp_order_id: str | None = None
+    erp_order_number: int | None = None
 
 
 class DuckDBTokenStore:

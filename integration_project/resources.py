@@ -27,6 +27,9 @@ class ShopResource(dg.ConfigurableResource):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_retries: int = 4
+    backoff_factor: float = Field(
+        default=0.5, description="Seconds before the first retry of a safe call; doubles each time"
+    )
     client_id_env: str = Field(
         default="SHOP_CLIENT_ID", description="The variable the client id comes from"
     )
@@ -41,6 +44,7 @@ class ShopResource(dg.ConfigurableResource):
             client_secret=self.client_secret,
             timeout=(self.connect_timeout_s, self.read_timeout_s),
             max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
             credential_names=(self.client_id_env, self.client_secret_env),
         )
 
@@ -58,6 +62,9 @@ class ErpResource(dg.ConfigurableResource):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_retries: int = 3
+    backoff_factor: float = Field(
+        default=0.5, description="Seconds before the first retry of a look-up; doubles each time"
+    )
     max_rate_wait_s: float = 65.0
 
     @property
@@ -81,6 +88,7 @@ class ErpResource(dg.ConfigurableResource):
             token_store=token_store,
             timeout=(self.connect_timeout_s, self.read_timeout_s),
             max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
             max_rate_wait_s=self.max_rate_wait_s,
             holder=holder,
             guard=guard,

@@ -322,19 +322,34 @@ def test_orders_whose_mapping_failed_beyond_the_look_back_are_mapped_by_a_later_
 ):
     """The ERP was down while a window was mapped, for longer than the look-back: its staged
     orders are still mapped (and delivered) by the next successful erp_orders run."""
-    sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
-    sandbox.erp.faults.add("503", times=50)  # every ERP look-up fails for this run
+    sandbox.shop.add_orders(8, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    sandbox.erp.faults.add("503", times=500)  # every ERP look-up fails for this run
     failed = fetch_and_map(resources, raise_on_error=False)
-    assert not failed.success
+    assert not failed.success  # five orders in a row could not be mapped: the ERP is down
+    assert "answered 503" in failure_message(failed)
     assert not ledger.pending()
     sandbox.erp.faults.clear()
 
     later = "2026-11-20-12:00"  # two hours on: far beyond the route's one-hour look-back
     assert DEFAULT.route.lookback < timedelta(hours=2)
     meta = metadata(fetch_and_map(resources, partition_key=later), "erp_orders")
-    assert meta["caught_up"] == 3 and meta["mapped"] == 3
-    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 3
-    assert len(erp_refs(sandbox)) == 3
+    assert meta["caught_up"] == 8 and meta["mapped"] == 8
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 8
+    assert len(erp_refs(sandbox)) == 8
+
+
+def test_a_transient_erp_error_defers_one_order_without_failing_the_window(
+    sandbox, resources, ledger
+):
+    orders = sandbox.shop.add_orders(4, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    # One order's account look-up: its GET and the one retry the test resources allow.
+    sandbox.erp.faults.add("503", path_contains="crm/Accounts", times=2)
+    meta = metadata(fetch_and_map(resources), "erp_orders")
+    assert (meta["deferred"], meta["mapped"]) == (1, 3)
+    meta = metadata(fetch_and_map(resources), "erp_orders")  # the next tick's look-back
+    assert (meta["deferred"], meta["mapped"]) == (0, 4)
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 4
+    assert set(erp_refs(sandbox)) == {o["orderNumber"] for o in orders}
 
 
 def test_unknown_items_are_not_asked_for_every_tick(sandbox, resources):
