@@ -97,3 +97,23 @@ def ledger(resources: dict[str, object]):  # type: ignore[no-untyped-def]
     duckdb, erp = resources["duckdb"], resources["erp"]
     assert isinstance(duckdb, DuckDBResource) and isinstance(erp, ErpResource)
     return open_ledger(duckdb, DEFAULT_ROUTE.id, erp.token_key)
+
+
+# --- figure lines in the terminal summary ------------------------------------------------------
+
+#: ``record_property("chaos", line)`` and the like: printed at the end of the run, also when
+#: output is captured or tests run in xdist workers, so CI's log always shows the figures.
+FIGURE_PROPERTIES = ("chaos",)
+_figures: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _figures.extend(str(v) for k, v in report.user_properties if k in FIGURE_PROPERTIES)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _figures:
+        terminalreporter.section("figures")
+        for line in _figures:
+            terminalreporter.write_line(line)

@@ -33,6 +33,9 @@ from integration_project.schedules import build_route_schedules
 from integration_project_tests.conftest import DEFAULT, route_assets
 
 SPEC_ENV = "DELIVERY_RUNNER_SPEC"
+#: Set for a runner started ahead of time: it imports everything, prints "ready" and waits for
+#: its spec on stdin (the chaos test starts the next runner while the current one works).
+WARM_ENV = "DELIVERY_RUNNER_WARM"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -61,10 +64,20 @@ def build_defs(spec: dict[str, Any]) -> dg.Definitions:
 
 
 def main() -> int:
-    spec = json.loads(os.environ[SPEC_ENV])
+    if WARM_ENV in os.environ:
+        # Started ahead of time (imports done): the spec comes on stdin when the run starts.
+        instance = dg.DagsterInstance.get()
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0  # not needed after all
+        spec = json.loads(line)
+    else:
+        spec = json.loads(os.environ[SPEC_ENV])
+        instance = dg.DagsterInstance.get()
     defs = build_defs(spec)
     job = defs.resolve_job_def(DELIVERY_JOB if spec["job"] == "delivery" else SOURCE_JOB)
-    instance = dg.DagsterInstance.get()
     result = job.execute_in_process(
         run_config=spec.get("run_config") or None,
         instance=instance,
@@ -90,10 +103,17 @@ def resource_spec(resources: dict[str, Any]) -> dict[str, Any]:
     fields = ("api_url", "client_id", "client_secret", "connect_timeout_s", "read_timeout_s")
     shop, erp = resources["shop"], resources["erp"]
     return {
-        "shop": {name: getattr(shop, name) for name in (*fields, "max_retries")},
+        "shop": {name: getattr(shop, name) for name in (*fields, "max_retries", "backoff_factor")},
         "erp": {
             name: getattr(erp, name)
-            for name in (*fields, "division", "refresh_token", "max_retries", "max_rate_wait_s")
+            for name in (
+                *fields,
+                "division",
+                "refresh_token",
+                "max_retries",
+                "backoff_factor",
+                "max_rate_wait_s",
+            )
         },
         "duckdb": resources["duckdb"].database,
     }
@@ -159,7 +179,10 @@ def start(
     run_config: dict[str, Any] | None = None,
     partition_key: str | None = None,
     run_id: str | None = None,
+    prewarm: bool = False,
 ) -> Runner:
+    """Start a runner for ``spec``. ``prewarm``: use the runner started ahead of time for this
+    home, if any, and start the next one (it imports Dagster while this one works)."""
     run_id = run_id or str(uuid.uuid4())
     full = {
         **spec,
@@ -170,16 +193,59 @@ def start(
         "partition_key": partition_key,
     }
     log_path = Path(dagster_home) / f"runner-{run_id}.log"
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), SPEC_ENV: json.dumps(full)}
+    warm = _WARM.pop(str(dagster_home), None) if prewarm else None
+    if warm is not None and warm[0].poll() is None:
+        process, warm_log = warm
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(full).encode() + b"\n")
+        process.stdin.close()
+        process.stdin = None  # so that communicate() does not flush it again
+        log_path = warm_log
+    else:
+        env = {**os.environ, "DAGSTER_HOME": str(dagster_home), SPEC_ENV: json.dumps(full)}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "integration_project_tests.delivery_runner"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+    if prewarm:
+        _WARM[str(dagster_home)] = _start_warm(dagster_home)
+    return Runner(process, run_id, log_path)
+
+
+#: DAGSTER_HOME -> a runner started ahead of time, waiting for its spec.
+_WARM: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+
+
+def _start_warm(dagster_home: str | Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path = Path(dagster_home) / f"runner-warm-{uuid.uuid4()}.log"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), WARM_ENV: "1"}
+    env.pop(SPEC_ENV, None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "integration_project_tests.delivery_runner"],
             cwd=REPO,
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
         )
-    return Runner(process, run_id, log_path)
+    return process, log_path
+
+
+def stop_warm() -> None:
+    """Stop the runners started ahead of time and not used."""
+    while _WARM:
+        _, (process, _) = _WARM.popitem()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
 
 
 if __name__ == "__main__":
