@@ -8,13 +8,15 @@ lets refused orders push an endpoint to the block threshold.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 
-from integration_project.exact.client import MAX_CLIENT_ERRORS_PER_HOUR
+from integration_project.exact.client import MAX_CLIENT_ERRORS_PER_HOUR, StoredTokens
 from integration_project.ledger import DuckDBTokenStore
+from integration_project.sandbox import FaultPlan
 from integration_project_tests.conftest import WINDOW_END, WINDOW_START
 from integration_project_tests.test_route import deliver, erp_refs, fetch_and_map, metadata
 
@@ -32,6 +34,62 @@ def test_steady_state_delivery_paces_itself_and_never_earns_a_429(sandbox, resou
     assert meta["sent"] == 10 and meta["pending_left"] == 0
     assert sandbox.erp.statuses[429] == 0
     assert meta["erp_calls_left_minute"] >= 0
+
+
+class SharedTokens:
+    """A token store two clients share in memory (the ledger's is per process, in DuckDB)."""
+
+    def __init__(self) -> None:
+        self.tokens: StoredTokens | None = None
+        self.lock = threading.Lock()
+
+    def load(self) -> StoredTokens | None:
+        return self.tokens
+
+    def save(self, tokens: StoredTokens) -> None:
+        self.tokens = tokens
+
+    def note_refresh_started(self, at: float | None) -> None:
+        pass
+
+    def interrupted_refresh(self) -> float | None:
+        return None
+
+    def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:
+        return self.lock.acquire(timeout=ttl_s)
+
+    def release_refresh_lock(self, holder: str) -> None:
+        self.lock.release()
+
+
+def test_two_clients_sharing_a_division_pace_without_a_429(sandbox, resources):
+    """Two routes (or a mapping and a delivery run) call one division at once: each paces from
+    headers that count both, keeping a few calls in reserve for the other."""
+    sandbox.erp.set_rate_limit(per_minute=20, minute_window_s=1.0)  # one call in reserve
+    # Every answer takes 30 ms after its call was counted: what one client last saw is a call
+    # or two old when the other is calling too (as between processes).
+    sandbox.erp.faults = FaultPlan({"slow": 1.0}, slow_seconds=0.03)
+    store = SharedTokens()
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            with resources["erp"].get_client(store) as client:
+                for _ in range(90):
+                    client.find_item_id("SHIPPING")
+        except BaseException as exc:
+            errors.append(exc)
+
+    with resources["erp"].get_client(store) as client:
+        client.find_item_id("SHIPPING")  # the token, shared by both
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert sandbox.erp.calls["items_get"] >= 181  # nine one-second "minutes" at least
+    assert sandbox.erp.statuses[429] == 0
 
 
 def test_after_a_429_delivery_waits_for_the_reset_and_sends_each_order_once(sandbox, resources):

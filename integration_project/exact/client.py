@@ -67,6 +67,8 @@ NOT_PROCESSED = frozenset({*range(400, 500), 502, 503})
 #: Client errors (4xx) allowed per endpoint and hour before this client stops calling it:
 #: Exact blocks the whole app for an hour at ten.
 MAX_CLIENT_ERRORS_PER_HOUR = 8
+#: Calls of the minute budget left unused for other processes on the same division (60 → 3).
+MAX_MINUTE_RESERVE = 5
 #: Longest a run waits for Exact to accept the next token refresh (570 s after the last one).
 MAX_TOKEN_WAIT_S = 35.0
 #: Longest we wait for the per-minute budget to reset before giving the run back.
@@ -447,7 +449,10 @@ class ExactClient:
                     url=safe_url(self._base_url),
                     status=429,
                 )
-        if rl.minutely_remaining is not None and rl.minutely_remaining <= 0:
+        # The headers count the whole division's calls, but what this process saw is a call
+        # or two old when another run shares the division: keep a few calls in reserve.
+        reserve = min(MAX_MINUTE_RESERVE, (rl.minutely_limit or 0) // 20)
+        if rl.minutely_remaining is not None and rl.minutely_remaining <= reserve:
             reset = rl.minutely_reset_ms
             wait = (reset - now_ms) / 1000 if reset else 1.0
             if wait > self._max_rate_wait_s:
