@@ -355,7 +355,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         finally:
             ledger.release_lease(lease, run_id)
         counts = ledger.delivery_counts()
-        pending_left = ledger.count_pending(allowed)
+        pending_left, oldest_pending_age_s = ledger.waiting(allowed)
         held_back, held_sample = ledger.mapped_outside_countries(allowed, limit=5)
         if held_back:
             # The blocking country check fails on these too; they wait for a fixed mapping.
@@ -376,7 +376,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
             "pending_left": pending_left,
             "held_back_outside_countries": held_back,
             # How long the longest-waiting order has waited since it was mapped (0: none wait).
-            "oldest_pending_age_s": ledger.oldest_pending_age_s(allowed) or 0.0,
+            "oldest_pending_age_s": oldest_pending_age_s or 0.0,
             "erp_calls": client.calls if client else 0,
             "ledger_delivered": counts.get("delivered", 0),
             "ledger_failed": counts.get("failed", 0),
@@ -489,7 +489,8 @@ class _Resolver:
                 account_id = self._client.create_account(account)
             except OutcomeUnknown:
                 # Not retried blindly: the answer was lost, so look the e-mail up again. Found:
-                # the ERP did create it. Not found: it did not; this run stops, the next maps it.
+                # the ERP did create it. Not found: it did not; the order is deferred to the
+                # next run.
                 self.erp_lookups += 1
                 account_id = self._client.find_account_id(order.customer_email)
                 if account_id is None:

@@ -478,13 +478,7 @@ class Ledger:
     # --- look-up caches ------------------------------------------------------------------------
 
     def cached_account(self, email: str) -> str | None:
-        self.ensure_schema()
-        with self._conn() as con:
-            row = con.execute(
-                "SELECT account_id FROM erp_accounts WHERE erp_key = ? AND email = ?",
-                [self.erp_key, email.lower()],
-            ).fetchone()
-        return row[0] if row else None
+        return self.cached_accounts([email]).get(email.lower())
 
     def cached_accounts(self, emails: Iterable[str]) -> dict[str, str]:
         """Cached account ids of many e-mails at once (keys lower-cased); misses are absent."""
@@ -595,18 +589,12 @@ class Ledger:
         order through from elsewhere is held back here too, not only flagged by the check.
         """
         self.ensure_schema()
-        sql = """
-            SELECT e.shop_order_id, e.order_number, e.payload, e.payload_hash, e.your_ref
-            FROM erp_orders e LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
-            WHERE e.route_id = ? AND e.status = 'mapped'
-              AND (d.shop_order_id IS NULL
-                   OR d.status = 'pending'
-                   OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
-            {countries}
-            ORDER BY e.created_at, e.shop_order_id
-        """
         params: list[Any] = [self.route_id]
-        sql = sql.format(countries=_country_clause(countries, params))
+        sql = (
+            "SELECT e.shop_order_id, e.order_number, e.payload, e.payload_hash, e.your_ref "
+            + _waiting_sql(("pending",), countries, params)
+            + " ORDER BY e.created_at, e.shop_order_id"
+        )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -614,40 +602,23 @@ class Ledger:
             rows = con.execute(sql, params).fetchall()
         return [PendingOrder(r[0], r[1], json.loads(r[2]), r[3], r[4] or r[1]) for r in rows]
 
-    def oldest_pending_age_s(self, countries: Iterable[str] | None = None) -> float | None:
-        """Seconds since the longest-waiting pending (or in-flight) order was mapped."""
+    def waiting(self, countries: Iterable[str] | None = None) -> tuple[int, float | None]:
+        """Orders :meth:`pending` (with the same ``countries``) or in flight: how many, and
+        seconds since the longest-waiting one was mapped (None when none wait)."""
         self.ensure_schema()
         params: list[Any] = [self.route_id]
-        sql = """
-            SELECT min(e.mapped_at) FROM erp_orders e LEFT JOIN delivered_orders d
-            USING (route_id, shop_order_id)
-            WHERE e.route_id = ? AND e.status = 'mapped'
-              AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
-                   OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
-            {countries}
-        """
-        sql = sql.format(countries=_country_clause(countries, params))
+        sql = "SELECT count(*), min(e.mapped_at) " + _waiting_sql(
+            ("pending", "sending"), countries, params
+        )
         with self._conn() as con:
-            oldest = con.execute(sql, params).fetchone()[0]
+            count, oldest = con.execute(sql, params).fetchone()
         if oldest is None:
-            return None
-        return round(max(0.0, (now_utc() - oldest).total_seconds()), 1)
+            return int(count), None
+        return int(count), round(max(0.0, (now_utc() - oldest).total_seconds()), 1)
 
     def count_pending(self, countries: Iterable[str] | None = None) -> int:
         """How many orders :meth:`pending` (with the same ``countries``) or in flight."""
-        self.ensure_schema()
-        params: list[Any] = [self.route_id]
-        sql = """
-            SELECT count(*) FROM erp_orders e LEFT JOIN delivered_orders d
-            USING (route_id, shop_order_id)
-            WHERE e.route_id = ? AND e.status = 'mapped'
-              AND (d.shop_order_id IS NULL OR d.status IN ('pending', 'sending')
-                   OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
-            {countries}
-        """
-        sql = sql.format(countries=_country_clause(countries, params))
-        with self._conn() as con:
-            return con.execute(sql, params).fetchone()[0]
+        return self.waiting(countries)[0]
 
     def claim(self, order: PendingOrder, run_id: str) -> int:
         """Step 1 of the protocol: committed as ``sending`` before the POST. Returns attempts."""
@@ -917,12 +888,23 @@ class Ledger:
         return None if row is None or row[0] is None else round(float(row[0]), 3)
 
 
-def _country_clause(countries: Iterable[str] | None, params: list[Any]) -> str:
-    """``AND e.country IN (...)`` as a bound list parameter (appended to ``params``), or ''."""
-    if countries is None:
-        return ""
-    params.append(sorted(countries))
-    return "AND list_contains(?, e.country)"
+def _waiting_sql(
+    statuses: Sequence[str], countries: Iterable[str] | None, params: list[Any]
+) -> str:
+    """FROM/WHERE of the mapped orders the ledger does not hold as delivered: no row yet, a
+    row in one of ``statuses``, or ``failed`` with a payload changed since. ``countries``
+    (appended to ``params``, after the route id already there) limits them to those."""
+    params.append(list(statuses))
+    sql = """
+        FROM erp_orders e LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
+        WHERE e.route_id = ? AND e.status = 'mapped'
+          AND (d.shop_order_id IS NULL OR list_contains(?, d.status)
+               OR (d.status = 'failed' AND d.payload_hash IS DISTINCT FROM e.payload_hash))
+    """
+    if countries is not None:
+        params.append(sorted(countries))
+        sql += " AND list_contains(?, e.country)"
+    return sql
 
 
 @dataclass(frozen=True)

@@ -202,15 +202,7 @@ def start(
         process.stdin = None  # so that communicate() does not flush it again
         log_path = warm_log
     else:
-        env = {**os.environ, "DAGSTER_HOME": str(dagster_home), SPEC_ENV: json.dumps(full)}
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "integration_project_tests.delivery_runner"],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
+        process = _spawn(dagster_home, log_path, {SPEC_ENV: json.dumps(full)})
     if prewarm:
         _WARM[str(dagster_home)] = _start_warm(dagster_home)
     return Runner(process, run_id, log_path)
@@ -222,18 +214,24 @@ _WARM: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
 
 def _start_warm(dagster_home: str | Path) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = Path(dagster_home) / f"runner-warm-{uuid.uuid4()}.log"
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), WARM_ENV: "1"}
-    env.pop(SPEC_ENV, None)
+    return _spawn(dagster_home, log_path, {WARM_ENV: "1"}, stdin=subprocess.PIPE), log_path
+
+
+def _spawn(
+    dagster_home: str | Path, log_path: Path, env: dict[str, str], stdin: int | None = None
+) -> subprocess.Popen[bytes]:
+    """A runner process on ``dagster_home``; its stderr (Dagster's logs) goes to ``log_path``."""
+    full_env = {k: v for k, v in os.environ.items() if k not in (SPEC_ENV, WARM_ENV)}
+    full_env |= {"DAGSTER_HOME": str(dagster_home), **env}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "integration_project_tests.delivery_runner"],
             cwd=REPO,
-            env=env,
-            stdin=subprocess.PIPE,
+            env=full_env,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=log,
         )
-    return process, log_path
 
 
 def stop_warm() -> None:

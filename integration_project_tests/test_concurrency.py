@@ -46,6 +46,14 @@ def _map_window(resources: dict[str, object], key: str = WINDOW_KEY) -> None:
     assert result.success
 
 
+def _mapped_orders(sb: Sandbox, duckdb_path: str, n: int) -> dict[str, object]:
+    """``n`` orders in the test window, fetched and mapped; the resources they were mapped with."""
+    sb.shop.add_orders(n, start=WINDOW_START, end=WINDOW_END)
+    resources = make_resources(sb, duckdb_path)
+    _map_window(resources)
+    return resources
+
+
 def _run_all(runners: list[delivery_runner.Runner]) -> list[dict[str, object]]:
     try:
         return [runner.wait(timeout=240) for runner in runners]
@@ -58,9 +66,7 @@ def test_two_delivery_processes_started_together_never_send_an_order_twice(
     busy_sandbox: Sandbox, duckdb_path: str, dagster_home: Path
 ) -> None:
     sb = busy_sandbox
-    sb.shop.add_orders(ORDERS, start=WINDOW_START, end=WINDOW_END)
-    resources = make_resources(sb, duckdb_path)
-    _map_window(resources)
+    resources = _mapped_orders(sb, duckdb_path, ORDERS)
     spec = delivery_runner.resource_spec(resources)
 
     outputs = _run_all([delivery_runner.start(spec, dagster_home) for _ in range(2)])
@@ -80,9 +86,7 @@ def test_two_delivery_processes_with_lost_answers_still_send_nothing_twice(
 ) -> None:
     """Rows left in `sending` are looked up by one run only: the other cannot resend them."""
     sb = busy_sandbox
-    sb.shop.add_orders(60, start=WINDOW_START, end=WINDOW_END)
-    resources = make_resources(sb, duckdb_path)
-    _map_window(resources)
+    resources = _mapped_orders(sb, duckdb_path, 60)
     sb.erp.faults.add("lost_after_commit", path_contains="SalesOrders", method="POST", times=2)
     spec = delivery_runner.resource_spec(resources)
     _run_all([delivery_runner.start(spec, dagster_home)])  # leaves two rows in `sending`
@@ -100,9 +104,7 @@ def test_fetch_and_delivery_processes_write_duckdb_at_the_same_time(
     busy_sandbox: Sandbox, duckdb_path: str, dagster_home: Path
 ) -> None:
     sb = busy_sandbox
-    sb.shop.add_orders(ORDERS, start=WINDOW_START, end=WINDOW_END)
-    resources = make_resources(sb, duckdb_path)
-    _map_window(resources)
+    resources = _mapped_orders(sb, duckdb_path, ORDERS)
     # The next window's orders, fetched while the first window's are delivered.
     later = WINDOW_END + timedelta(minutes=5)
     sb.shop.add_orders(ORDERS, start=WINDOW_END, end=later)
