@@ -6,9 +6,15 @@
 - ``POST /api/search/order`` takes a Shopware ``Criteria`` body: ``page``/``limit``,
   ``total-count-mode`` (names or the legacy integers), ``filter`` (``range``, ``equals``,
   ``equalsAny``; on any dotted field, e.g. ``stateMachineState.technicalName`` or
-  ``salesChannelId``), ``sort``, ``ids`` and ``associations``. Association fields (line items,
-  currency, customer, addresses, deliveries) are only filled when requested, as Shopware does;
-  otherwise they are ``null``. Filters see the whole stored order, loaded or not.
+  ``salesChannelId``), ``sort``, ``ids`` and ``associations``. Association fields (order state,
+  line items, currency, customer, addresses, deliveries) are only filled when requested, as
+  Shopware 6.6 does (6.5 still autoloaded ``stateMachineState``); otherwise they are ``null``.
+  Filters see the whole stored order, loaded or not. To-many associations (``lineItems``) come
+  back in a shuffled order, fixed per order, unless the association is sorted in the criteria
+  (``"associations": {"lineItems": {"sort": [{"field": "position"}]}}``): the database
+  promises no order either. A range filter on a date compares its bound *as text* with the
+  stored value in Shopware's storage format (UTC ``2026-11-22 06:15:00.000``), as the database
+  does: a bound sent in another form (``T``, an offset) selects the wrong orders.
 - ``GET /sandbox/state`` is the sandbox's own summary (no auth).
 
 Errors use Shopware's envelope (:func:`~integration_project.shopware.models.shop_error_body`).
@@ -55,6 +61,7 @@ from integration_project.shopware.models import (
     RangeParameters,
     SortField,
     TokenResponse,
+    format_storage_datetime,
     shop_error_body,
 )
 
@@ -63,6 +70,7 @@ STATE_PATH = "/sandbox/state"
 #: Order fields that Shopware only loads when the criteria ask for the association, nested the
 #: same way (e.g. ``billingAddress.country``). Everything else in a stored order is always sent.
 LOADABLE_ASSOCIATIONS: dict[str, dict[str, Any]] = {
+    "stateMachineState": {},
     "lineItems": {},
     "currency": {},
     "orderCustomer": {},
@@ -107,6 +115,8 @@ class Criteria:
     sort: list[SortField]
     associations: dict[str, Any]
     ids: list[str] | None
+    #: Sorts of to-many associations, by dotted path (``"lineItems"``).
+    association_sorts: dict[str, list[SortField]]
 
 
 class SandboxShop:
@@ -409,7 +419,16 @@ class SandboxShop:
             total = offset + min(len(matched) - offset, criteria.limit * 5 + 1)
         else:  # "none": Shopware reports the size of the page
             total = len(page)
-        data = [_project(o, LOADABLE_ASSOCIATIONS, criteria.associations) for o in page]
+        data = [
+            _project(
+                o,
+                LOADABLE_ASSOCIATIONS,
+                criteria.associations,
+                criteria.association_sorts,
+                seed=str(o.get("id")),
+            )
+            for o in page
+        ]
         body = {"total": max(total, 0), "data": data, "aggregations": []}
         if fault is not None and fault.kind == "malformed_json":
             return Response(200, b'{"total": 1, "data": [{"id": "0f')  # cut off mid-body
@@ -489,29 +508,34 @@ def parse_criteria(raw: bytes, max_limit: int = 500, default_limit: int = 25) ->
     filters = body.get("filter", [])
     if not isinstance(filters, list):
         raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", "filter must be a list.")
-    sorts = body.get("sort", [])
-    if not isinstance(sorts, list):
-        raise BadCriteria("FRAMEWORK__INVALID_SORT_QUERY", "sort must be a list.")
-    try:
-        sort = [
-            SortField.model_validate({**s, "order": str(s.get("order", "ASC")).upper()})
-            for s in sorts
-        ]
-    except (ValidationError, TypeError, AttributeError) as exc:
-        detail = "Each sort needs a field and an order of ASC or DESC."
-        raise BadCriteria("FRAMEWORK__INVALID_SORT_QUERY", detail) from exc
+    sort = _parse_sort(body.get("sort", []))
     ids = body.get("ids")
     if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
         raise BadCriteria("FRAMEWORK__INVALID_CRITERIA", "ids must be a list of strings.")
+    association_sorts: dict[str, list[SortField]] = {}
     return Criteria(
         page=page,
         limit=limit,
         total_count_mode=mode,
         filters=[_compile_filter(f) for f in filters],
         sort=sort,
-        associations=_association_tree(body.get("associations")),
+        associations=_association_tree(body.get("associations"), sorts=association_sorts),
         ids=ids,
+        association_sorts=association_sorts,
     )
+
+
+def _parse_sort(sorts: Any) -> list[SortField]:
+    if not isinstance(sorts, list):
+        raise BadCriteria("FRAMEWORK__INVALID_SORT_QUERY", "sort must be a list.")
+    try:
+        return [
+            SortField.model_validate({**s, "order": str(s.get("order", "ASC")).upper()})
+            for s in sorts
+        ]
+    except (ValidationError, TypeError, AttributeError) as exc:
+        detail = "Each sort needs a field and an order of ASC or DESC."
+        raise BadCriteria("FRAMEWORK__INVALID_SORT_QUERY", detail) from exc
 
 
 def _compile_filter(raw: Any) -> Callable[[dict[str, Any]], bool]:
@@ -523,6 +547,10 @@ def _compile_filter(raw: Any) -> Callable[[dict[str, Any]], bool]:
         if not isinstance(params, dict) or not params or set(params) - _RANGE_OPERATORS:
             detail = f"A range filter needs parameters among {sorted(_RANGE_OPERATORS)}."
             raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+        if field.rsplit(".", 1)[-1] in DATETIME_FIELDS:
+            # The database compares the bound as sent with the stored text (storage format).
+            texts = {op: _date_bound(field, value) for op, value in params.items()}
+            return lambda order: any(_in_range(v, texts) for v in _stored_dates(order, field))
         bounds = {op: _comparable(field, value, strict=True) for op, value in params.items()}
         return lambda order: any(_in_range(v, bounds) for v in _values(order, field, coerce=True))
     if kind == "equals":
@@ -541,8 +569,13 @@ def _compile_filter(raw: Any) -> Callable[[dict[str, Any]], bool]:
     raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
 
 
-def _association_tree(raw: Any) -> dict[str, Any]:
-    """``{"a": {"associations": {"b": {}}}, "c.d": {}}`` -> ``{"a": {"b": {}}, "c": {"d": {}}}``."""
+def _association_tree(
+    raw: Any, *, sorts: dict[str, list[SortField]] | None = None, prefix: str = ""
+) -> dict[str, Any]:
+    """``{"a": {"associations": {"b": {}}}, "c.d": {}}`` -> ``{"a": {"b": {}}, "c": {"d": {}}}``.
+
+    An association's own ``sort`` goes into ``sorts`` under its dotted path (``"a.b"``).
+    """
     if raw is None or raw == []:  # PHP clients send an empty list for an empty object
         return {}
     if not isinstance(raw, dict):
@@ -554,10 +587,13 @@ def _association_tree(raw: Any) -> dict[str, Any]:
         if not isinstance(sub, dict):
             detail = f"association {key!r} must be a criteria object."
             raise BadCriteria("FRAMEWORK__INVALID_CRITERIA", detail)
+        path = f"{prefix}{key}"
+        nested = _association_tree(sub.get("associations"), sorts=sorts, prefix=f"{path}.")
         head, _, rest = key.partition(".")
-        nested = _association_tree(sub.get("associations"))
         if rest:
             nested = _merge(nested, _association_tree({rest: {}}))
+        if sorts is not None and sub.get("sort"):
+            sorts[path] = _parse_sort(sub["sort"])
         tree[head] = _merge(tree.get(head, {}), nested)
     return tree
 
@@ -569,18 +605,49 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _project(entity: dict[str, Any], loadable: dict[str, Any], wanted: dict[str, Any]) -> Any:
-    """``entity`` with every association that was not asked for set to ``null``."""
+def _project(
+    entity: dict[str, Any],
+    loadable: dict[str, Any],
+    wanted: dict[str, Any],
+    sorts: dict[str, list[SortField]] | None = None,
+    *,
+    seed: str,
+    prefix: str = "",
+) -> Any:
+    """``entity`` with every association that was not asked for set to ``null``, and each
+    loaded to-many association in the order of its sort, or else shuffled (fixed per ``seed``)."""
+    sorts = sorts or {}
     out = dict(entity)
     for name, sub in loadable.items():
         value = out.get(name)
+        path = f"{prefix}{name}"
         if name not in wanted:
             out[name] = None
         elif isinstance(value, list):
-            out[name] = [_project(v, sub, wanted[name]) for v in value if isinstance(v, dict)]
+            items = [
+                _project(v, sub, wanted[name], sorts, seed=seed, prefix=f"{path}.")
+                for v in value
+                if isinstance(v, dict)
+            ]
+            out[name] = _arrange(items, sorts.get(path, []), f"{seed}:{path}")
         elif isinstance(value, dict):
-            out[name] = _project(value, sub, wanted[name])
+            out[name] = _project(value, sub, wanted[name], sorts, seed=seed, prefix=f"{path}.")
     return out
+
+
+def _arrange(items: list[Any], sort: list[SortField], seed: str) -> list[Any]:
+    """A to-many association as the database returns it: in no promised order (shuffled with
+    ``seed``, never the stored order when there are two or more), then stably sorted by
+    ``sort`` if the criteria gave one (ties keep the shuffled order, as in MySQL)."""
+    if len(items) > 1:
+        shuffled = list(items)
+        random.Random(seed).shuffle(shuffled)
+        if all(a is b for a, b in zip(shuffled, items, strict=True)):
+            shuffled = shuffled[1:] + shuffled[:1]
+        items = shuffled
+    for by in reversed(sort):
+        items.sort(key=_sort_key(by.field), reverse=by.order == "DESC")
+    return items
 
 
 def _values(entity: Any, field: str, *, coerce: bool = False) -> list[Any]:
@@ -596,6 +663,32 @@ def _values(entity: Any, field: str, *, coerce: bool = False) -> list[Any]:
     if coerce:
         return [c for v in found if (c := _comparable(field, v, strict=False)) is not None]
     return found
+
+
+def _date_bound(field: str, value: Any) -> str:
+    """A range bound on a date, kept as the text it was sent as (checked to be a date)."""
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        detail = (
+            f"{value!r} is not a date for {field}: send Shopware's storage format, UTC "
+            "(2026-11-22 06:15:00.000); ISO 8601 parses but compares as text."
+        )
+        raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail) from None
+    return value
+
+
+def _stored_dates(order: dict[str, Any], field: str) -> list[str]:
+    """Every date at ``field`` as the database holds it: UTC, storage format, as text."""
+    stored = []
+    for value in _values(order, field):
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            continue
+        utc = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        stored.append(format_storage_datetime(utc))
+    return stored
 
 
 def _comparable(field: str, value: Any, *, strict: bool) -> Any:

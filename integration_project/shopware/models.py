@@ -20,8 +20,12 @@ TOKEN_PATH = "/api/oauth/token"
 ORDER_SEARCH_PATH = "/api/search/order"
 
 #: Associations every order search loads: the fields the mapping reads live behind them.
+#: Shopware 6.6 returns ``null`` for a to-one association it was not asked for, the order's
+#: ``stateMachineState`` included (6.5 loaded it anyway), and line items in no fixed order unless
+#: the association is sorted.
 ORDER_ASSOCIATIONS: dict[str, Any] = {
-    "lineItems": {},
+    "stateMachineState": {},
+    "lineItems": {"sort": [{"field": "position", "order": "ASC"}]},
     "currency": {},
     "orderCustomer": {},
     "billingAddress": {"associations": {"country": {}}},
@@ -91,10 +95,27 @@ class OrderCriteria(_Wire):
 
 
 def format_shop_datetime(value: datetime) -> str:
-    """Shopware stores and compares ``createdAt`` as ISO 8601 in UTC."""
+    """A moment as Shopware *returns* it in JSON: ISO 8601, UTC, with the offset
+    (``2026-11-22T06:15:00.000+00:00``). Not for filter bounds: see
+    :func:`format_storage_datetime`."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: pass timezone-aware UTC datetimes")
     return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def format_storage_datetime(value: datetime) -> str:
+    """A moment in Shopware's storage format, for range filter bounds on date fields.
+
+    Shopware keeps dates as ``DATETIME(3)`` in UTC, written with
+    ``Defaults::STORAGE_DATE_TIME_FORMAT`` (``'Y-m-d H:i:s.v'``): ``2026-11-22 06:15:00.000``, no
+    ``T``, no offset. A range filter's bound goes to the database as it was sent, so a bound in
+    another form (ISO with ``T`` or an offset) is not compared as the moment it names.
+    Milliseconds are truncated, as they are when Shopware stores a date.
+    """
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: pass timezone-aware UTC datetimes")
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(sep=" ", timespec="milliseconds")
 
 
 def created_at_window_criteria(
@@ -108,7 +129,7 @@ def created_at_window_criteria(
             RangeFilter(
                 field="createdAt",
                 parameters=RangeParameters(
-                    gte=format_shop_datetime(start), lt=format_shop_datetime(end)
+                    gte=format_storage_datetime(start), lt=format_storage_datetime(end)
                 ),
             )
         ],
@@ -166,9 +187,14 @@ class OrderLineItem(_Wire):
     id: str | None = None
     type: str | None = None
     label: str | None = None
+    position: Any = None  # line items arrive in no fixed order; this is theirs
     quantity: Any = None
     unitPrice: Any = None
     totalPrice: Any = None
+    position: Any = None
+    #: A CalculatedPrice: ``{unitPrice, quantity, totalPrice, calculatedTaxes, taxRules}``;
+    #: ``calculatedTaxes`` is a list of ``{tax, taxRate, price}``, one per VAT rate.
+    price: Any = None
     payload: LineItemPayload | None = None
 
 
@@ -182,6 +208,9 @@ class ShopOrder(_Wire):
     amountTotal: Any = None
     amountNet: Any = None
     shippingTotal: Any = None
+    #: A CalculatedPrice like a line item's ``price``: shipping's own ``calculatedTaxes``.
+    shippingCosts: Any = None
+    #: ``gross`` (prices include VAT), ``net`` (they exclude it) or ``tax-free``.
     taxStatus: str | None = None
     currency: Currency | None = None
     orderCustomer: OrderCustomer | None = None
