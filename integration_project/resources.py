@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from integration_project import settings
-from integration_project.exact.client import CallGuard, ExactClient, TokenStore
+from integration_project.exact.client import CallGuard, ExactClient, TokenStore, fingerprint
 from integration_project.ledger import DuckDBTokenStore, Ledger
 from integration_project.routes.config import ErpTarget, RouteConfig, ShopSource
 from integration_project.shopware.client import ShopwareClient
@@ -69,8 +69,18 @@ class ErpResource(dg.ConfigurableResource):
 
     @property
     def token_key(self) -> str:
-        # Identifies the token chain without containing a secret.
+        """The division's key (ERP URL, division, client id; no secret): look-up caches and the
+        call guard (Exact's per-division budgets and error counts). Older versions also kept
+        the token chain under it; see :attr:`chain_key`."""
         return f"{self.api_url.rstrip('/')}|{self.division}|{self.client_id}"
+
+    @property
+    def chain_key(self) -> str:
+        """The token chain's key: the app and the authorising user (ERP URL, client id and
+        ERP_REFRESH_TOKEN's fingerprint; no secret, no division). Every division that one
+        authorisation reaches shares one refresh and one access token."""
+        seed = fingerprint(self.refresh_token)
+        return f"{self.api_url.rstrip('/')}|{self.client_id}|seed:{seed}"
 
     def get_client(
         self,
@@ -102,10 +112,21 @@ def open_ledger(duckdb: DuckDBResource, route_id: str, erp_key: str = "") -> Led
     return Ledger(duckdb.get_connection, route_id, erp_key)
 
 
+def token_store(erp: ErpResource, ledger: Ledger) -> DuckDBTokenStore:
+    """The ERP's token chain (per app and authorisation) and call guard (per division), shared
+    by every route and run using them. A chain an older version stored under the division's
+    key is adopted when it started from the same ERP_REFRESH_TOKEN."""
+    return DuckDBTokenStore(
+        ledger,
+        erp.token_key,
+        chain_key=erp.chain_key,
+        adopt_from=erp.token_key,
+        seed_fingerprint=fingerprint(erp.refresh_token),
+    )
+
+
 def erp_client(erp: ErpResource, ledger: Ledger, *, holder: str | None = None) -> ExactClient:
-    # The token chain and the call guard belong to the ERP app and division, shared by every
-    # route and run using it.
-    store = DuckDBTokenStore(ledger, erp.token_key)
+    store = token_store(erp, ledger)
     return erp.get_client(store, holder=holder, guard=store)
 
 

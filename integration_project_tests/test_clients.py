@@ -146,7 +146,11 @@ def test_erp_too_early_refresh_is_refused_by_the_sandbox(sandbox: Sandbox, ledge
         timeout=5,
     )
     assert response.status_code == 400
-    assert "TooEarlyToRefreshTokens" in response.text
+    assert response.headers["Reason"].startswith("TooEarlyToRefreshTokens")
+    assert response.json() == {
+        "error": "access_denied",
+        "error_description": "Rate limit exceeded: access_token not expired",
+    }
 
 
 def test_erp_wrong_secret_names_variables_never_the_value(sandbox: Sandbox, ledger: Ledger) -> None:

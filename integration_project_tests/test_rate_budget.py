@@ -61,6 +61,12 @@ class SharedTokens:
     def release_refresh_lock(self, holder: str) -> None:
         self.lock.release()
 
+    def authorisation_needed(self) -> tuple[str, str] | None:
+        return None
+
+    def note_authorisation_needed(self, seed_fingerprint: str, reason: str) -> None:
+        pass
+
 
 def test_two_clients_sharing_a_division_pace_without_a_429(sandbox, resources):
     """Two routes (or a mapping and a delivery run) call one division at once: each paces from

@@ -18,6 +18,15 @@ Knows nothing of Dagster or of the ledger's tables: the durable token store is h
   :class:`OutcomeUnknown` and the caller looks the order up by ``YourRef`` later.
 * One request at a time, paced by the ``X-RateLimit-*`` headers so steady state never hits 429;
   when the daily budget is spent, :class:`BudgetExhausted` stops the caller.
+* Every client error counts toward Exact's block (ten an hour per endpoint): 401s, and the
+  token endpoint's 4xx under ``POST oauth2/token``, as well.
+* A refresh token Exact refuses (``invalid_grant``, the configured one as well) is stored as
+  "authorisation needed" for its chain: no later run calls Exact (which also caps token calls
+  per day) until ``ERP_REFRESH_TOKEN`` is set to a newly authorised token.
+* Every POST asks for the created entity (``Prefer: return=representation``, as
+  picqer/exact-php-client does): without it Exact answers only the fields sent and the key,
+  no ``OrderNumber``.
+* ``__next`` links are followed only to ``ERP_API_URL``'s own scheme, host and port.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from pydantic import ValidationError
@@ -41,13 +50,17 @@ from integration_project.exact.models import (
     MIN_REFRESH_INTERVAL_S,
     SALES_ORDERS,
     TOKEN_PATH,
+    VAT_CODE_FIELDS,
+    VAT_CODES,
     AccountCreate,
     RateLimit,
     SalesOrderRef,
     TokenResponse,
+    VatCode,
     data_path,
     eq_filter,
     error_message,
+    oauth_error,
     results,
     single,
 )
@@ -73,6 +86,12 @@ MAX_MINUTE_RESERVE = 5
 MAX_TOKEN_WAIT_S = 35.0
 #: Longest we wait for the per-minute budget to reset before giving the run back.
 MAX_RATE_WAIT_S = 65.0
+#: What the call guard counts the token endpoint's client errors under.
+TOKEN_ENDPOINT = "POST oauth2/token"
+#: The OAuth error of a refresh token Exact will never accept again (RFC 6749 §5.2).
+REFUSED_GRANT = "invalid_grant"
+#: Longest piece of an ERP error text put into a message.
+MAX_ERROR_TEXT = 500
 
 
 # --- the token store (implemented over DuckDB by the ledger) -------------------------------
@@ -104,6 +123,14 @@ class TokenStore(Protocol):
     def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool: ...
 
     def release_refresh_lock(self, holder: str) -> None: ...
+
+    def authorisation_needed(self) -> tuple[str, str] | None:
+        """(seed fingerprint, why) once Exact refused the chain started from that seed."""
+        ...
+
+    def note_authorisation_needed(self, seed_fingerprint: str, reason: str) -> None:
+        """Durable until the chain is saved again (from a new ERP_REFRESH_TOKEN)."""
+        ...
 
 
 class CallGuard(Protocol):
@@ -206,6 +233,7 @@ class ExactClient:
         )
         self._access: str | None = None
         self._access_expires_at = 0.0
+        self._authorisation_checked = False
         self.rate_limit: RateLimit | None = None
         self.calls = 0
         self.token_refreshes = 0
@@ -236,6 +264,11 @@ class ExactClient:
         rows = self._query(ITEMS, eq_filter("Code", code), "ID")
         return str(rows[0]["ID"]) if rows else None
 
+    def list_vat_codes(self) -> list[VatCode]:
+        """Every VAT code of the division (a few dozen: one call, paged if more)."""
+        rows = self._query(VAT_CODES, None, VAT_CODE_FIELDS)
+        return [VatCode.model_validate(row) for row in rows]
+
     def find_sales_orders(self, your_ref: str) -> list[SalesOrderRef]:
         rows = self._query(
             SALES_ORDERS, eq_filter("YourRef", your_ref), "OrderID,OrderNumber,YourRef"
@@ -249,18 +282,36 @@ class ExactClient:
         created = SalesOrderRef.model_validate(single(body))
         return CreatedSalesOrder(order_id=created.OrderID, order_number=created.OrderNumber)
 
-    def _query(self, resource: str, odata_filter: str, select: str) -> list[dict[str, Any]]:
+    def _query(
+        self, resource: str, odata_filter: str | None, select: str
+    ) -> list[dict[str, Any]]:
         # Filter queries answer 200 with an empty list where a GET by id would 404: Exact
         # blocks a key after ten 4xx an hour, so look-ups never risk a 404.
-        params = f"$filter={quote(odata_filter, safe='')}&$select={quote(select, safe=',')}"
+        params = f"$select={quote(select, safe=',')}"
+        if odata_filter is not None:
+            params = f"$filter={quote(odata_filter, safe='')}&{params}"
         out: list[dict[str, Any]] = []
         url: str | None = f"{data_path(self._division, resource)}?{params}"
         while url:
             body = self._request_json("GET", url)
             out.extend(results(body))
             next_url = body.get("d", {}).get("__next") if isinstance(body.get("d"), dict) else None
-            url = next_url or None
+            url = self._next_page(str(next_url)) if next_url else None
         return out
+
+    def _next_page(self, link: str) -> str:
+        """The ``__next`` link, absolute; only ever to ERP_API_URL's scheme, host and port (the
+        bearer token goes with it)."""
+        url = urljoin(self._base_url + "/", link)
+        if _origin(url) != _origin(self._base_url):
+            host = urlsplit(url).hostname or "?"
+            raise ApiError(
+                f"Exact Online's next-page link points to {host}, not to the host of "
+                f"ERP_API_URL ({urlsplit(self._base_url).hostname}): not followed",
+                method="GET",
+                url=safe_url(self._base_url),
+            )
+        return url
 
     # --- tokens ----------------------------------------------------------------------------
 
@@ -300,7 +351,21 @@ class ExactClient:
                 )
             self._sleep(0.5)
 
+    def _check_authorisation(self) -> None:
+        """Stop, without calling Exact, while the chain of this ERP_REFRESH_TOKEN was refused."""
+        needed = self._store.authorisation_needed()
+        if needed is not None and needed[0] == fingerprint(self._seed_refresh_token):
+            url = safe_url(self._base_url + TOKEN_PATH)
+            raise AuthError(
+                f"{needed[1]}. No call to Exact Online until ERP_REFRESH_TOKEN is changed",
+                method="POST",
+                url=url,
+                status=400,
+            )
+        self._authorisation_checked = True
+
     def _refresh(self, stored: StoredTokens | None) -> str:
+        self._check_authorisation()  # another process may have been refused meanwhile
         seed = fingerprint(self._seed_refresh_token)
         candidates: list[str] = []
         if stored and stored.seed_fingerprint == seed:
@@ -329,7 +394,11 @@ class ExactClient:
             if 0 < wait <= MAX_TOKEN_WAIT_S:
                 self._sleep(wait + 0.5)  # too early to refresh; the access token is nearly due
         last_error = ""
+        last_status: int | None = None
+        refused: list[str | None] = []  # the OAuth error of each refused candidate
         for refresh_token in candidates:
+            # Exact blocks the app after ten client errors an hour on the token endpoint too.
+            self._check_guard(TOKEN_ENDPOINT, f"POST {safe_url(url)}", url)
             self.token_refreshes += 1
             # Written down before it is sent: see the module docstring.
             self._store.note_refresh_started(self._clock())
@@ -382,9 +451,13 @@ class ExactClient:
                 self._access, self._access_expires_at = token.access_token, expires_at
                 log.info("Exact Online access token refreshed; the new refresh token is stored")
                 return token.access_token
-            last_error = _erp_error_text(response)
+            last_error = self._error_text(response, refresh_token)
+            last_status = response.status_code
             if response.status_code in NOT_PROCESSED:
                 self._store.note_refresh_started(None)  # refused or unavailable: not rotated
+            if 400 <= response.status_code < 500 and response.status_code != 429:
+                self._note_client_error(TOKEN_ENDPOINT, response.status_code)
+                refused.append(_oauth_error_of(response) if response.status_code == 400 else None)
             if response.status_code >= 500 or response.status_code == 429:
                 # Transient, and not a verdict on the refresh token: do not burn the configured
                 # one as well; the next run tries the stored one again. (A 5xx may still have
@@ -396,21 +469,37 @@ class ExactClient:
                     url=safe_url(url),
                     status=response.status_code,
                 )
+        grant_refused = bool(refused) and all(code == REFUSED_GRANT for code in refused)
         if interrupted is not None:
-            raise AuthError(
+            message = (
                 f"Exact Online refused the previous refresh token at POST {safe_url(url)} "
                 f"({last_error}) after a refresh sent at {_iso(interrupted)} lost its answer: "
                 "this Exact app does not accept an older refresh token. Authorise the app "
-                "again and set ERP_REFRESH_TOKEN to the new refresh token",
-                method="POST",
-                url=safe_url(url),
+                "again and set ERP_REFRESH_TOKEN to the new refresh token"
             )
-        raise AuthError(
-            f"Exact Online refused to refresh the access token at POST {safe_url(url)} "
-            f"({last_error}): check ERP_CLIENT_ID and ERP_CLIENT_SECRET, and set a new "
-            "ERP_REFRESH_TOKEN if the stored one was revoked",
-            method="POST",
-            url=safe_url(url),
+        elif grant_refused:
+            message = (
+                f"Exact Online refused the refresh token at POST {safe_url(url)} "
+                f"({last_error}) on {_iso(self._clock())}, the configured ERP_REFRESH_TOKEN as "
+                "well: authorisation needed. Authorise the app again and set ERP_REFRESH_TOKEN "
+                "to the new refresh token"
+            )
+        else:
+            message = (
+                f"Exact Online refused to refresh the access token at POST {safe_url(url)} "
+                f"({last_error}): check ERP_CLIENT_ID and ERP_CLIENT_SECRET, and set a new "
+                "ERP_REFRESH_TOKEN if the stored one was revoked"
+            )
+        if grant_refused:
+            # Every later run would be refused too (and Exact caps token calls per day): none
+            # calls Exact until ERP_REFRESH_TOKEN changes.
+            self._store.note_authorisation_needed(seed, message)
+        raise AuthError(message, method="POST", url=safe_url(url), status=last_status)
+
+    def _error_text(self, response: requests.Response, *secrets: str) -> str:
+        return _erp_error_text(
+            response,
+            (self._client_secret, self._seed_refresh_token, self._access or "", *secrets),
         )
 
     def _wait_until(self, when: float, url: str, *, why: str) -> None:
@@ -516,7 +605,14 @@ class ExactClient:
         refreshed = False
         rate_waits = 0
         endpoint = self._endpoint(method, url)
+        if not self._authorisation_checked:
+            self._check_authorisation()
         self._check_guard(endpoint, where, url)
+        headers = {"Accept": "application/json"}
+        if method == "POST":
+            # Without it Exact answers a POST with the fields sent and the key only: no
+            # OrderNumber (picqer/exact-php-client sends it on every request too).
+            headers["Prefer"] = "return=representation"
         while True:
             self._pace()
             token = self._access_token(force=refreshed)
@@ -526,7 +622,7 @@ class ExactClient:
                     method,
                     url,
                     json=json,
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    headers={**headers, "Authorization": f"Bearer {token}"},
                     timeout=self._timeout,
                 )
             except requests.RequestException as exc:
@@ -538,8 +634,12 @@ class ExactClient:
                 ) from None
             self.rate_limit = RateLimit.from_headers(response.headers) or self.rate_limit
             status = response.status_code
+            if 400 <= status < 500 and status != 429:
+                # Exact counts 401s toward its block as well; a 429 is the rate limit's.
+                self._note_client_error(endpoint, status)
             if status == 401 and not refreshed:
                 refreshed = True  # revoked or expired early: one forced refresh, then retry
+                self._check_guard(endpoint, where, url)
                 continue
             if status == 429:
                 # A 429 is refused before it is processed, so even a create may be repeated.
@@ -559,13 +659,11 @@ class ExactClient:
             if status >= 500:
                 error_cls = OutcomeUnknown if create else ApiError
                 raise error_cls(
-                    f"{where} answered {status}: {_erp_error_text(response)}",
+                    f"{where} answered {status}: {self._error_text(response)}",
                     method=method,
                     url=safe_url(url),
                     status=status,
                 )
-            if status >= 400 and status not in (401, 429):
-                self._note_client_error(endpoint, status)
             if status in (401, 403):
                 raise AuthError(
                     f"{where} answered {status}: check ERP_DIVISION and the app's access to it",
@@ -574,7 +672,7 @@ class ExactClient:
                     status=status,
                 )
             if status >= 400:
-                message = _erp_error_text(response)
+                message = self._error_text(response)
                 raise ValidationRejected(
                     f"{where} answered {status}: {message}",
                     erp_message=message,
@@ -611,9 +709,33 @@ def _may_have_arrived(exc: requests.RequestException) -> bool:
     return True  # a read timeout, a dropped response: the ERP may have acted
 
 
-def _erp_error_text(response: requests.Response) -> str:
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = -1  # not a port: never equal to ours
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _oauth_error_of(response: requests.Response) -> str | None:
+    try:
+        return oauth_error(response.json())
+    except ValueError:
+        return None
+
+
+def _erp_error_text(response: requests.Response, secrets: tuple[str, ...] = ()) -> str:
+    """Exact's own words (OData envelope or OAuth form), without any secret of ours in them."""
     try:
         message = error_message(response.json())
     except ValueError:
         message = None
-    return message or f"{response.status_code} {response.reason}"
+    text = message or f"{response.status_code} {response.reason}"
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT] + "…"
+    return text

@@ -17,6 +17,9 @@ TOKEN_PATH = "/api/oauth2/token"
 ACCOUNTS = "crm/Accounts"
 ITEMS = "logistics/Items"
 SALES_ORDERS = "salesorder/SalesOrders"
+VAT_CODES = "vat/VATCodes"
+#: Exact's VAT codes are at most three characters.
+MAX_VAT_CODE = 3
 
 #: Exact refuses a refresh within this many seconds of the previous one.
 MIN_REFRESH_INTERVAL_S = 570
@@ -58,8 +61,11 @@ class AccountCreate(_Wire):
 class SalesOrderLine(_Wire):
     Item: str
     Quantity: float
+    #: Price per unit *excluding* VAT: Exact adds VAT from the line's VATCode.
     NetPrice: float
     Description: str
+    #: None: Exact takes the item's SalesVatCode.
+    VATCode: str | None = Field(default=None, max_length=MAX_VAT_CODE)
 
 
 class SalesOrderCreate(_Wire):
@@ -69,6 +75,26 @@ class SalesOrderCreate(_Wire):
     Description: str
     Currency: str
     SalesOrderLines: list[SalesOrderLine] = Field(min_length=1)
+
+
+class VatCode(_Wire):
+    """A row of ``vat/VATCodes`` (the fields the mapping chooses by).
+
+    ``Percentage`` is a fraction (0.21 for 21 %); ``VATTransactionType`` is S (sales),
+    P (purchases) or B (both); ``Type`` is E (excluding: prices exclude VAT), I (including),
+    N (no VAT) or B (0 %, only the base amount). ``Code`` comes padded with spaces to three
+    characters (``'2  '``).
+    """
+
+    Code: str
+    Description: str | None = None
+    Percentage: float | None = None
+    VATTransactionType: str | None = None
+    IsBlocked: bool | None = None
+    Type: str | None = None
+
+
+VAT_CODE_FIELDS = "Code,Description,Percentage,VATTransactionType,IsBlocked,Type"
 
 
 class SalesOrderRef(_Wire):
@@ -133,11 +159,32 @@ def error_body(message: str, code: str = "") -> dict[str, Any]:
     return {"error": {"code": code, "message": {"lang": "", "value": message}}}
 
 
+def oauth_error_body(error: str, description: str) -> dict[str, Any]:
+    """The token endpoint's error form (RFC 6749 §5.2), not the OData envelope."""
+    return {"error": error, "error_description": description}
+
+
+def oauth_error(body: Any) -> str | None:
+    """The OAuth error name (``invalid_grant`` …) of a token endpoint answer, else None."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) and error else None
+
+
 def error_message(body: Any) -> str | None:
-    try:
-        return str(body["error"]["message"]["value"])
-    except (KeyError, TypeError):
+    """Exact's own words: the OData envelope's ``error.message.value`` on data endpoints, the
+    OAuth form's ``error_description`` (else ``error``) on the token endpoint."""
+    if not isinstance(body, dict):
         return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        if isinstance(message, dict) and message.get("value") is not None:
+            return str(message["value"])
+        return None
+    description = body.get("error_description")
+    if isinstance(description, str) and description.strip():
+        return description
+    return oauth_error(body)
 
 
 RATE_LIMIT_HEADERS = (
