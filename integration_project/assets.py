@@ -11,7 +11,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
@@ -24,7 +25,7 @@ from integration_project.exact.client import (
     RateLimited,
     ValidationRejected,
 )
-from integration_project.exact.models import AccountCreate
+from integration_project.exact.models import AccountCreate, VatCode
 from integration_project.http import ApiError, AuthError
 from integration_project.ledger import (
     Ledger,
@@ -41,6 +42,8 @@ from integration_project.transforms import (
     Quarantined,
     Skipped,
     UnknownItemError,
+    UnknownVatCodeError,
+    choose_vat_code,
     evaluate_order,
     to_sales_order,
 )
@@ -58,6 +61,8 @@ MAX_CONSECUTIVE_DEFERRED = 5
 CLAIM_BATCH = 10
 #: Older staged-but-never-mapped orders one erp_orders run maps besides its window.
 CATCH_UP_LIMIT = 2000
+#: The division's VAT codes are fetched again after this long (or when a rate has no code).
+VAT_CODES_TTL = timedelta(hours=24)
 
 Hook = Callable[..., Any]
 
@@ -442,6 +447,8 @@ class _Resolver:
         self._accounts: dict[str, str] = {}  # lower-cased e-mail → account id, this run
         self._items: dict[str, str | None] = {}  # item code → id (None: unknown), this run
         self._not_cached: set[str] = set()  # e-mails prefetched and not in the DuckDB cache
+        self._vat_codes: list[VatCode] | None = None  # the division's, this run
+        self._vat_codes_fetched = False  # asked the ERP this run
 
     def prefetch(self, payloads: list[Any]) -> None:
         """Load the DuckDB cache for a batch of raw orders in two queries, instead of one per
@@ -504,6 +511,38 @@ class _Resolver:
         self._accounts[email] = account_id
         return account_id
 
+    def vat_codes_for(self, rates: frozenset[Decimal]) -> dict[Decimal, str]:
+        """The division's VAT code for each rate (percent), from ``vat/VATCodes``.
+
+        The list is cached in DuckDB for :data:`VAT_CODES_TTL` (one call a day per division),
+        and fetched again, once per run, when a rate has no code: an accountant may just have
+        created it. :class:`UnknownVatCodeError` when a rate has no code or several.
+        """
+        found: dict[Decimal, str] = {}
+        for rate in sorted(rates):
+            try:
+                found[rate] = choose_vat_code(rate, self._division_vat_codes())
+            except UnknownVatCodeError:
+                if self._vat_codes_fetched:
+                    raise
+                found[rate] = choose_vat_code(rate, self._division_vat_codes(refresh=True))
+        return found
+
+    def _division_vat_codes(self, *, refresh: bool = False) -> list[VatCode]:
+        if self._vat_codes is None and not refresh:
+            codes, cached_at = self._ledger.cached_vat_codes()
+            if cached_at is not None and cached_at > datetime.now(UTC) - VAT_CODES_TTL:
+                self._vat_codes = codes
+        if self._vat_codes is None or refresh:
+            self.erp_lookups += 1
+            self._vat_codes = self._client.list_vat_codes()
+            self._vat_codes_fetched = True
+            self._ledger.cache_vat_codes(self._vat_codes)
+            self._log.info(
+                "Fetched the ERP division's %s VAT codes (vat/VATCodes)", len(self._vat_codes)
+            )
+        return self._vat_codes
+
     def items_for(self, codes: frozenset[str]) -> dict[str, str]:
         unseen = codes - self._items.keys()
         if unseen:
@@ -544,12 +583,21 @@ def _map_one(
         return row("quarantined", None, outcome.reason)
     assert isinstance(outcome, MappedOrder)
     try:
+        # VAT codes first: an order that cannot be taxed creates no ERP account.
+        vat_codes = resolver.vat_codes_for(outcome.vat_rates_to_look_up)
         account_id = resolver.account_for(outcome)
         body = to_sales_order(
-            outcome, account_id=account_id, item_ids=resolver.items_for(outcome.item_codes)
+            outcome,
+            account_id=account_id,
+            item_ids=resolver.items_for(outcome.item_codes),
+            vat_codes=vat_codes,
         )
     except UnknownItemError as exc:
         return row("quarantined", outcome.shipping_country, str(exc))
+    except UnknownVatCodeError as exc:
+        lines = [line.description for line in outcome.lines if line.vat_rate == exc.rate]
+        where = f" (lines: {'; '.join(lines)})"[:300] if lines else ""
+        return row("quarantined", outcome.shipping_country, f"{exc}{where}")
     except ValidationRejected as exc:
         reason = f"the ERP refused the customer account: {exc.erp_message}"
         return row("quarantined", outcome.shipping_country, reason)

@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from integration_project.exact.client import StoredTokens
+from integration_project.exact.models import VatCode
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -105,8 +106,23 @@ CREATE TABLE IF NOT EXISTS erp_items (
     cached_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (erp_key, code)
 );
+-- The division's VAT codes (vat/VATCodes), fetched whole and replaced whole.
+CREATE TABLE IF NOT EXISTS erp_vat_codes (
+    erp_key          VARCHAR NOT NULL,
+    code             VARCHAR NOT NULL,
+    description      VARCHAR,
+    percentage       DOUBLE,              -- as Exact reports it: 0.21 for 21 %
+    transaction_type VARCHAR,             -- S sales, P purchases, B both
+    is_blocked       BOOLEAN,
+    vat_type         VARCHAR,             -- B exclusive, I inclusive, N no VAT, E exempt
+    cached_at        TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, code)
+);
+-- One row per token chain: ERP URL, client id and the ERP_REFRESH_TOKEN's fingerprint (no
+-- secret, no division: every division the authorisation reaches shares the chain). Rows of
+-- older versions were keyed by ERP URL, division and client id; they are adopted on first use.
 CREATE TABLE IF NOT EXISTS erp_tokens (
-    token_key         VARCHAR PRIMARY KEY,  -- ERP URL, division and client id: no secret
+    token_key         VARCHAR PRIMARY KEY,
     refresh_token     VARCHAR,
     access_token      VARCHAR,
     access_expires_at DOUBLE,
@@ -118,7 +134,12 @@ CREATE TABLE IF NOT EXISTS erp_tokens (
 -- When a token refresh was sent and its answer not yet stored (NULL once stored): after a
 -- crash in between, the next process knows the chain may have moved on (see exact/client.py).
 ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS refresh_started_at DOUBLE;
--- Client errors (4xx) per ERP endpoint: Exact blocks an app after ten an hour on one endpoint.
+-- Exact refused the chain's refresh token: no token call until ERP_REFRESH_TOKEN changes (its
+-- fingerprint is no longer auth_needed_seed). Exact caps token calls per day.
+ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS auth_needed_seed VARCHAR;
+ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS auth_needed_reason VARCHAR;
+-- Client errors (4xx, 401 included) per ERP endpoint, per division (ERP URL, division and
+-- client id): Exact blocks an app after ten an hour on one endpoint, the token endpoint too.
 CREATE TABLE IF NOT EXISTS erp_client_errors (
     token_key VARCHAR NOT NULL,
     endpoint  VARCHAR NOT NULL,   -- e.g. "POST salesorder/SalesOrders"
@@ -521,6 +542,54 @@ class Ledger:
             ).fetchall()
         return dict(rows)
 
+    def cached_vat_codes(self) -> tuple[list[VatCode], datetime | None]:
+        """The division's VAT codes as last fetched, and when (None: never)."""
+        self.ensure_schema()
+        with self._conn() as con:
+            rows = con.execute(
+                "SELECT code, description, percentage, transaction_type, is_blocked, vat_type, "
+                "cached_at FROM erp_vat_codes WHERE erp_key = ? ORDER BY code",
+                [self.erp_key],
+            ).fetchall()
+        codes = [
+            VatCode(
+                Code=r[0],
+                Description=r[1],
+                Percentage=r[2],
+                VATTransactionType=r[3],
+                IsBlocked=r[4],
+                Type=r[5],
+            )
+            for r in rows
+        ]
+        return codes, (min(r[6] for r in rows) if rows else None)
+
+    def cache_vat_codes(self, codes: Sequence[VatCode]) -> None:
+        """Replace the division's cached VAT codes with ``codes`` (one transaction)."""
+        self.ensure_schema()
+        now = now_utc()
+        with self._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM erp_vat_codes WHERE erp_key = ?", [self.erp_key])
+            if codes:
+                con.executemany(
+                    "INSERT OR REPLACE INTO erp_vat_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [
+                            self.erp_key,
+                            c.Code,
+                            c.Description,
+                            c.Percentage,
+                            c.VATTransactionType,
+                            c.IsBlocked,
+                            c.Type,
+                            now,
+                        ]
+                        for c in codes
+                    ],
+                )
+            con.execute("COMMIT")
+
     def cache_item(self, code: str, item_id: str | None) -> None:
         with self._conn() as con:
             con.execute(
@@ -921,26 +990,96 @@ class Outcome:
 
 
 class DuckDBTokenStore:
-    """The ERP token store: survives processes, so every run shares one access token."""
+    """The ERP token store and call guard: survives processes, so every run shares one access
+    token and one tally of Exact's budgets.
 
-    def __init__(self, ledger: Ledger, token_key: str) -> None:
+    ``token_key`` scopes the call guard (``erp_client_errors``, ``erp_pauses``): Exact counts
+    client errors and calls per division. ``chain_key`` scopes the token chain
+    (``erp_tokens``): it belongs to the app and the authorising user, so every division the
+    authorisation reaches shares one refresh and one access token. It defaults to
+    ``token_key`` (one division, one chain). ``adopt_from`` is the key an older version kept
+    the chain under: on first use its row moves to ``chain_key`` when its seed fingerprint is
+    ``seed_fingerprint``, so an upgrade does not burn the rotated refresh token.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        token_key: str,
+        *,
+        chain_key: str | None = None,
+        adopt_from: str | None = None,
+        seed_fingerprint: str | None = None,
+    ) -> None:
         self._ledger = ledger
         self._key = token_key
+        self._chain = chain_key or token_key
+        self._adopt_from = (
+            adopt_from if adopt_from and adopt_from != self._chain and seed_fingerprint else None
+        )
+        self._seed = seed_fingerprint
+
+    @property
+    def chain_key(self) -> str:
+        return self._chain
+
+    def _ready(self) -> None:
+        self._ledger.ensure_schema()
+        if self._adopt_from is not None:
+            self._adopt_legacy_chain(self._adopt_from)
+            self._adopt_from = None  # once per store
+
+    def _adopt_legacy_chain(self, legacy_key: str) -> None:
+        with self._ledger._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                own = con.execute(
+                    "SELECT refresh_token, refresh_started_at FROM erp_tokens WHERE token_key = ?",
+                    [self._chain],
+                ).fetchone()
+                old = con.execute(
+                    "SELECT refresh_token, access_token, access_expires_at, refreshed_at, "
+                    "seed_fingerprint, refresh_started_at FROM erp_tokens "
+                    "WHERE token_key = ? AND seed_fingerprint = ?",
+                    [legacy_key, self._seed],
+                ).fetchone()
+                if (own is None or own == (None, None)) and old is not None and old[0]:
+                    con.execute(
+                        """
+                        INSERT INTO erp_tokens (token_key, refresh_token, access_token,
+                            access_expires_at, refreshed_at, seed_fingerprint, refresh_started_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (token_key) DO UPDATE SET
+                            refresh_token = excluded.refresh_token,
+                            access_token = excluded.access_token,
+                            access_expires_at = excluded.access_expires_at,
+                            refreshed_at = excluded.refreshed_at,
+                            seed_fingerprint = excluded.seed_fingerprint,
+                            refresh_started_at = excluded.refresh_started_at
+                        """,
+                        [self._chain, *old],
+                    )
+                    # One copy of a refresh token, under the key every division now uses.
+                    con.execute("DELETE FROM erp_tokens WHERE token_key = ?", [legacy_key])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def load(self) -> StoredTokens | None:
-        self._ledger.ensure_schema()
+        self._ready()
         with self._ledger._conn() as con:
             row = con.execute(
                 "SELECT refresh_token, access_token, access_expires_at, refreshed_at, "
                 "seed_fingerprint FROM erp_tokens WHERE token_key = ?",
-                [self._key],
+                [self._chain],
             ).fetchone()
         if not row or not row[0]:
             return None
         return StoredTokens(*row)
 
     def save(self, tokens: StoredTokens) -> None:
-        self._ledger.ensure_schema()
+        self._ready()
         with self._ledger._conn() as con:
             con.execute(
                 """
@@ -953,10 +1092,12 @@ class DuckDBTokenStore:
                     access_expires_at = excluded.access_expires_at,
                     refreshed_at = excluded.refreshed_at,
                     seed_fingerprint = excluded.seed_fingerprint,
-                    refresh_started_at = NULL
+                    refresh_started_at = NULL,
+                    auth_needed_seed = NULL,
+                    auth_needed_reason = NULL
                 """,
                 [
-                    self._key,
+                    self._chain,
                     tokens.refresh_token,
                     tokens.access_token,
                     tokens.access_expires_at,
@@ -966,7 +1107,7 @@ class DuckDBTokenStore:
             )
 
     def note_refresh_started(self, at: float | None) -> None:
-        self._ledger.ensure_schema()
+        self._ready()
         with self._ledger._conn() as con:
             con.execute(
                 """
@@ -974,16 +1115,39 @@ class DuckDBTokenStore:
                 ON CONFLICT (token_key) DO UPDATE
                 SET refresh_started_at = excluded.refresh_started_at
                 """,
-                [self._key, at],
+                [self._chain, at],
             )
 
     def interrupted_refresh(self) -> float | None:
-        self._ledger.ensure_schema()
+        self._ready()
         with self._ledger._conn() as con:
             row = con.execute(
-                "SELECT refresh_started_at FROM erp_tokens WHERE token_key = ?", [self._key]
+                "SELECT refresh_started_at FROM erp_tokens WHERE token_key = ?", [self._chain]
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def authorisation_needed(self) -> tuple[str, str] | None:
+        self._ready()
+        with self._ledger._conn() as con:
+            row = con.execute(
+                "SELECT auth_needed_seed, auth_needed_reason FROM erp_tokens WHERE token_key = ?",
+                [self._chain],
+            ).fetchone()
+        return None if row is None or row[0] is None else (str(row[0]), str(row[1] or ""))
+
+    def note_authorisation_needed(self, seed_fingerprint: str, reason: str) -> None:
+        self._ready()
+        with self._ledger._conn() as con:
+            con.execute(
+                """
+                INSERT INTO erp_tokens (token_key, auth_needed_seed, auth_needed_reason)
+                VALUES (?, ?, ?)
+                ON CONFLICT (token_key) DO UPDATE SET
+                    auth_needed_seed = excluded.auth_needed_seed,
+                    auth_needed_reason = excluded.auth_needed_reason
+                """,
+                [self._chain, seed_fingerprint, reason],
+            )
 
     # --- the call guard: Exact's error threshold and daily budget, shared by every run -------
 
@@ -1028,12 +1192,12 @@ class DuckDBTokenStore:
             )
 
     def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:
-        self._ledger.ensure_schema()
+        self._ready()
         now = now_utc().timestamp()
         with self._ledger._conn() as con:
             con.execute("BEGIN TRANSACTION")
             row = con.execute(
-                "SELECT lock_holder, lock_until FROM erp_tokens WHERE token_key = ?", [self._key]
+                "SELECT lock_holder, lock_until FROM erp_tokens WHERE token_key = ?", [self._chain]
             ).fetchone()
             if row and row[0] not in (None, holder) and row[1] is not None and row[1] > now:
                 con.execute("ROLLBACK")
@@ -1044,7 +1208,7 @@ class DuckDBTokenStore:
                 ON CONFLICT (token_key) DO UPDATE SET
                     lock_holder = excluded.lock_holder, lock_until = excluded.lock_until
                 """,
-                [self._key, holder, now + ttl_s],
+                [self._chain, holder, now + ttl_s],
             )
             con.execute("COMMIT")
         return True
@@ -1054,5 +1218,5 @@ class DuckDBTokenStore:
             con.execute(
                 "UPDATE erp_tokens SET lock_holder = NULL, lock_until = NULL "
                 "WHERE token_key = ? AND lock_holder = ?",
-                [self._key, holder],
+                [self._chain, holder],
             )

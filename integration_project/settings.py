@@ -37,6 +37,9 @@ WINDOW = timedelta(minutes=5)
 PARTITIONS_START = "2026-11-01-00:00"
 DEFAULT_PAGE_SIZE = 100
 
+#: The shop's time zone when a route names none: ``OrderDate`` is the calendar date there.
+DEFAULT_SHOP_TIMEZONE = "Europe/Berlin"
+
 #: ERP item codes used for order lines that are not products.
 SHIPPING_ITEM_CODE = "SHIPPING"
 DISCOUNT_ITEM_CODE = "DISCOUNT"

@@ -10,21 +10,31 @@ on its own. The assets decide what to do with the three possible outcomes of
 * :class:`Skipped` — the order ships outside the allowed countries. Nothing is wrong with it.
 * :class:`Quarantined` — the order cannot be mapped. ``reason`` says what to fix, naming the
   field, so a person can act on it. It never stops the rest of its window.
+
+Money: every ERP line carries its price *excluding* VAT and the rate it is taxed at, taken from
+the shop line's own ``price.calculatedTaxes`` (one ERP line per rate when a shop line mixes
+rates, as Shopware's shipping costs and promotions do). Exact adds VAT per line from the
+line's ``VATCode``, so what the ERP will invoice is the sum of the lines plus their VAT, and an
+order is only mapped when that equals the shop's ``amountTotal`` (what the customer paid),
+give or take a cent per line of rounding.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from integration_project.exact.models import MAX_VAT_CODE, VatCode
 from integration_project.settings import (
+    DEFAULT_SHOP_TIMEZONE,
     DISCOUNT_ITEM_CODE,
     EU_27,
     ISO_COUNTRIES,
@@ -42,6 +52,9 @@ MAX_QUANTITY = 1_000_000
 MAX_YOUR_REF = 255
 MAX_DESCRIPTION = 255
 MAX_SKU = 60
+#: Shopware's ``taxStatus`` values.
+TAX_STATUSES = ("gross", "net", "tax-free")
+HUNDRED = Decimal(100)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -56,6 +69,15 @@ TEMPLATE_FIELDS = (
     "customer_number",
     "currency",
 )
+
+
+@dataclass(frozen=True)
+class VatPin:
+    """A route's own ERP VAT code for a rate (percent), optionally only for one destination."""
+
+    rate: Decimal
+    code: str
+    country: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,15 +100,48 @@ class MappingRules:
     #: Extra sales order header fields: (ERP field, template) pairs.
     extra_fields: tuple[tuple[str, str], ...] = ()
     shipping_description: str = "Shipping"
+    #: ERP VAT code for tax-free orders (zero-rate or reverse charge); None quarantines them.
+    tax_free_vat_code: str | None = None
+    #: Codes the route pins by rate (and country); other rates are looked up in the division.
+    vat_codes: tuple[VatPin, ...] = ()
+    #: The shop's time zone: ``OrderDate`` is the order's calendar date there.
+    shop_timezone: str = DEFAULT_SHOP_TIMEZONE
+
+    def pinned_vat_code(self, rate: Decimal, country: str) -> str | None:
+        for pin in self.vat_codes:
+            if pin.rate == rate and pin.country == country:
+                return pin.code
+        for pin in self.vat_codes:
+            if pin.rate == rate and pin.country is None:
+                return pin.code
+        return None
 
 
 @dataclass(frozen=True)
 class MappedLine:
     item_code: str
     quantity: Decimal
+    #: Price per unit *excluding* VAT (four decimals).
     net_price: Decimal
     description: str
     kind: str = "product"  # product | discount | shipping
+    #: The VAT rate in percent (19, 5.5, 25.5), None for a tax-free line.
+    vat_rate: Decimal | None = None
+    #: The ERP VAT code when the route decides it (pinned or tax-free); None: look it up by
+    #: ``vat_rate`` in the division.
+    vat_code: str | None = None
+
+    @property
+    def amount(self) -> Decimal:
+        """What the ERP books for the line, excluding VAT."""
+        return (self.quantity * self.net_price).quantize(CENT, rounding=ROUND_HALF_UP)
+
+    @property
+    def vat(self) -> Decimal:
+        """The VAT the ERP adds to the line (per line, from its rate)."""
+        if self.vat_rate is None:
+            return Decimal(0)
+        return (self.amount * self.vat_rate / HUNDRED).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -103,10 +158,27 @@ class MappedOrder:
     lines: tuple[MappedLine, ...] = field(default_factory=tuple)
     your_ref: str = ""
     extra_fields: tuple[tuple[str, str], ...] = ()
+    tax_status: str = "gross"
+    #: What the customer paid (the shop's ``amountTotal``).
+    amount_total: Decimal | None = None
 
     @property
     def item_codes(self) -> frozenset[str]:
         return frozenset(line.item_code for line in self.lines)
+
+    @property
+    def vat_rates_to_look_up(self) -> frozenset[Decimal]:
+        """Rates whose ERP VAT code the division must tell (not pinned by the route)."""
+        return frozenset(
+            line.vat_rate
+            for line in self.lines
+            if line.vat_code is None and line.vat_rate is not None
+        )
+
+    @property
+    def invoice_total(self) -> Decimal:
+        """What the ERP will invoice: the lines plus the VAT it adds to each."""
+        return sum((line.amount + line.vat for line in self.lines), Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -199,7 +271,9 @@ def _parse_order(raw: Mapping[str, Any]) -> ShopOrder:
         raise _Reject(f"{where.lstrip('.') or 'order'}: {first['msg']}") from None
 
 
-def _order_date(order: ShopOrder) -> str:
+def _order_date(order: ShopOrder, timezone: str) -> str:
+    """The order's calendar date in the shop's time zone, without a zone suffix: Exact's
+    ``OrderDate`` is a date, so an order placed at 00:30 in Amsterdam is dated that day."""
     raw = _text(order.orderDateTime)
     if raw is None:
         raise _Reject("orderDateTime is missing")
@@ -208,17 +282,190 @@ def _order_date(order: ShopOrder) -> str:
     except ValueError:
         raise _Reject(f"orderDateTime: not an ISO 8601 date-time: {_show(raw)}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=UTC)  # Shopware stores UTC
     try:
-        utc = parsed.astimezone(UTC)
+        local = parsed.astimezone(_zone(timezone))
     except OverflowError:
         raise _Reject(f"orderDateTime: out of range: {_show(raw)}") from None
-    if not 2000 <= utc.year <= 2100:
+    if not 2000 <= local.year <= 2100:
         raise _Reject(f"orderDateTime: implausible date {_show(raw)}")
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return local.strftime("%Y-%m-%dT00:00:00")
 
 
-def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> MappedLine | None:
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Reject(f"the route's shop time zone {name!r} is not an IANA time zone") from None
+
+
+# --- VAT -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TaxPart:
+    """The share of a shop price taxed at one rate: excluding VAT, and the shop's tax on it."""
+
+    rate: Decimal | None  # percent; None = tax-free
+    net: Decimal
+    tax: Decimal
+
+
+def _rate(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Reject(f"{where}.taxRate: expected a number, got {_show(value)}")
+    try:
+        rate = Decimal(str(value))
+    except InvalidOperation:
+        raise _Reject(f"{where}.taxRate: expected a number, got {_show(value)}") from None
+    if not rate.is_finite() or not 0 <= rate < HUNDRED:
+        raise _Reject(f"{where}.taxRate: implausible VAT rate {_show(value)}")
+    return rate
+
+
+def rate_text(rate: Decimal | None) -> str:
+    """``Decimal("19.00")`` → ``"19 %"``, ``Decimal("5.5")`` → ``"5.5 %"``."""
+    if rate is None:
+        return "tax-free"
+    text = format(rate.normalize(), "f")
+    return f"{text} %"
+
+
+def _tax_parts(
+    price: Any, total: Decimal, tax_status: str, where: str, what: str
+) -> list[_TaxPart]:
+    """Split ``total`` (the shop's own price of a line, or of shipping) by VAT rate, from its
+    ``calculatedTaxes``: the price excluding VAT and the tax of each rate.
+
+    Gross prices include VAT: a rate's part is its ``price`` minus its ``tax``. Net prices
+    exclude it: the part is the ``price``. Tax-free prices carry none.
+    """
+    taxes = price.get("calculatedTaxes") if isinstance(price, Mapping) else None
+    if tax_status == "tax-free":
+        if isinstance(taxes, list):
+            for n, entry in enumerate(taxes):
+                tax = entry.get("tax") if isinstance(entry, Mapping) else None
+                if tax not in (None, 0, 0.0, "0", "0.00"):
+                    raise _Reject(
+                        f"{where}.calculatedTaxes[{n}] ({what}): a tax-free order charges "
+                        f"tax {_show(tax)}"
+                    )
+        return [_TaxPart(None, total, Decimal(0))]
+    if not isinstance(taxes, list) or not taxes:
+        if total == 0:
+            return []  # a free line: nothing to book VAT on
+        raise _Reject(
+            f"{where}.calculatedTaxes ({what}) is missing: the VAT in {total} cannot be worked out"
+        )
+    parts: list[_TaxPart] = []
+    for n, entry in enumerate(taxes):
+        at = f"{where}.calculatedTaxes[{n}]"
+        if not isinstance(entry, Mapping):
+            raise _Reject(f"{at} ({what}): expected {{tax, taxRate, price}}, got {_show(entry)}")
+        rate = _rate(entry.get("taxRate"), at)
+        label = f"{at} ({what}, {rate_text(rate)})"
+        amount = _money(entry.get("price"), f"{label}.price")
+        tax = _money(entry.get("tax"), f"{label}.tax")
+        base = amount - tax if tax_status == "gross" else amount
+        expected = (base * rate / HUNDRED).quantize(CENT, rounding=ROUND_HALF_UP)
+        if abs(tax - expected) > CENT:
+            raise _Reject(
+                f"{label}: tax {tax} is not {rate_text(rate)} of {base} "
+                f"({'gross' if tax_status == 'gross' else 'net'} price {amount})"
+            )
+        parts.append(_TaxPart(rate, base, tax))
+    summed = sum((p.net + (p.tax if tax_status == "gross" else 0) for p in parts), Decimal(0))
+    if abs(summed - total) > CENT * len(parts):
+        raise _Reject(
+            f"{where}.calculatedTaxes ({what}): the prices add up to {summed}, not the "
+            f"{tax_status} total {total}"
+        )
+    return parts
+
+
+def _vat_lines(
+    parts: list[_TaxPart],
+    *,
+    item_code: str,
+    quantity: Decimal,
+    description: str,
+    kind: str,
+    country: str,
+    rules: MappingRules,
+) -> list[MappedLine]:
+    """One ERP line per rate; the unit price excludes VAT (four decimals)."""
+    lines = []
+    for part in parts:
+        if part.rate is None:
+            code = rules.tax_free_vat_code
+            if code is None:
+                raise _Reject(
+                    "taxStatus is tax-free, but the route sets no mapping.tax_free_vat_code "
+                    "(the ERP's zero-rate or reverse-charge VAT code for such orders)"
+                )
+        else:
+            code = rules.pinned_vat_code(part.rate, country)
+        text = description
+        if len(parts) > 1:
+            text = f"{description} ({rate_text(part.rate)} VAT)"
+        unit = (part.net / quantity).quantize(UNIT, rounding=ROUND_HALF_UP)
+        lines.append(
+            MappedLine(
+                item_code,
+                quantity,
+                unit,
+                text[:MAX_DESCRIPTION],
+                kind,
+                vat_rate=part.rate,
+                vat_code=code,
+            )
+        )
+    return lines
+
+
+def choose_vat_code(rate: Decimal, codes: Iterable[VatCode]) -> str:
+    """The division's VAT code for sales at ``rate`` (percent).
+
+    A code fits when it is not blocked, can be used for sales (``VATTransactionType`` S or B),
+    does not include VAT in the price (``Type`` I, "including", would read our net prices as
+    gross) and its ``Percentage`` matches (Exact reports 0.21; a whole-number 21 is accepted
+    alike). Exact pads codes with spaces to three characters: they are compared trimmed. No
+    fit, or several, raise :class:`UnknownVatCodeError` naming the rate: the route then pins
+    one.
+    """
+    fits: list[str] = []
+    for code in codes:
+        name = code.Code.strip()
+        if code.IsBlocked or (code.VATTransactionType or "S").strip().upper() not in ("S", "B"):
+            continue
+        if (code.Type or "").strip().upper() == "I" or code.Percentage is None:
+            continue
+        percent = Decimal(str(code.Percentage))
+        if percent < 1:
+            percent *= HUNDRED  # Exact's fraction: 0.21 = 21 %
+        if abs(percent - rate) < Decimal("0.0001") and 0 < len(name) <= MAX_VAT_CODE:
+            fits.append(name)
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise UnknownVatCodeError(
+            f"no ERP VAT code for {rate_text(rate)}: the division (vat/VATCodes) has no code "
+            "for sales at that rate that is not blocked and excludes VAT; create one, or pin "
+            "one in the route file (mapping.vat_codes)",
+            rate,
+        )
+    raise UnknownVatCodeError(
+        f"the ERP VAT codes {', '.join(repr(c) for c in sorted(fits))} all fit "
+        f"{rate_text(rate)}: pin the right one in the route file (mapping.vat_codes)",
+        rate,
+    )
+
+
+def _map_line(
+    index: int, item: OrderLineItem | None, rules: MappingRules, tax_status: str, country: str
+) -> tuple[list[MappedLine], Decimal]:
+    """The ERP lines of one shop line (one per VAT rate), and what the route leaves off on
+    purpose (an ignored promotion), as the shop priced it."""
     where = f"lineItems[{index}]"
     if item is None:
         raise _Reject(f"{where} is null")
@@ -234,15 +481,29 @@ def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> Ma
         unit_price = _money(item.unitPrice, f"{where}.unitPrice ({sku})", UNIT)
         if unit_price < 0:
             raise _Reject(f"{where}.unitPrice ({sku}): negative price {unit_price}")
+        expected = (unit_price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
+        total = expected
         if item.totalPrice is not None:
             total = _money(item.totalPrice, f"{where}.totalPrice ({sku})")
-            expected = (unit_price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
             if abs(total - expected) > CENT:
                 raise _Reject(
                     f"{where}.totalPrice ({sku}): {total} is not quantity {quantity} * "
                     f"unitPrice {unit_price} = {expected}"
                 )
-        return MappedLine(sku, quantity, unit_price, (label or sku)[:MAX_DESCRIPTION])
+        parts = _tax_parts(item.price, total, tax_status, f"{where}.price", sku)
+        if not parts:  # free of charge: booked at nothing, VAT from the item's own code
+            free = MappedLine(sku, quantity, Decimal("0.0000"), (label or sku)[:MAX_DESCRIPTION])
+            return [free], Decimal(0)
+        lines = _vat_lines(
+            parts,
+            item_code=sku,
+            quantity=quantity,
+            description=label or sku,
+            kind="product",
+            country=country,
+            rules=rules,
+        )
+        return lines, Decimal(0)
     if kind in ("promotion", "discount", "credit"):
         amount = _money(
             item.totalPrice if item.totalPrice is not None else item.unitPrice,
@@ -250,14 +511,44 @@ def _map_line(index: int, item: OrderLineItem | None, rules: MappingRules) -> Ma
         )
         if amount > 0:
             raise _Reject(f"{where}.totalPrice ({kind}): a {kind} must not add {amount}")
-        if amount == 0 or rules.promotions == "ignore":
-            return None  # a free-shipping promotion, an expired voucher, or not booked
-        description = (label or kind.capitalize())[:MAX_DESCRIPTION]
-        return MappedLine(rules.discount_item_code, Decimal(1), amount, description, "discount")
+        if amount == 0:
+            return [], Decimal(0)  # a free-shipping promotion or an expired voucher
+        if rules.promotions == "ignore":
+            return [], _gross(amount, item.price, tax_status)
+        parts = _tax_parts(item.price, amount, tax_status, f"{where}.price", kind)
+        lines = _vat_lines(
+            parts,
+            item_code=rules.discount_item_code,
+            quantity=Decimal(1),
+            description=label or kind.capitalize(),
+            kind="discount",
+            country=country,
+            rules=rules,
+        )
+        return lines, Decimal(0)
     raise _Reject(
         f"{where}.type: line items of type {_show(kind)} ({_show(label)}) have no ERP mapping; "
         "only product, promotion, discount and credit lines can be sent"
     )
+
+
+def _gross(amount: Decimal, price: Any, tax_status: str) -> Decimal:
+    """A shop price including its VAT (for what a route leaves off the ERP order)."""
+    if tax_status != "net":
+        return amount
+    taxes = price.get("calculatedTaxes") if isinstance(price, Mapping) else None
+    tax = Decimal(0)
+    for entry in taxes if isinstance(taxes, list) else []:
+        if isinstance(entry, Mapping) and entry.get("tax") is not None:
+            tax += _money(entry.get("tax"), "calculatedTaxes.tax")
+    return amount + tax
+
+
+def _position(item: OrderLineItem | None) -> float:
+    position = item.position if item is not None else None
+    if isinstance(position, int | float) and not isinstance(position, bool):
+        return float(position)
+    return math.inf
 
 
 # --- the public functions ------------------------------------------------------------------
@@ -344,28 +635,45 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
     if customer_country not in ISO_COUNTRIES:
         customer_country = country
 
+    tax_status = _text(order.taxStatus)
+    if tax_status not in TAX_STATUSES:
+        raise _Reject(
+            f"taxStatus: expected one of {', '.join(TAX_STATUSES)}, got {_show(order.taxStatus)}"
+        )
+    if order.amountTotal is None:
+        raise _Reject("amountTotal is missing")
+    amount_total = _money(order.amountTotal, "amountTotal")
     if not order.lineItems:
         raise _Reject("lineItems: the order has no line items")
-    lines = [
-        line
-        for index, item in enumerate(order.lineItems)
-        if (line := _map_line(index, item, rules)) is not None
-    ]
+    lines: list[MappedLine] = []
+    left_off = Decimal(0)  # what the route leaves off the ERP order on purpose (shop prices)
+    # Shopware returns line items in no fixed order: book them in the shop's own order.
+    for index, item in sorted(enumerate(order.lineItems), key=lambda p: _position(p[1])):
+        mapped, skipped = _map_line(index, item, rules, tax_status, country)
+        lines += mapped
+        left_off += skipped
     if not any(line.kind == "product" for line in lines):
         raise _Reject("lineItems: the order has no product lines")
     if order.shippingTotal is not None:
         shipping = _money(order.shippingTotal, "shippingTotal")
         if shipping < 0:
             raise _Reject(f"shippingTotal: negative shipping cost {shipping}")
-        if shipping > 0 and rules.shipping_item_code is not None:
-            shipping_line = MappedLine(
-                rules.shipping_item_code,
-                Decimal(1),
-                shipping,
-                rules.shipping_description,
-                "shipping",
+        if shipping > 0 and rules.shipping_item_code is None:
+            left_off += _gross(shipping, order.shippingCosts, tax_status)
+        elif shipping > 0:
+            parts = _tax_parts(
+                order.shippingCosts, shipping, tax_status, "shippingCosts", "shipping"
             )
-            lines.append(shipping_line)
+            lines += _vat_lines(
+                parts,
+                item_code=rules.shipping_item_code,
+                quantity=Decimal(1),
+                description=rules.shipping_description,
+                kind="shipping",
+                country=country,
+                rules=rules,
+            )
+    _check_total(lines, amount_total - left_off, tax_status, left_off)
     values = {
         "order_number": number,
         "shop_order_id": shop_id,
@@ -386,7 +694,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
     return MappedOrder(
         shop_order_id=shop_id,
         order_number=number,
-        order_date=_order_date(order),
+        order_date=_order_date(order, rules.shop_timezone),
         currency=currency,
         customer_email=email,
         customer_name=name[:MAX_DESCRIPTION],
@@ -396,23 +704,64 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
         lines=tuple(lines),
         your_ref=your_ref,
         extra_fields=extra,
+        tax_status=tax_status,
+        amount_total=amount_total,
     )
+
+
+def _check_total(
+    lines: list[MappedLine], expected: Decimal, tax_status: str, left_off: Decimal
+) -> None:
+    """The invariant: what the ERP will invoice (lines plus the VAT it adds per line) equals
+    what the customer paid, give or take a cent per line of rounding."""
+    invoice = sum((line.amount + line.vat for line in lines), Decimal(0))
+    if abs(invoice - expected) > CENT * max(1, len(lines)):
+        by_rate: dict[str, Decimal] = {}
+        for line in lines:
+            key = rate_text(line.vat_rate)
+            by_rate[key] = by_rate.get(key, Decimal(0)) + line.amount
+        detail = ", ".join(f"{amount} at {rate}" for rate, amount in sorted(by_rate.items()))
+        paid = "amountTotal" if not left_off else f"amountTotal less {left_off} left off"
+        raise _Reject(
+            f"amounts do not add up: the {tax_status} lines come to {invoice} including VAT "
+            f"({detail}), but {paid} is {expected}"
+        )
 
 
 class UnknownItemError(ValueError):
     """A product number that the ERP has no item for: the order is quarantined."""
 
 
+class UnknownVatCodeError(ValueError):
+    """A VAT rate with no ERP VAT code (or several): the order is quarantined."""
+
+    def __init__(self, message: str, rate: Decimal | None = None) -> None:
+        super().__init__(message)
+        self.rate = rate
+
+
 def to_sales_order(
-    order: MappedOrder, *, account_id: str, item_ids: Mapping[str, str]
+    order: MappedOrder,
+    *,
+    account_id: str,
+    item_ids: Mapping[str, str],
+    vat_codes: Mapping[Decimal, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``POST salesorder/SalesOrders`` body, once customer and items are ERP ids."""
+    """The ``POST salesorder/SalesOrders`` body, once customer, items and the VAT codes of
+    the rates the route does not pin are ERP ids and codes."""
     missing = sorted(order.item_codes - item_ids.keys())
     if missing:
         raise UnknownItemError(
             "no ERP item with Code "
             + ", ".join(repr(code) for code in missing)
             + " (logistics/Items); create the item in the ERP or fix the product number"
+        )
+    codes = vat_codes or {}
+    unresolved = sorted(order.vat_rates_to_look_up - codes.keys())
+    if unresolved:
+        raise UnknownVatCodeError(
+            "no ERP VAT code for " + ", ".join(rate_text(rate) for rate in unresolved),
+            unresolved[0],
         )
     return {
         **dict(order.extra_fields),
@@ -421,13 +770,20 @@ def to_sales_order(
         "OrderDate": order.order_date,
         "Description": order.description,
         "Currency": order.currency,
-        "SalesOrderLines": [
-            {
-                "Item": item_ids[line.item_code],
-                "Quantity": float(line.quantity),
-                "NetPrice": float(line.net_price),
-                "Description": line.description,
-            }
-            for line in order.lines
-        ],
+        "SalesOrderLines": [_sales_order_line(line, item_ids, codes) for line in order.lines],
     }
+
+
+def _sales_order_line(
+    line: MappedLine, item_ids: Mapping[str, str], codes: Mapping[Decimal, str]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Item": item_ids[line.item_code],
+        "Quantity": float(line.quantity),
+        "NetPrice": float(line.net_price),
+        "Description": line.description,
+    }
+    code = line.vat_code or (codes.get(line.vat_rate) if line.vat_rate is not None else None)
+    if code is not None:
+        body["VATCode"] = code
+    return body

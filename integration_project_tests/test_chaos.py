@@ -22,7 +22,7 @@ import pytest
 
 from integration_project.resources import open_ledger
 from integration_project.sandbox import FaultPlan, Sandbox
-from integration_project_tests import delivery_runner
+from integration_project_tests import delivery_runner, invoices
 from integration_project_tests.conftest import DEFAULT, make_resources
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(900)]
@@ -189,11 +189,13 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     malformed_eu = {t.order_number for t in truth if t.eu and t.malformed}
     quarantined = {n for n, (status, reason) in mapping.items() if status == "quarantined"}
     faults = sum(sb.erp.faults.injected.values()) + sum(sb.shop.faults.injected.values())
+    invoiced, unpaid = invoices.invoice_mismatches(sb.erp, invoices.by_ref(sb.shop.orders.values()))
     line = (
         f"chaos: orders={len(truth)} eu_valid={len(expected)} delivered={len(set(refs) & expected)}"
         f" duplicates={len(duplicates)} lost={len(lost)} non_eu_sent={len(non_eu & set(refs))}"
         f" quarantined={len(quarantined)} faults={faults} kills={kills}"
         f" delivery_runs={delivery_runs} fetch_failures={fetch_failures}"
+        f" invoiced_as_paid={invoiced - len(unpaid)}/{invoiced}"
     )
     print(line)  # noqa: T201
     record_property("chaos", line)
@@ -203,6 +205,8 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     assert not duplicates, line
     assert not lost, f"{line}; lost e.g. {sorted(lost)[:5]}"
     assert set(refs) == expected, line
+    # Money adds up: every order in the ERP is invoiced at what its customer paid.
+    assert invoiced == len(set(refs)) and not unpaid, "\n".join([line, *unpaid[:10]])
     # Every malformed order that passes the filter is quarantined with a reason a person can use.
     assert malformed_eu, "the generator made no malformed EU orders"
     for number in malformed_eu:

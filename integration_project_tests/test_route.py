@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
@@ -20,6 +21,7 @@ from integration_project_tests.conftest import (
     make_resources,
     route_assets,
 )
+from integration_project_tests.invoices import assert_invoiced_as_paid, by_ref
 
 source_orders = DEFAULT.source_orders
 erp_orders = DEFAULT.erp_orders
@@ -135,13 +137,23 @@ def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, res
             li["payload"]["productNumber"] for li in products
         ]
         assert [line["Quantity"] for line in product_lines] == [li["quantity"] for li in products]
-        assert [line["NetPrice"] for line in product_lines] == [li["unitPrice"] for li in products]
+        # Prices go without VAT: each product line's net price is its gross price less the VAT
+        # of its rate, and it names that rate's code in the division.
+        for line, item in zip(product_lines, products, strict=True):
+            [tax] = item["price"]["calculatedTaxes"]
+            net = (Decimal(str(tax["price"])) - Decimal(str(tax["tax"]))) / item["quantity"]
+            assert abs(Decimal(str(line["NetPrice"])) - net) < Decimal("0.0001")
+            code = sandbox.erp.vat_code(line["VATCode"])
+            assert Decimal(str(code["Percentage"])) * 100 == Decimal(str(tax["taxRate"]))
         shipping = [line for line in lines if items[line["Item"]]["Code"] == "SHIPPING"]
-        if shop_order["shippingTotal"]:
-            assert [line["NetPrice"] for line in shipping] == [shop_order["shippingTotal"]]
+        shipping_taxes = (shop_order["shippingCosts"] or {}).get("calculatedTaxes") or []
+        assert len(shipping) == (len(shipping_taxes) if shop_order["shippingTotal"] else 0)
         promotions = [li for li in shop_order["lineItems"] if li["type"] == "promotion"]
         discounts = [line for line in lines if items[line["Item"]]["Code"] == "DISCOUNT"]
-        assert [line["NetPrice"] for line in discounts] == [li["totalPrice"] for li in promotions]
+        assert len(discounts) == sum(len(p["price"]["calculatedTaxes"]) for p in promotions)
+
+    # What the ERP will invoice is what each customer paid.
+    assert assert_invoiced_as_paid(sandbox.erp, by_ref(shop_orders.values())) == len(expected)
 
     # The ledger matches the ERP one to one.
     rows = ledger.delivered_rows()

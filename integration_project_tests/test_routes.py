@@ -27,6 +27,7 @@ from integration_project_tests.conftest import (
     make_resources,
     shipped_route,
 )
+from integration_project_tests.invoices import assert_invoiced_as_paid, by_ref
 
 # --- the schema ----------------------------------------------------------------------------
 
@@ -251,6 +252,8 @@ def test_two_routes_in_one_instance_keep_separate_ledgers(
     for state in ("open", "in_progress", "completed", "cancelled"):
         sb.shop2.add_order(WINDOW_START, shipping_country="NL", state=state)
     sb.shop2.add_order(WINDOW_START, shipping_country="FR")  # EU, but not this route's
+    sb.shop2.add_order(WINDOW_START, shipping_country="DE", tax_status="net")  # B2B at home
+    sb.shop2.add_order(WINDOW_START, shipping_country="CH")  # an export: tax-free
     b2b = build_route_assets(shipped_route("b2b_orders_shopware_to_exact"))
     resources = b2b_resources(sb, duckdb_path)
 
@@ -264,11 +267,23 @@ def test_two_routes_in_one_instance_keep_separate_ledgers(
     expected_b2b = {
         f"B2B-{t.order_number}"
         for t in sb.shop2.truth_between(WINDOW_START, WINDOW_END)
-        if t.state in ("open", "in_progress") and t.shipping_country == "NL"
+        if t.state in ("open", "in_progress") and t.shipping_country in ("NL", "DE", "CH")
     }
-    assert len(expected_b2b) == 2
+    assert len(expected_b2b) == 4
     assert set(refs) == expected_default | expected_b2b
     assert set(refs.values()) == {1}
+    # Gross, net and tax-free orders alike: the ERP invoices what each customer paid.
+    statuses = {t.tax_status for t in sb.shop2.truth.values() if f"B2B-{t.order_number}" in refs}
+    assert statuses >= {"net", "tax-free"}
+    shop_orders = {
+        **by_ref(sb.shop.orders.values()),
+        **by_ref(sb.shop2.orders.values(), "B2B-{}"),
+    }
+    assert assert_invoiced_as_paid(sb.erp, shop_orders) == len(refs)
+    tax_free = [o for o in sb.erp.sales_orders if o["VATAmount"] == 0]
+    assert tax_free and all(
+        line["VATCode"].strip() == "ICL" for o in tax_free for line in o["SalesOrderLines"]
+    )
 
     duckdb = resources["duckdb"]
     assert isinstance(duckdb, DuckDBResource)

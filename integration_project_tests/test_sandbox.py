@@ -158,7 +158,11 @@ class Erp:
         return requests.get(self.url(resource), params=params, headers=headers, timeout=TIMEOUT)
 
     def post(self, resource: str, body: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/json",
+            "Prefer": "return=representation",
+        }
         return requests.post(self.url(resource), json=body, headers=headers, timeout=TIMEOUT)
 
     def sales_order(self, ref: str, **overrides: Any) -> dict[str, Any]:
@@ -198,12 +202,20 @@ def assert_exact_error(response: requests.Response, status: int) -> str:
     return message
 
 
-def without_nulls(value: Any) -> Any:
+#: Collections Shopware's OpenAPI types as ``object`` while PHP sends them as JSON lists
+#: (``CalculatedTaxCollection``, ``TaxRuleCollection``): validated as objects keyed by index.
+PHP_LIST_COLLECTIONS = frozenset({"calculatedTaxes", "taxRules"})
+
+
+def without_nulls(value: Any, key: str | None = None) -> Any:
     """Shopware sends ``null`` for unset fields; its schema means them as absent."""
     if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: without_nulls(v, k) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [without_nulls(v) for v in value if v is not None]
+        items = [without_nulls(v) for v in value if v is not None]
+        if key in PHP_LIST_COLLECTIONS:
+            return {str(i): item for i, item in enumerate(items)}
+        return items
     return value
 
 
@@ -288,7 +300,7 @@ def test_search_pages_with_total(sb: Sandbox) -> None:
     assert "total" in search(sb, {"limit": 1}, token=token).json()
 
 
-def test_range_filter_is_half_open_and_compares_datetimes(sb: Sandbox) -> None:
+def test_range_filter_is_half_open_and_compares_storage_format_text(sb: Sandbox) -> None:
     ms = timedelta(milliseconds=1)
     before = sb.shop.add_order(START - ms)
     first = sb.shop.add_order(START)
@@ -298,12 +310,16 @@ def test_range_filter_is_half_open_and_compares_datetimes(sb: Sandbox) -> None:
     ids = [o["id"] for o in search(sb, window(), token=token).json()["data"]]
     assert ids == [first["id"], last["id"]]
 
-    # Same instants in another offset still compare as datetimes.
-    cet = {"gt": "2026-11-22T05:59:59.999+01:00", "lte": "2026-11-22T07:05:00+01:00"}
-    criteria = {"filter": [{"type": "range", "field": "createdAt", "parameters": cet}]}
+    # gt / lte in Shopware's storage format (UTC, no T, no offset), compared as text.
+    storage = {"gt": "2026-11-22 04:59:59.999", "lte": "2026-11-22 05:05:00.000"}
+    criteria = {"filter": [{"type": "range", "field": "createdAt", "parameters": storage}]}
     ids = {o["id"] for o in search(sb, {**criteria, "limit": 10}, token=token).json()["data"]}
     assert ids == {first["id"], last["id"], after["id"]}
     assert before["id"] not in ids
+    # The same instants in ISO form with an offset are text the stored dates never match.
+    cet = {"gt": "2026-11-22T05:59:59.999+01:00", "lte": "2026-11-22T06:05:00.000+01:00"}
+    criteria = {"filter": [{"type": "range", "field": "createdAt", "parameters": cet}]}
+    assert search(sb, {**criteria, "limit": 10}, token=token).json()["data"] == []
 
 
 def test_equals_filter_and_sort(sb: Sandbox) -> None:
@@ -325,7 +341,7 @@ def test_associations_are_loaded_only_when_asked_for(sb: Sandbox) -> None:
     [bare] = search(sb, {"limit": 5}, token=token).json()["data"]
     for name in ("lineItems", "currency", "orderCustomer", "billingAddress", "deliveries"):
         assert bare.get(name) is None, name
-    assert bare["stateMachineState"]["technicalName"] == "open"  # autoloaded, as in Shopware
+    assert bare["stateMachineState"] is None  # Shopware 6.6 no longer autoloads it
 
     shallow = {"associations": {"billingAddress": {}, "deliveries": {}}}
     [order] = search(sb, shallow, token=token).json()["data"]
@@ -411,11 +427,18 @@ def assert_order_is_consistent(order: dict[str, Any]) -> None:
         else:
             assert line["type"] == "promotion" and line["totalPrice"] < 0
             assert "productNumber" not in line["payload"]
+        taxes = line["price"]["calculatedTaxes"]  # a list; null only in malformed orders
+        assert all(t.keys() == {"tax", "taxRate", "price"} for t in taxes or [])
     assert order["shippingTotal"] == order["deliveries"][0]["shippingCosts"]["totalPrice"]
-    expected = round(sum(line["totalPrice"] for line in lines) + order["shippingTotal"], 2)
-    assert order["amountTotal"] == expected
+    # Gross and tax-free: the customer pays the positions and shipping; net: plus the taxes
+    # (test_vat_sandbox checks the taxes themselves).
+    status = order["taxStatus"]
+    assert status == order["price"]["taxStatus"] in ("gross", "net", "tax-free")
+    charged = round(sum(line["totalPrice"] for line in lines) + order["shippingTotal"], 2)
+    taxes = sum(t["tax"] for t in order["price"]["calculatedTaxes"])
+    assert order["amountTotal"] == round(charged + (taxes if status == "net" else 0), 2)
+    assert order["amountNet"] == round(charged - (taxes if status == "gross" else 0), 2)
     assert order["amountNet"] <= order["amountTotal"]
-    assert order["taxStatus"] == "gross"
 
 
 # --- second shop, order states -------------------------------------------------------------
@@ -515,10 +538,11 @@ def test_order_state_option_and_equals_any_on_state(sb: Sandbox) -> None:
             {"type": "equals", "field": "stateMachineState.technicalName", "value": "cancelled"},
             *window()["filter"],
         ],
-        "associations": {"lineItems": {}},
+        "associations": {"lineItems": {}, "stateMachineState": {}},
     }
     [found] = search(sb, criteria, token=token).json()["data"]
-    assert found["id"] == orders["cancelled"]["id"] and found["stateMachineState"]
+    assert found["id"] == orders["cancelled"]["id"]
+    assert found["stateMachineState"]["technicalName"] == "cancelled"
 
 
 def test_mixed_states_roughly_as_configured(clock: ManualClock) -> None:
@@ -624,13 +648,14 @@ def test_erp_refresh_token_rotates_and_early_refresh_is_refused(
     clock.advance(600)
     dead = refresh(sb, settings.SANDBOX_ERP_REFRESH_TOKEN)
     assert "invalid" in assert_exact_error(dead, 400)
-    assert dead.json()["error"]["code"] == "invalid_grant"
+    assert dead.json()["error"] == "invalid_grant"
 
     clock.set(NOW + timedelta(seconds=700))
     second = ErpToken.model_validate(refresh(sb, token.refresh_token).json())
     clock.advance(30)
     early = refresh(sb, second.refresh_token)
-    assert "TooEarlyToRefreshTokens" in assert_exact_error(early, 400)
+    assert "access_token not expired" in assert_exact_error(early, 400)
+    assert early.headers["Reason"].startswith("TooEarlyToRefreshTokens")
     # The refusal leaves both the access token and the refresh token working.
     headers = {"Authorization": f"Bearer {second.access_token}"}
     url = sb.erp_url + data_path(DIVISION, ITEMS)
@@ -652,7 +677,7 @@ def test_erp_previous_refresh_token_works_until_the_new_pair_is_used(
     current = ErpToken.model_validate(again.json())
     # The lost pair died when the previous token was used again.
     clock.advance(MIN_REFRESH_INTERVAL_S)
-    assert refresh(sb, lost.refresh_token).json()["error"]["code"] == "invalid_grant"
+    assert refresh(sb, lost.refresh_token).json()["error"] == "invalid_grant"
     headers = {"Authorization": f"Bearer {current.access_token}"}
     assert requests.get(sb.erp_url + data_path(DIVISION, ITEMS), headers=headers, timeout=TIMEOUT)
     assert refresh(sb, settings.SANDBOX_ERP_REFRESH_TOKEN).status_code == 400
@@ -716,7 +741,7 @@ def test_odata_eq_filter_with_quoted_email_and_select(sb: Sandbox, erp: Erp) -> 
 def test_item_lookup_by_code(sb: Sandbox, erp: Erp) -> None:
     for code in ("SW10001", "SHIPPING", "DISCOUNT"):
         [item] = results(erp.get(ITEMS, **{"$filter": eq_filter("Code", code)}).json())
-        assert set(item) == {"__metadata", "ID", "Code", "Description", "Unit"}
+        assert set(item) == {"__metadata", "ID", "Code", "Description", "Unit", "SalesVatCode"}
         assert item["Code"] == code
     unknown = erp.get(ITEMS, **{"$filter": eq_filter("Code", "SW99901"), "$select": "ID"})
     assert results(unknown.json()) == []

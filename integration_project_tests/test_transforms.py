@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -30,11 +30,45 @@ from integration_project.transforms import (
 
 OUTCOMES = (MappedOrder, Skipped, Quarantined)
 ORDER_ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+CENT = Decimal("0.01")
+#: Germany's standard rate: the factories' orders are gross B2C orders shipped to Germany.
+DE = 19.0
+VAT19 = Decimal("19")
+#: The ERP VAT code of each rate, as the division's vat/VATCodes would give them.
+VAT_CODES = {VAT19: "19", Decimal("7"): "7", Decimal("21"): "21"}
 
 # --- factories -----------------------------------------------------------------------------
 
 
-def make_product(sku: str, quantity: Any, unit_price: Any, **overrides: Any) -> dict[str, Any]:
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() and abs(number) < Decimal("1e12") else None
+
+
+def taxes(total: Any, rate: float = DE, status: str = "gross") -> list[dict[str, Any]]:
+    """Shopware's ``calculatedTaxes`` of a price at one rate: ``{tax, taxRate, price}``."""
+    amount = _number(total)
+    if amount is None:
+        return []
+    amount = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    share = Decimal(str(rate)) / (100 + Decimal(str(rate))) if status == "gross" else None
+    tax = amount * share if share is not None else amount * Decimal(str(rate)) / 100
+    tax = tax.quantize(CENT, rounding=ROUND_HALF_UP)
+    return [{"tax": float(tax), "taxRate": rate, "price": float(amount)}]
+
+
+def calculated_price(total: Any, rate: float = DE, status: str = "gross") -> dict[str, Any]:
+    return {"totalPrice": total, "calculatedTaxes": taxes(total, rate, status)}
+
+
+def make_product(
+    sku: str, quantity: Any, unit_price: Any, *, rate: float = DE, **overrides: Any
+) -> dict[str, Any]:
     line: dict[str, Any] = {
         "id": "f" * 32,
         "type": "product",
@@ -45,10 +79,13 @@ def make_product(sku: str, quantity: Any, unit_price: Any, **overrides: Any) -> 
         "payload": {"productNumber": sku},
     }
     line.update(overrides)
+    line.setdefault("price", calculated_price(line["totalPrice"], rate))
     return line
 
 
-def make_promotion(amount: Any, *, kind: str = "promotion", **overrides: Any) -> dict[str, Any]:
+def make_promotion(
+    amount: Any, *, kind: str = "promotion", rate: float = DE, **overrides: Any
+) -> dict[str, Any]:
     line: dict[str, Any] = {
         "id": "e" * 32,
         "type": kind,
@@ -59,6 +96,7 @@ def make_promotion(amount: Any, *, kind: str = "promotion", **overrides: Any) ->
         "payload": {"code": "SPRING"},
     }
     line.update(overrides)
+    line.setdefault("price", calculated_price(line["totalPrice"], rate))
     return line
 
 
@@ -87,10 +125,28 @@ def make_order(**overrides: Any) -> dict[str, Any]:
             make_product("SKU-2", 1, 5.0),
         ],
         "shippingTotal": 4.9,
-        "amountTotal": 49.88,
+        "taxStatus": "gross",
     }
     order.update(overrides)
+    order.setdefault("shippingCosts", calculated_price(order.get("shippingTotal")))
+    order.setdefault("amountTotal", _paid(order))
     return order
+
+
+def _paid(order: dict[str, Any]) -> float | None:
+    """What a gross order's customer pays: its lines and shipping (as Shopware adds them)."""
+    total = _number(order.get("shippingTotal")) or Decimal(0)
+    lines = order.get("lineItems")
+    for line in lines if isinstance(lines, list) else []:
+        amount = _number(line.get("totalPrice")) if isinstance(line, dict) else None
+        total += amount if amount is not None else 0
+    return float(total.quantize(CENT))
+
+
+def add_line(order: dict[str, Any], line: dict[str, Any]) -> None:
+    """Append a line item; the customer then pays for it too."""
+    order["lineItems"].append(line)
+    order["amountTotal"] = _paid(order)
 
 
 def ship_to(iso: str | None) -> list[dict[str, Any]]:
@@ -120,21 +176,32 @@ def test_valid_german_order_is_mapped() -> None:
     assert order == MappedOrder(
         shop_order_id=ORDER_ID,
         order_number="10001",
-        order_date="2026-11-20T10:01:30Z",
+        order_date="2026-11-20T00:00:00",
         currency="EUR",
         customer_email="erika@example.de",
         customer_name="Muster GmbH",
         customer_country="DE",
         shipping_country="DE",
         description="Shopware order 10001",
+        # Gross prices less their VAT (19 %): 39.98 - 6.38, 5.00 - 0.80, 4.90 - 0.78.
         lines=(
-            MappedLine("SKU-1", Decimal(2), Decimal("19.99"), "Product SKU-1"),
-            MappedLine("SKU-2", Decimal(1), Decimal("5.00"), "Product SKU-2"),
-            MappedLine(SHIPPING_ITEM_CODE, Decimal(1), Decimal("4.90"), "Shipping", "shipping"),
+            MappedLine("SKU-1", Decimal(2), Decimal("16.80"), "Product SKU-1", vat_rate=VAT19),
+            MappedLine("SKU-2", Decimal(1), Decimal("4.20"), "Product SKU-2", vat_rate=VAT19),
+            MappedLine(
+                SHIPPING_ITEM_CODE,
+                Decimal(1),
+                Decimal("4.12"),
+                "Shipping",
+                "shipping",
+                vat_rate=VAT19,
+            ),
         ),
         your_ref="10001",
+        tax_status="gross",
+        amount_total=Decimal("49.88"),
     )
     assert order.item_codes == {"SKU-1", "SKU-2", SHIPPING_ITEM_CODE}
+    assert order.invoice_total == Decimal("49.88")
 
 
 @pytest.mark.parametrize("shipping_total", [0, 0.0, "0.00", None], ids=repr)
@@ -147,8 +214,9 @@ def test_no_shipping_line_without_shipping_cost(shipping_total: Any) -> None:
 def test_shipping_line_is_appended_last_and_rounded_to_cents() -> None:
     order = mapped(make_order(shippingTotal="3.995"))
 
+    # 4.00 gross at 19 %: 3.36 + 0.64 VAT
     assert order.lines[-1] == MappedLine(
-        SHIPPING_ITEM_CODE, Decimal(1), Decimal("4.00"), "Shipping", "shipping"
+        SHIPPING_ITEM_CODE, Decimal(1), Decimal("3.36"), "Shipping", "shipping", VAT19
     )
 
 
@@ -157,20 +225,21 @@ def test_prices_given_as_strings_are_accepted() -> None:
         make_order(lineItems=[make_product("SKU-1", 3, 1, unitPrice="1.50", totalPrice="4.50")])
     )
 
-    assert order.lines[0].net_price == Decimal("1.50")
+    assert order.lines[0].net_price == Decimal("1.26")  # (4.50 - 0.72 VAT) / 3
     assert order.lines[0].quantity == Decimal(3)
 
 
 def test_total_price_may_differ_by_one_cent() -> None:
     order = mapped(make_order(lineItems=[make_product("SKU-1", 3, 0.33, totalPrice=1.00)]))
 
-    assert order.lines[0].net_price == Decimal("0.33")
+    assert order.lines[0].net_price == Decimal("0.28")  # (1.00 - 0.16 VAT) / 3
 
 
 def test_total_price_may_be_absent() -> None:
-    order = mapped(make_order(lineItems=[make_product("SKU-1", 2, 7.5, totalPrice=None)]))
+    line = make_product("SKU-1", 2, 7.5, totalPrice=None, price=calculated_price(15.0))
+    order = mapped(make_order(lineItems=[line], amountTotal=19.9))
 
-    assert order.lines[0].net_price == Decimal("7.50")
+    assert order.lines[0].net_price == Decimal("6.305")  # (15.00 - 2.39 VAT) / 2
 
 
 def test_line_without_type_is_a_product() -> None:
@@ -221,7 +290,7 @@ def test_unicode_names_and_apostrophe_email_map_fine() -> None:
     assert order.customer_name == "Siobhán Ó Briain-Łukasiewicz"
     assert order.shipping_country == "IE"
     assert order.lines[0] == MappedLine(
-        "KÄSE-200", Decimal(1), Decimal("4.50"), "Käse 200 g (Ölmühle) 🧀"
+        "KÄSE-200", Decimal(1), Decimal("3.78"), "Käse 200 g (Ölmühle) 🧀", vat_rate=VAT19
     )
 
 
@@ -559,7 +628,7 @@ def test_one_bad_line_names_its_own_index() -> None:
 @pytest.mark.parametrize("kind", ["promotion", "discount", "credit"])
 def test_negative_promotion_becomes_a_discount_line(kind: str) -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-5.005, kind=kind, quantity=3))
+    add_line(raw, make_promotion(-5.005, kind=kind, quantity=3))
 
     order = mapped(raw)
 
@@ -569,28 +638,30 @@ def test_negative_promotion_becomes_a_discount_line(kind: str) -> None:
         DISCOUNT_ITEM_CODE,
         SHIPPING_ITEM_CODE,
     ]
+    # -5.01 gross at 19 %: -4.21 and -0.80 VAT
     assert order.lines[2] == MappedLine(
-        DISCOUNT_ITEM_CODE, Decimal(1), Decimal("-5.01"), "Spring voucher", "discount"
+        DISCOUNT_ITEM_CODE, Decimal(1), Decimal("-4.21"), "Spring voucher", "discount", VAT19
     )
 
 
 def test_promotion_without_label_is_described_by_its_kind() -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-1, kind="credit", label=None))
+    add_line(raw, make_promotion(-1, kind="credit", label=None))
 
     assert mapped(raw).lines[2].description == "Credit"
 
 
 def test_promotion_without_total_uses_unit_price() -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-2.5, totalPrice=None))
+    add_line(raw, make_promotion(-2.5, totalPrice=None, price=calculated_price(-2.5)))
+    raw["amountTotal"] = 47.38
 
-    assert mapped(raw).lines[2].net_price == Decimal("-2.50")
+    assert mapped(raw).lines[2].net_price == Decimal("-2.10")  # -2.50 less -0.40 VAT
 
 
 def test_discount_item_code_is_configurable() -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-1))
+    add_line(raw, make_promotion(-1))
 
     order = mapped(raw, MappingRules(discount_item_code="RABATT", shipping_item_code="VERSAND"))
 
@@ -599,7 +670,7 @@ def test_discount_item_code_is_configurable() -> None:
 
 def test_positive_promotion_is_quarantined() -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(5.0))
+    add_line(raw, make_promotion(5.0))
 
     quarantined(raw, "lineItems[2].totalPrice (promotion)", "must not add 5.00")
 
@@ -607,7 +678,7 @@ def test_positive_promotion_is_quarantined() -> None:
 @pytest.mark.parametrize("amount", [0, 0.0, "0", -0.001], ids=repr)
 def test_zero_promotion_is_dropped(amount: Any) -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(amount))
+    add_line(raw, make_promotion(amount))
 
     order = mapped(raw)
 
@@ -618,7 +689,7 @@ def test_zero_promotion_is_dropped(amount: Any) -> None:
 @pytest.mark.parametrize("amount", [None, "ten", math.nan, True], ids=repr)
 def test_promotion_without_a_usable_amount_is_quarantined(amount: Any) -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(amount))
+    add_line(raw, make_promotion(amount))
 
     quarantined(raw, "lineItems[2].totalPrice (promotion)")
 
@@ -636,40 +707,47 @@ ACCOUNT_ID = "aaaaaaaa-0000-0000-0000-000000000000"
 
 def test_sales_order_payload() -> None:
     raw = make_order(orderDateTime="2026-11-20T01:30:00.123+02:00")
-    raw["lineItems"].append(make_promotion(-3))
+    add_line(raw, make_promotion(-3))
 
-    payload = to_sales_order(mapped(raw), account_id=ACCOUNT_ID, item_ids=ITEM_IDS)
+    payload = to_sales_order(
+        mapped(raw), account_id=ACCOUNT_ID, item_ids=ITEM_IDS, vat_codes=VAT_CODES
+    )
 
     assert payload == {
         "OrderedBy": ACCOUNT_ID,
         "YourRef": "10001",
-        "OrderDate": "2026-11-19T23:30:00Z",
+        # 2026-11-19 23:30 UTC is 00:30 on the 20th in the shop's time zone (Europe/Berlin).
+        "OrderDate": "2026-11-20T00:00:00",
         "Description": "Shopware order 10001",
         "Currency": "EUR",
         "SalesOrderLines": [
             {
                 "Item": ITEM_IDS["SKU-1"],
                 "Quantity": 2.0,
-                "NetPrice": 19.99,
+                "NetPrice": 16.8,
                 "Description": "Product SKU-1",
+                "VATCode": "19",
             },
             {
                 "Item": ITEM_IDS["SKU-2"],
                 "Quantity": 1.0,
-                "NetPrice": 5.0,
+                "NetPrice": 4.2,
                 "Description": "Product SKU-2",
+                "VATCode": "19",
             },
             {
                 "Item": ITEM_IDS[DISCOUNT_ITEM_CODE],
                 "Quantity": 1.0,
-                "NetPrice": -3.0,
+                "NetPrice": -2.52,
                 "Description": "Spring voucher",
+                "VATCode": "19",
             },
             {
                 "Item": ITEM_IDS[SHIPPING_ITEM_CODE],
                 "Quantity": 1.0,
-                "NetPrice": 4.9,
+                "NetPrice": 4.12,
                 "Description": "Shipping",
+                "VATCode": "19",
             },
         ],
     }
@@ -681,27 +759,45 @@ def test_sales_order_payload() -> None:
 @pytest.mark.parametrize(
     ("order_date_time", "expected"),
     [
-        ("2026-11-20T10:01:30+00:00", "2026-11-20T10:01:30Z"),
-        ("2026-11-20T10:01:30Z", "2026-11-20T10:01:30Z"),
-        ("2026-11-20T12:01:30+02:00", "2026-11-20T10:01:30Z"),
-        ("2026-11-20T12:01:30.999+02:00", "2026-11-20T10:01:30Z"),
-        ("2026-12-31T23:30:00-01:00", "2027-01-01T00:30:00Z"),
-        ("2026-11-20T10:01:30", "2026-11-20T10:01:30Z"),
+        ("2026-11-20T10:01:30+00:00", "2026-11-20T00:00:00"),
+        # Placed at 00:30 in Amsterdam / Berlin (UTC+1 in winter): dated that day.
+        ("2026-11-19T23:30:00Z", "2026-11-20T00:00:00"),
+        ("2026-11-20T12:01:30.999+02:00", "2026-11-20T00:00:00"),
+        ("2026-11-20T22:59:59.999Z", "2026-11-20T00:00:00"),
+        ("2026-11-20T23:00:00Z", "2026-11-21T00:00:00"),
+        # Summer time (UTC+2): 22:30 UTC is already the next day.
+        ("2026-06-30T22:30:00+00:00", "2026-07-01T00:00:00"),
+        ("2026-06-30T21:59:00+00:00", "2026-06-30T00:00:00"),
+        ("2026-12-31T23:30:00-01:00", "2027-01-01T00:00:00"),
+        ("2026-11-20T10:01:30", "2026-11-20T00:00:00"),  # Shopware stores UTC
     ],
 )
-def test_order_date_is_sent_in_utc(order_date_time: str, expected: str) -> None:
+def test_order_date_is_the_shops_calendar_date_without_a_zone(
+    order_date_time: str, expected: str
+) -> None:
     order = mapped(make_order(orderDateTime=order_date_time))
 
-    payload = to_sales_order(order, account_id=ACCOUNT_ID, item_ids=ITEM_IDS)
+    payload = to_sales_order(order, account_id=ACCOUNT_ID, item_ids=ITEM_IDS, vat_codes=VAT_CODES)
 
     assert payload["OrderDate"] == expected
+
+
+def test_order_date_follows_the_routes_shop_time_zone() -> None:
+    raw = make_order(orderDateTime="2026-11-20T03:30:00+00:00")
+
+    assert mapped(raw).order_date == "2026-11-20T00:00:00"
+    new_york = mapped(raw, MappingRules(shop_timezone="America/New_York"))
+    assert new_york.order_date == "2026-11-19T00:00:00"
+    assert evaluate_order(raw, MappingRules(shop_timezone="Mars/Olympus")) == Quarantined(
+        ORDER_ID, "10001", "the route's shop time zone 'Mars/Olympus' is not an IANA time zone"
+    )
 
 
 def test_description_comes_from_the_template() -> None:
     rules = MappingRules(description_template="Webshop {order_number} → {country} ({email})")
     order = mapped(make_order(), rules)
 
-    payload = to_sales_order(order, account_id=ACCOUNT_ID, item_ids=ITEM_IDS)
+    payload = to_sales_order(order, account_id=ACCOUNT_ID, item_ids=ITEM_IDS, vat_codes=VAT_CODES)
 
     assert payload["Description"] == "Webshop 10001 → DE (erika@example.de)"
 
@@ -818,7 +914,7 @@ def test_huge_values_are_truncated_for_the_erp() -> None:
 
 def test_evaluate_order_does_not_modify_its_input() -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-1))
+    add_line(raw, make_promotion(-1))
     before = copy.deepcopy(raw)
 
     evaluate_order(raw)
@@ -919,7 +1015,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 def _base_order() -> dict[str, Any]:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-2))
+    add_line(raw, make_promotion(-2))
     return raw
 
 
@@ -997,7 +1093,10 @@ def test_templates_fill_your_ref_description_and_extra_fields() -> None:
     )
     order = mapped(make_order(), rules)
     payload = to_sales_order(
-        order, account_id="acc", item_ids={c: f"id-{c}" for c in order.item_codes}
+        order,
+        account_id="acc",
+        item_ids={c: f"id-{c}" for c in order.item_codes},
+        vat_codes=VAT_CODES,
     )
     assert payload["YourRef"] == "B2B-10001"
     assert payload["Description"] == "Muster GmbH (DE)"
@@ -1007,6 +1106,6 @@ def test_templates_fill_your_ref_description_and_extra_fields() -> None:
 
 def test_promotions_can_be_ignored_and_shipping_left_off() -> None:
     raw = make_order()
-    raw["lineItems"].append(make_promotion(-5))
+    add_line(raw, make_promotion(-5))
     order = mapped(raw, MappingRules(promotions="ignore", shipping_item_code=None))
     assert [line.kind for line in order.lines] == ["product", "product"]

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration_project import settings
-from integration_project.transforms import TEMPLATE_FIELDS, MappingRules
+from integration_project.exact.models import MAX_VAT_CODE
+from integration_project.transforms import TEMPLATE_FIELDS, MappingRules, VatPin
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -62,11 +64,26 @@ class ShopSource(_Strict):
     resource_key: str | None = Field(
         default=None, description="Dagster resource key; default '<route_id>_shop'"
     )
+    timezone: str = Field(
+        default=settings.DEFAULT_SHOP_TIMEZONE,
+        description="The shop's IANA time zone: the ERP's OrderDate is the order's date there",
+    )
 
     @field_validator("api_url_env", "client_id_env", "client_secret_env")
     @classmethod
     def _envs(cls, value: str) -> str:
         return _env_name(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: expected an IANA name like Europe/Amsterdam"
+            ) from None
+        return value
 
 
 class ErpTarget(_Strict):
@@ -131,6 +148,38 @@ def _check_template(value: str) -> str:
     return value
 
 
+def _vat_code(value: str) -> str:
+    code = value.strip()
+    if not 0 < len(code) <= MAX_VAT_CODE:
+        raise ValueError(f"ERP VAT codes have 1 to {MAX_VAT_CODE} characters, got {value!r}")
+    return code
+
+
+class VatCodePin(_Strict):
+    """The ERP VAT code for one rate, optionally only for orders shipped to one country."""
+
+    rate: Decimal = Field(ge=0, lt=100, description="VAT rate in percent, e.g. 21 or 5.5")
+    code: str = Field(description="The division's VAT code (vat/VATCodes), at most 3 characters")
+    country: str | None = Field(
+        default=None, description="Only for orders shipped to this country (ISO 3166 alpha-2)"
+    )
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        return _vat_code(value)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        if code not in settings.ISO_COUNTRIES:
+            raise ValueError(f"unknown ISO 3166 country code {value!r}")
+        return code
+
+
 class MappingConfig(_Strict):
     your_ref: str = Field(
         default="{order_number}",
@@ -147,6 +196,35 @@ class MappingConfig(_Strict):
         default_factory=dict,
         description="Extra sales order fields: constants or templates, e.g. Remarks",
     )
+    vat_codes: list[VatCodePin] = Field(
+        default_factory=list,
+        description="ERP VAT codes pinned by rate (and country); other rates are looked up in "
+        "the division's vat/VATCodes",
+    )
+    tax_free_vat_code: str | None = Field(
+        default=None,
+        description="ERP VAT code for tax-free orders (zero rate or reverse charge); without "
+        "it such orders are quarantined",
+    )
+
+    @field_validator("tax_free_vat_code")
+    @classmethod
+    def _tax_free_code(cls, value: str | None) -> str | None:
+        return None if value is None else _vat_code(value)
+
+    @field_validator("vat_codes")
+    @classmethod
+    def _unique_pins(cls, value: list[VatCodePin]) -> list[VatCodePin]:
+        seen: dict[tuple[Decimal, str | None], str] = {}
+        for pin in value:
+            key = (pin.rate, pin.country)
+            if key in seen and seen[key] != pin.code:
+                where = f" for {pin.country}" if pin.country else ""
+                raise ValueError(
+                    f"rate {pin.rate}{where} is pinned twice, to {seen[key]!r} and {pin.code!r}"
+                )
+            seen[key] = pin.code
+        return value
 
     @field_validator("your_ref", "description")
     @classmethod
@@ -283,6 +361,11 @@ class RouteConfig(_Strict):
             description_template=self.mapping.description,
             your_ref_template=self.mapping.your_ref,
             extra_fields=tuple(sorted(self.mapping.fields.items())),
+            tax_free_vat_code=self.mapping.tax_free_vat_code,
+            vat_codes=tuple(
+                VatPin(pin.rate, pin.code, pin.country) for pin in self.mapping.vat_codes
+            ),
+            shop_timezone=self.source.timezone,
         )
 
     def missing_env(self) -> list[tuple[str, str]]:

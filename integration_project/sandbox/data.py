@@ -15,12 +15,24 @@ bill to another country than they ship to; ~20 % carry a ``promotion`` line; ~3 
 one kind each (see :data:`MALFORMED_KINDS`). Orders are ``open`` unless asked otherwise;
 ``state="random"`` draws from :data:`STATE_SHARES` (~5 % cancelled, ~10 % completed, ~5 % in
 progress, the rest open).
+
+Taxes follow Shopware's cart (``QuantityPriceCalculator``, ``AmountCalculator``, horizontal
+tax calculation): every price is a ``CalculatedPrice`` with ``calculatedTaxes`` (one entry per
+rate: ``{tax, taxRate, price}``, ``taxRate`` a percentage) and ``taxRules``. The order's
+``taxStatus`` (:func:`shop_tax_status`) is ``gross`` (B2C: prices include VAT, a tax's ``price``
+is the gross amount), ``net`` (B2B: prices exclude VAT, ``price`` is the net amount, VAT comes on
+top) or ``tax-free`` (exports, intra-EU B2B with a VAT id: net prices, empty ``calculatedTaxes``
+and ``taxRules``). Rates are the shipping country's (EU one-stop-shop, :data:`VAT_RATES`), by the
+product's :attr:`Product.tax_class`; the promotion and the shipping costs are split over the
+rates of the goods in proportion to their prices (Shopware's ``PercentageTaxRuleBuilder``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +48,27 @@ from integration_project.shopware.models import format_shop_datetime
 class Product:
     sku: str
     name: str
-    price: float  # gross unit price in EUR
+    price: float  # gross unit price in EUR (German VAT included, as the shop stores it)
+    tax_class: str = "standard"  # or "reduced" (food and drink): a key of TAX_CLASSES
+
+
+#: Tax classes: index into a country's (standard, reduced) pair of :data:`VAT_RATES`.
+TAX_CLASSES = {"standard": 0, "reduced": 1}
+#: Food and drink: the reduced rate.
+_REDUCED = frozenset(
+    {
+        "Kaffeebohnen Äthiopien 1 kg",
+        "Thé vert Sencha 250 g",
+        "Müsli Knusper-Mischung 750 g",
+        "Olivenöl Kreta extra vergine 0,5 l",
+        "Gewürzset „Würzig & Scharf“",
+        "Kakao Ecuador 70 % 500 g",
+        "Honig Akazie 500 g",
+        "Rooibos Vanille 100 g",
+        "Pralinés Assortiment 250 g",
+        "Bärlauch-Pesto 180 g",
+    }
+)
 
 
 _PRODUCTS = (
@@ -67,7 +99,8 @@ _PRODUCTS = (
     ("Bärlauch-Pesto 180 g", 4.95),
 )
 PRODUCTS: tuple[Product, ...] = tuple(
-    Product(f"SW{10001 + i}", name, price) for i, (name, price) in enumerate(_PRODUCTS)
+    Product(f"SW{10001 + i}", name, price, "reduced" if name in _REDUCED else "standard")
+    for i, (name, price) in enumerate(_PRODUCTS)
 )
 #: Sold by the shop, unknown to the ERP: orders with them are quarantined ("unknown SKU").
 UNKNOWN_PRODUCTS: tuple[Product, ...] = (
@@ -77,28 +110,45 @@ UNKNOWN_PRODUCTS: tuple[Product, ...] = (
 
 # --- Countries ---------------------------------------------------------------------------
 
-#: iso -> (name, iso3, VAT rate, currency billed there, (street, zipcode, city))
-COUNTRIES: dict[str, tuple[str, str, float, str, tuple[str, str, str]]] = {
-    "DE": ("Germany", "DEU", 0.19, "EUR", ("Hauptstraße", "10115", "Berlin")),
-    "NL": ("Netherlands", "NLD", 0.21, "EUR", ("Keizersgracht", "1015 CJ", "Amsterdam")),
-    "FR": ("France", "FRA", 0.20, "EUR", ("Rue de Rivoli", "75001", "Paris")),
-    "AT": ("Austria", "AUT", 0.20, "EUR", ("Mariahilfer Straße", "1070", "Wien")),
-    "BE": ("Belgium", "BEL", 0.21, "EUR", ("Rue Neuve", "1000", "Bruxelles")),
-    "IT": ("Italy", "ITA", 0.22, "EUR", ("Via del Corso", "00186", "Roma")),
-    "ES": ("Spain", "ESP", 0.21, "EUR", ("Calle de Alcalá", "28014", "Madrid")),
-    "PL": ("Poland", "POL", 0.23, "EUR", ("ulica Piotrkowska", "90-001", "Łódź")),
-    "IE": ("Ireland", "IRL", 0.23, "EUR", ("Grafton Street", "D02 VF65", "Dublin")),
-    "SE": ("Sweden", "SWE", 0.25, "SEK", ("Drottninggatan", "111 51", "Stockholm")),
-    "DK": ("Denmark", "DNK", 0.25, "EUR", ("Strøget", "1160", "København")),
-    "PT": ("Portugal", "PRT", 0.23, "EUR", ("Rua Augusta", "1100-053", "Lisboa")),
-    "GB": ("United Kingdom", "GBR", 0.0, "GBP", ("Baker Street", "NW1 6XE", "London")),
-    "CH": ("Switzerland", "CHE", 0.0, "CHF", ("Bahnhofstrasse", "8001", "Zürich")),
-    "US": ("United States of America", "USA", 0.0, "EUR", ("Main Street", "10001", "New York")),
-    "NO": ("Norway", "NOR", 0.0, "EUR", ("Karl Johans gate", "0154", "Oslo")),
+#: iso -> (name, iso3, currency billed there, (street, zipcode, city))
+COUNTRIES: dict[str, tuple[str, str, str, tuple[str, str, str]]] = {
+    "DE": ("Germany", "DEU", "EUR", ("Hauptstraße", "10115", "Berlin")),
+    "NL": ("Netherlands", "NLD", "EUR", ("Keizersgracht", "1015 CJ", "Amsterdam")),
+    "FR": ("France", "FRA", "EUR", ("Rue de Rivoli", "75001", "Paris")),
+    "AT": ("Austria", "AUT", "EUR", ("Mariahilfer Straße", "1070", "Wien")),
+    "BE": ("Belgium", "BEL", "EUR", ("Rue Neuve", "1000", "Bruxelles")),
+    "IT": ("Italy", "ITA", "EUR", ("Via del Corso", "00186", "Roma")),
+    "ES": ("Spain", "ESP", "EUR", ("Calle de Alcalá", "28014", "Madrid")),
+    "PL": ("Poland", "POL", "EUR", ("ulica Piotrkowska", "90-001", "Łódź")),
+    "IE": ("Ireland", "IRL", "EUR", ("Grafton Street", "D02 VF65", "Dublin")),
+    "SE": ("Sweden", "SWE", "SEK", ("Drottninggatan", "111 51", "Stockholm")),
+    "DK": ("Denmark", "DNK", "EUR", ("Strøget", "1160", "København")),
+    "PT": ("Portugal", "PRT", "EUR", ("Rua Augusta", "1100-053", "Lisboa")),
+    "FI": ("Finland", "FIN", "EUR", ("Mannerheimintie", "00100", "Helsinki")),
+    "GB": ("United Kingdom", "GBR", "GBP", ("Baker Street", "NW1 6XE", "London")),
+    "CH": ("Switzerland", "CHE", "CHF", ("Bahnhofstrasse", "8001", "Zürich")),
+    "US": ("United States of America", "USA", "EUR", ("Main Street", "10001", "New York")),
+    "NO": ("Norway", "NOR", "EUR", ("Karl Johans gate", "0154", "Oslo")),
 }
+#: EU country -> (standard, reduced) VAT rate in percent. Shipments to the EU are taxed at the
+#: destination's rates (one-stop-shop); anything else is an export (tax-free).
+VAT_RATES: dict[str, tuple[float, float]] = {
+    "DE": (19.0, 7.0), "NL": (21.0, 9.0), "FR": (20.0, 5.5), "AT": (20.0, 10.0),
+    "BE": (21.0, 6.0), "IT": (22.0, 10.0), "ES": (21.0, 10.0), "PL": (23.0, 5.0),
+    "IE": (23.0, 13.5), "SE": (25.0, 12.0), "DK": (25.0, 25.0), "PT": (23.0, 6.0),
+    "FI": (25.5, 14.0),
+}  # fmt: skip
+#: The shop's own country: its rates apply to the stored net prices, and B2B orders shipped
+#: elsewhere in the EU are intra-community supplies (tax-free with a VAT id).
+SHOP_COUNTRY = "DE"
+#: Every rate the sandbox's orders can carry (percent), for the ERP's VAT codes.
+ORDER_TAX_RATES: tuple[float, ...] = tuple(
+    sorted({r for rates in VAT_RATES.values() for r in rates})
+)
+TAX_STATUSES = ("gross", "net", "tax-free")
 _EU_WEIGHTS = {
     "DE": 30, "NL": 10, "FR": 10, "AT": 8, "BE": 6, "IT": 7, "ES": 7, "PL": 6, "IE": 4, "SE": 5,
-    "DK": 4, "PT": 3,
+    "DK": 4, "PT": 3, "FI": 3,
 }  # fmt: skip
 _NON_EU_WEIGHTS = {"GB": 12, "CH": 10, "US": 5, "NO": 3}
 EU_SHIPPING_SHARE = 0.70
@@ -124,6 +174,7 @@ MALFORMED_KINDS: dict[str, str] = {
     "no_line_items": "lineItems is an empty list",
     "unknown_country": "shipping and billing country iso are 'XX' (no billing fallback)",
     "null_currency": "currency is null (currencyId still set)",
+    "no_calculated_taxes": "a product line's price.calculatedTaxes is null",
 }
 #: Kinds whose order also breaks Shopware's own schema (OrderCustomer requires ``email``).
 SCHEMA_BREAKING_KINDS = frozenset({"missing_email"})
@@ -255,6 +306,13 @@ class OrderTruth:
     has_promotion: bool
     malformed: str | None  # a key of MALFORMED_KINDS
     state: str = "open"  # a key of ORDER_STATES (stateMachineState.technicalName)
+    tax_status: str = "gross"  # a value of TAX_STATUSES (the order's taxStatus)
+    amount_total: float = 0.0  # what the customer pays (amountTotal), in the order's currency
+    amount_net: float = 0.0  # amountNet
+    #: The VAT rates (percent) in the order's price.calculatedTaxes, ascending; () if tax-free.
+    tax_rates: tuple[float, ...] = ()
+    #: orderCustomer.vatIds (intra-EU B2B deliveries), else ().
+    vat_ids: tuple[str, ...] = ()
 
     @property
     def country(self) -> str:
@@ -286,11 +344,144 @@ def _hex_id(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
-def _money(value: float) -> float:
-    return round(value + 0.0, 2)
+def shop_tax_status(ship: str, *, company: bool, b2b: bool) -> str:
+    """Shopware's ``TaxDetector`` as the two sandbox shops are configured.
+
+    Shipments outside the EU are exports: ``tax-free``. The storefront's customer group shows
+    gross prices: ``gross``. In the B2B shop (``b2b``) company customers see net prices
+    (``net``), and a company shipping to another EU member state than :data:`SHOP_COUNTRY`
+    has a VAT id on file and buys tax-free (intra-community supply, reverse charge).
+    """
+    if ship not in EU_27:
+        return "tax-free"
+    if not (b2b and company):
+        return "gross"
+    return "net" if ship == SHOP_COUNTRY else "tax-free"
 
 
-_SHIPPING_EUR = {"DE": 3.9, "EU": 5.9, "WORLD": 14.9}
+def _half_up(num: int, den: int) -> int:
+    """``num / den`` rounded half away from zero, as PHP's ``round`` does (``den`` > 0)."""
+    quotient = (2 * abs(num) + den) // (2 * den)
+    return quotient if num >= 0 else -quotient
+
+
+#: Rates in tenths of a percent (19.0 -> 190, 5.5 -> 55): cent arithmetic stays integral.
+_RATES10: dict[str, tuple[int, int]] = {
+    iso: (round(standard * 10), round(reduced * 10))
+    for iso, (standard, reduced) in VAT_RATES.items()
+}
+#: Shipping costs per zone in EUR cents, gross (German VAT included), as the shop stores them.
+_SHIPPING_EUR_CENTS = {"DE": 390, "EU": 590, "WORLD": 1490}
+_FREE_SHIPPING_EUR_CENTS = 6000  # goods worth this much (in EUR) ship free
+_UNIT_CENTS: dict[tuple[Product, str, bool], int] = {}
+
+
+def _in_currency(eur_cents: int, currency: str) -> int:
+    factor = CURRENCIES[currency][2]
+    return eur_cents if factor == 1.0 else math.floor(eur_cents * factor + 0.5)
+
+
+def _net_of(gross_eur_cents: int, tax_class: str = "standard") -> int:
+    """The net price the shop stores next to a gross one (its own country's rate)."""
+    rate10 = _RATES10[SHOP_COUNTRY][TAX_CLASSES[tax_class]]
+    return _half_up(gross_eur_cents * 1000, 1000 + rate10)
+
+
+def _unit_cents(product: Product, currency: str, net: bool) -> int:
+    """The product's unit price in cents of ``currency``: gross, or net (``net``)."""
+    key = (product, currency, net)
+    cents = _UNIT_CENTS.get(key)
+    if cents is None:
+        eur = round(product.price * 100)
+        if net:
+            eur = _net_of(eur, product.tax_class)
+        cents = _UNIT_CENTS[key] = _in_currency(eur, currency)
+    return cents
+
+
+def _split(amount: int, weights: dict[int, int]) -> list[tuple[int, int, float]]:
+    """``amount`` (cents) over the rates in ``weights`` (rate -> cents), in proportion:
+    ``[(rate, cents, percentage)]`` whose cents sum exactly to ``amount`` (the last rate takes
+    the rounding rest). Shopware's ``PercentageTaxRuleBuilder``."""
+    if not weights:
+        return []
+    total = sum(weights.values())
+    items = list(weights.items())
+    if len(items) == 1 or total == 0:
+        return [(items[0][0], amount, 100.0)]
+    parts, rest = [], amount
+    for rate, weight in items[:-1]:
+        part = _half_up(amount * weight, total)
+        parts.append((rate, part, weight / total * 100))
+        rest -= part
+    rate, weight = items[-1]
+    parts.append((rate, rest, weight / total * 100))
+    return parts
+
+
+def _calculated_price(
+    unit: int,
+    quantity: int,
+    total: int,
+    parts: list[tuple[int, int, float]],
+    gross: bool,
+    taxes_by_rate: dict[int, list[int]],
+) -> dict[str, Any]:
+    """A Shopware ``CalculatedPrice`` (cents in, euros out); adds its taxes to
+    ``taxes_by_rate`` (rate10 -> [price cents, tax cents]) for the order's sum."""
+    taxes, rules = [], []
+    for rate10, price, percentage in parts:
+        tax = _half_up(price * rate10, 1000 + rate10 if gross else 1000)
+        rate = rate10 / 10
+        taxes.append({"tax": tax / 100, "taxRate": rate, "price": price / 100})
+        rules.append({"taxRate": rate, "percentage": percentage})
+        slot = taxes_by_rate.get(rate10)
+        if slot is None:
+            taxes_by_rate[rate10] = [price, tax]
+        else:
+            slot[0] += price
+            slot[1] += tax
+    return {
+        "unitPrice": unit / 100,
+        "quantity": quantity,
+        "totalPrice": total / 100,
+        "calculatedTaxes": taxes,
+        "taxRules": rules,
+        "referencePrice": None,
+        "listPrice": None,
+        "regulationPrice": None,
+    }
+
+
+def _copy_price(price: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **price,
+        "calculatedTaxes": [dict(tax) for tax in price["calculatedTaxes"]],
+        "taxRules": [dict(rule) for rule in price["taxRules"]],
+    }
+
+
+_VAT_ID_SHAPES = {
+    "NL": "{9}B01", "AT": "U{8}", "BE": "0{9}", "FR": "{11}", "IT": "{11}", "ES": "B{8}",
+    "PL": "{10}", "IE": "{7}A", "SE": "{10}01", "DK": "{8}", "PT": "{9}", "FI": "{8}",
+    "DE": "{9}",
+}  # fmt: skip
+
+
+def vat_id(iso: str, customer_number: str) -> str:
+    """A VAT id in the shape of ``iso``'s (not checksummed), the same for a customer always."""
+    digits = str(int(stable_id("vat", iso, customer_number), 16))
+    shape = _VAT_ID_SHAPES.get(iso, "{9}")
+    out, i = iso, 0
+    for part in re.split(r"(\{\d+\})", shape):
+        if part.startswith("{"):
+            n = int(part[1:-1])
+            out, i = out + digits[i : i + n], i + n
+        else:
+            out += part
+    return out
+
+
 _ROUNDING = {"decimals": 2, "interval": 0.01, "roundForNet": True}
 _VERSION = stable_id("version", "live")  # Shopware's live version id
 _EPOCH = "2026-01-05T09:00:00.000+00:00"  # createdAt of the shop's fixed entities
@@ -407,6 +598,7 @@ class OrderFactory:
         skus: list[str] | None = None,
         countries: str = "mix",
         state: str = "open",
+        tax_status: str | None = None,
     ) -> dict[str, Any]:
         """A full order created at ``created_at`` (aware UTC).
 
@@ -414,8 +606,10 @@ class OrderFactory:
         :data:`MALFORMED_SHARE` probability (kind drawn from the seed), or a kind of
         :data:`MALFORMED_KINDS`. ``countries``: ``"mix"`` = the realistic mix (EU / non-EU /
         split addresses), ``"eu"`` = ship and bill to one EU country. ``state``: a key of
-        :data:`ORDER_STATES`, or ``"random"`` = drawn per :data:`STATE_SHARES`. The other
-        keyword arguments pin what would otherwise be drawn at random.
+        :data:`ORDER_STATES`, or ``"random"`` = drawn per :data:`STATE_SHARES`.
+        ``tax_status``: one of :data:`TAX_STATUSES`; None = as the shop decides it
+        (:func:`shop_tax_status`). The other keyword arguments pin what would otherwise be drawn at
+        random.
         """
         if countries not in ("mix", "eu"):
             raise ValueError("countries must be 'mix' or 'eu'")
@@ -432,6 +626,8 @@ class OrderFactory:
             state = _draw_state(rng)
         if state not in ORDER_STATES:
             raise ValueError(f"unknown order state {state!r}; known: {list(ORDER_STATES)}")
+        if tax_status is not None and tax_status not in TAX_STATUSES:
+            raise ValueError(f"unknown tax status {tax_status!r}; known: {list(TAX_STATUSES)}")
 
         order_id = _hex_id(rng)
         number = str(self.next_order_number)
@@ -448,8 +644,13 @@ class OrderFactory:
             bill = self._country(rng, other_than=ship) if split else ship
         if malformed == "unknown_country":
             ship = bill = UNKNOWN_COUNTRY
-        currency = COUNTRIES.get(bill, COUNTRIES["DE"])[3]
+        currency = COUNTRIES.get(bill, COUNTRIES["DE"])[2]
         factor = CURRENCIES[currency][2]
+        status = tax_status or shop_tax_status(
+            ship, company=bool(customer.company), b2b=self.company_share is not None
+        )
+        gross, taxed = status == "gross", status != "tax-free"
+        rates10 = _RATES10.get(ship, _RATES10[SHOP_COUNTRY])
 
         if skus is not None:
             products = [self.data.product(sku) for sku in skus]
@@ -463,22 +664,64 @@ class OrderFactory:
         if malformed == "no_line_items":
             products, quantities = [], []
 
-        line_items = [
-            self._product_line(rng, order_id, created, i, product, qty, factor)
-            for i, (product, qty) in enumerate(zip(products, quantities, strict=True))
-        ]
-        goods = _money(sum(line["totalPrice"] for line in line_items))
-        promotion = goods > 0 and rng.random() < PROMOTION_SHARE
+        taxes_by_rate: dict[int, list[int]] = {}
+        goods_by_rate: dict[int, int] = {}  # rate10 -> cents of goods at that rate
+        line_items = []
+        goods_cents = 0
+        for i, (product, qty) in enumerate(zip(products, quantities, strict=True)):
+            unit = _unit_cents(product, currency, not gross)
+            total = unit * qty
+            goods_cents += total
+            parts: list[tuple[int, int, float]] = []
+            if taxed:
+                rate10 = rates10[TAX_CLASSES[product.tax_class]]
+                goods_by_rate[rate10] = goods_by_rate.get(rate10, 0) + total
+                parts = [(rate10, total, 100.0)]
+            price = _calculated_price(unit, qty, total, parts, gross, taxes_by_rate)
+            line_items.append(self._product_line(rng, order_id, created, i, product, price))
+        position_cents = goods_cents
+        promotion = goods_cents > 0 and rng.random() < PROMOTION_SHARE
         if promotion:
-            discount = _money(-goods * 0.10)
-            line_items.append(self._promotion_line(rng, order_id, created, discount))
-        position_price = _money(sum(line["totalPrice"] for line in line_items))
+            discount = _half_up(-goods_cents * 10, 100)
+            position_cents += discount
+            parts = _split(discount, goods_by_rate)
+            price = _calculated_price(discount, 1, discount, parts, gross, taxes_by_rate)
+            position = len(line_items) + 1
+            line_items.append(self._promotion_line(rng, order_id, created, price, position))
         ship_zone = "DE" if ship == "DE" else "EU" if ship in EU_27 else "WORLD"
-        free_shipping = goods / factor >= 60  # thresholds are in EUR
-        shipping = 0.0 if free_shipping else _money(_SHIPPING_EUR[ship_zone] * factor)
-        total = _money(position_price + shipping)
-        vat = COUNTRIES.get(ship, COUNTRIES["DE"])[2] if ship in EU_27 else 0.0
-        net = _money(total / (1 + vat))
+        free_shipping = goods_cents / factor >= _FREE_SHIPPING_EUR_CENTS  # threshold in EUR
+        shipping_cents = 0
+        if not free_shipping:
+            eur = _SHIPPING_EUR_CENTS[ship_zone]
+            shipping_cents = _in_currency(eur if gross else _net_of(eur), currency)
+        shipping_parts = _split(shipping_cents, goods_by_rate)
+        shipping_price = _calculated_price(
+            shipping_cents, 1, shipping_cents, shipping_parts, gross, taxes_by_rate
+        )
+        shipping = shipping_price["totalPrice"]
+        tax_cents = sum(tax for _, tax in taxes_by_rate.values())
+        if gross:
+            total_cents = position_cents + shipping_cents
+            net_cents = total_cents - tax_cents
+        else:  # net; tax-free has no taxes
+            net_cents = position_cents + shipping_cents
+            total_cents = net_cents + tax_cents
+        total, net = total_cents / 100, net_cents / 100
+        taxed_cents = sum(price for price, _ in taxes_by_rate.values())
+        order_taxes = [
+            {"tax": tax / 100, "taxRate": rate10 / 10, "price": price / 100}
+            for rate10, (price, tax) in taxes_by_rate.items()
+        ]
+        order_rules = [
+            {"taxRate": rate10 / 10, "percentage": price / taxed_cents * 100 if taxed_cents else 0}
+            for rate10, (price, _) in taxes_by_rate.items()
+        ]
+        if malformed == "no_calculated_taxes":
+            goods_lines = [line for line in line_items if line["type"] == "product"]
+            rng.choice(goods_lines)["price"]["calculatedTaxes"] = None
+        vat_ids = None
+        if status == "tax-free" and ship in EU_27:
+            vat_ids = [vat_id(ship, customer.number)]
 
         first, last, company = customer.first_name, customer.last_name, customer.company
         billing = self._address(rng, order_id, created, bill, first, last, company)
@@ -494,7 +737,7 @@ class OrderFactory:
             "customerNumber": customer.number,
             "salutationId": stable_id("salutation", "not_specified"),
             "title": None,
-            "vatIds": None,
+            "vatIds": vat_ids,
         }
         delivery = {
             "id": _hex_id(rng),
@@ -506,7 +749,7 @@ class OrderFactory:
             "stateId": stable_id("state", "order_delivery.state", _DELIVERY_STATES[state]),
             "shippingDateEarliest": format_shop_datetime(created_at + timedelta(days=1)),
             "shippingDateLatest": format_shop_datetime(created_at + timedelta(days=3)),
-            "shippingCosts": {"unitPrice": shipping, "totalPrice": shipping, "quantity": 1},
+            "shippingCosts": shipping_price,
             "trackingCodes": [],
         }
         order: dict[str, Any] = {
@@ -528,15 +771,17 @@ class OrderFactory:
             "price": {
                 "netPrice": net,
                 "totalPrice": total,
-                "positionPrice": position_price,
+                "calculatedTaxes": order_taxes,
+                "taxRules": order_rules,
+                "positionPrice": position_cents / 100,
                 "rawTotal": total,
-                "taxStatus": "gross",
+                "taxStatus": status,
             },
             "amountTotal": total,
             "amountNet": net,
-            "positionPrice": position_price,
-            "taxStatus": "gross",
-            "shippingCosts": {"unitPrice": shipping, "totalPrice": shipping, "quantity": 1},
+            "positionPrice": position_cents / 100,
+            "taxStatus": status,
+            "shippingCosts": _copy_price(shipping_price),
             "shippingTotal": shipping,
             "itemRounding": dict(_ROUNDING),
             "totalRounding": dict(_ROUNDING),
@@ -567,6 +812,11 @@ class OrderFactory:
             has_promotion=promotion,
             malformed=malformed,
             state=state,
+            tax_status=status,
+            amount_total=total,
+            amount_net=net,
+            tax_rates=tuple(sorted(rate10 / 10 for rate10 in taxes_by_rate)),
+            vat_ids=tuple(vat_ids or ()),
         )
         return order
 
@@ -597,7 +847,7 @@ class OrderFactory:
         last: str,
         company: str | None,
     ) -> dict[str, Any]:
-        street, zipcode, city = COUNTRIES[iso][4] if iso in COUNTRIES else ("Nowhere 1", "0", "?")
+        street, zipcode, city = COUNTRIES[iso][3] if iso in COUNTRIES else ("Nowhere 1", "0", "?")
         return {
             "id": _hex_id(rng),
             **_child(order_id, created),
@@ -620,11 +870,8 @@ class OrderFactory:
         created: str,
         index: int,
         product: Product,
-        quantity: int,
-        factor: float,
+        price: dict[str, Any],
     ) -> dict[str, Any]:
-        unit = _money(product.price * factor)
-        total = _money(unit * quantity)
         product_id = stable_id("product", product.sku)
         return {
             "id": _hex_id(rng),
@@ -639,11 +886,17 @@ class OrderFactory:
             "removable": True,
             "stackable": True,
             "position": index + 1,
-            "quantity": quantity,
-            "unitPrice": unit,
-            "totalPrice": total,
-            "price": {"unitPrice": unit, "totalPrice": total, "quantity": quantity},
-            "priceDefinition": {"type": "quantity", "price": unit, "quantity": 1},
+            "quantity": price["quantity"],
+            "unitPrice": price["unitPrice"],
+            "totalPrice": price["totalPrice"],
+            "price": price,
+            "priceDefinition": {
+                "type": "quantity",
+                "price": price["unitPrice"],
+                "quantity": price["quantity"],
+                "taxRules": [dict(rule) for rule in price["taxRules"]],
+                "isCalculated": True,
+            },
             "payload": {"productNumber": product.sku, "isNew": False, "options": []},
             "children": [],
             "states": [],
@@ -653,7 +906,7 @@ class OrderFactory:
 
     @staticmethod
     def _promotion_line(
-        rng: random.Random, order_id: str, created: str, discount: float
+        rng: random.Random, order_id: str, created: str, price: dict[str, Any], position: int
     ) -> dict[str, Any]:
         promotion_id = stable_id("promotion", "WINTER10")
         return {
@@ -667,11 +920,12 @@ class OrderFactory:
             "good": False,
             "removable": True,
             "stackable": False,
-            "position": 99,
+            "position": position,
             "quantity": 1,
-            "unitPrice": discount,
-            "totalPrice": discount,
-            "price": {"unitPrice": discount, "totalPrice": discount, "quantity": 1},
+            "unitPrice": price["unitPrice"],
+            "totalPrice": price["totalPrice"],
+            "price": price,
+            "priceDefinition": {"type": "percentage", "percentage": -10.0, "filter": None},
             "payload": {"code": "WINTER10", "discountType": "percentage", "value": "10"},
             "children": [],
             "states": [],

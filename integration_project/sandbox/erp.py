@@ -5,25 +5,37 @@
   until the new pair is first used (its access token on a data call, or its refresh token
   here); then every older one dies. ``strict_rotation=True`` models the Exact apps that allow
   no older token at all: the previous one dies at once. A refresh within
-  ``min_refresh_interval_s`` of the last successful one is refused ("TooEarlyToRefreshTokens")
-  and leaves the current tokens valid. ``expires_in`` is a string, as Exact sends it.
+  ``min_refresh_interval_s`` of the last successful one is refused (400 ``access_denied``,
+  header ``Reason: TooEarlyToRefreshTokens``) and leaves the current tokens valid. ``expires_in`` is a string, as Exact sends it.
 - ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``: OData
   ``$filter`` (only ``Field eq 'literal'``, compared case-insensitively like Exact's SQL
   collation), ``$select``, ``$top``, paging by 60 with ``__next`` / ``$skiptoken``; POST creates
   accounts and sales orders after Exact-style validation. ``YourRef`` is NOT deduplicated (the
   real ERP does not either), which is how tests see a route that sends twice.
+- ``vat/VATCodes`` (GET, same OData options) lists the division's VAT codes (see
+  :func:`_seed_vat_codes`: one sales code per rate the sandbox orders carry, 0 % codes ``ICL``
+  and ``EXP``, and traps at 21 %). A sales order line's VAT comes from its ``VATCode``, else
+  from its item's ``SalesVatCode`` (``21`` on every item); unknown, blocked and purchase-only
+  codes are refused. Lines and header carry ``AmountFC`` / ``AmountFCExclVat`` /
+  ``VATAmount`` (header ``AmountFC`` = what will be invoiced, VAT included).
 - Every data call is counted against a minutely and a daily budget and announces both in the
   ``X-RateLimit-*`` headers (reset in epoch milliseconds); over budget -> 429.
-- As Exact does, ``block_after_4xx`` (10) client errors (4xx other than 401 and 429) on one
-  endpoint within an hour block the app for an hour: every data call then answers 403.
+- As Exact does, ``block_after_4xx`` (10) client errors (4xx other than 429, 401 included) on
+  one endpoint within an hour block the app for an hour: every data call and the token
+  endpoint then answer 403. The token endpoint's 4xx count under its own key (``token_post``).
   ``statuses`` counts every data and token answer by HTTP status.
+- A POST answers 201 with the whole entity (``OrderNumber``, ``Code``, ``Created``, lines'
+  server fields …) only when sent with ``Prefer: return=representation``, as Exact does;
+  without it, only the fields posted and the key (``ID``, ``OrderID``).
 - ``GET /sandbox/state`` is the sandbox's own summary (no auth).
 - ``POST /sandbox/webhook`` stores alert bodies (JSON, no auth) in ``webhooks``.
 
-Every error uses Exact's envelope (:func:`~integration_project.exact.models.error_body`). The
-token endpoint uses it too, with the OAuth error name as ``code`` (``invalid_grant``,
-``invalid_client``, ``invalid_request``, ``unsupported_grant_type``) and the same text in an
-extra ``error_description`` so OAuth-minded clients find it as well.
+Every data error uses Exact's OData envelope
+(:func:`~integration_project.exact.models.error_body`). The token endpoint answers errors in
+the OAuth form only (:func:`~integration_project.exact.models.oauth_error_body`):
+``{"error": "invalid_grant", "error_description": "..."}`` (also ``invalid_client``,
+``invalid_request``, ``unsupported_grant_type``; faults as ``server_error`` or
+``temporarily_unavailable``, a block as ``access_denied``).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -50,16 +63,19 @@ from integration_project.exact.models import (
     MIN_REFRESH_INTERVAL_S,
     SALES_ORDERS,
     TOKEN_PATH,
+    VAT_CODES,
     AccountCreate,
     RateLimit,
     SalesOrderCreate,
     SalesOrderRef,
     TokenResponse,
+    VatCode,
     error_body,
+    oauth_error_body,
     parse_eq_filter,
 )
 from integration_project.sandbox.common import Clock, Request, Response, system_clock
-from integration_project.sandbox.data import SandboxData
+from integration_project.sandbox.data import ORDER_TAX_RATES, SandboxData
 from integration_project.sandbox.faults import FaultPlan, Injection
 from integration_project.settings import (
     CURRENCIES,
@@ -89,13 +105,95 @@ def _fields(*models: type[BaseModel], extra: str = "") -> frozenset[str]:
 #: resource -> (key field, OData type name, fields a client may $filter / $select on)
 RESOURCES: dict[str, tuple[str, str, frozenset[str]]] = {
     ACCOUNTS: ("ID", "Exact.Web.Api.Models.Account", _fields(AccountCreate, extra="ID Code")),
-    ITEMS: ("ID", "Exact.Web.Api.Models.Item", frozenset({"ID", "Code", "Description", "Unit"})),
+    ITEMS: (
+        "ID",
+        "Exact.Web.Api.Models.Item",
+        frozenset({"ID", "Code", "Description", "Unit", "SalesVatCode"}),
+    ),
     SALES_ORDERS: (
         "OrderID",
         "Exact.Web.Api.Models.SalesOrder",
-        _fields(SalesOrderCreate, SalesOrderRef, extra="OrderedByName Status AmountFC Created"),
+        _fields(
+            SalesOrderCreate,
+            SalesOrderRef,
+            extra="OrderedByName Status AmountFC AmountFCExclVat VATAmount Created",
+        ),
     ),
+    VAT_CODES: ("ID", "Exact.Web.Api.Models.VATCode", _fields(VatCode, extra="ID")),
 }
+
+
+def _rate_code(rate: float) -> str:
+    """The sandbox division's sales code for a rate in percent: 19 -> "19", 5.5 -> "55"."""
+    return f"{rate:g}".replace(".", "")
+
+
+#: Rate in percent -> the division's usable sales VAT code (VATTransactionType S or B, Type E
+#: = "excluding": prices exclude VAT, not blocked): one for every rate the sandbox's orders
+#: carry. Exact's ``Type``: E excluding, I including, N no VAT, B 0 % (only the base amount).
+SALES_VAT_CODES: dict[float, str] = {rate: _rate_code(rate) for rate in ORDER_TAX_RATES}
+#: 0 % codes: intra-community supply to a business with a VAT id (reverse charge), and export
+#: outside the EU.
+INTRA_EU_VAT_CODE = "ICL"
+EXPORT_VAT_CODE = "EXP"
+#: Every item's SalesVatCode, as a Dutch division sets it (the NL high rate): a sales order line
+#: that names no VATCode is charged 21 %.
+ITEM_SALES_VAT_CODE = "21"
+#: Codes at 21 % a mapping must not pick: purchases only, blocked, VAT-inclusive. Listed before
+#: the good "21", so choosing "the first code at 21 %" picks a trap.
+VAT_CODE_TRAPS = {"21P": "purchases only", "21O": "blocked", "21I": "VAT-inclusive"}
+
+
+def _seed_vat_codes() -> list[dict[str, Any]]:
+    """The division's VAT codes (``vat/VATCodes`` rows without ``ID``), in listing order."""
+
+    def code(code: str, description: str, rate: float, kind: str, **more: Any) -> dict[str, Any]:
+        row = {
+            "Code": code.ljust(3),  # Exact pads codes with spaces to three characters
+            "Description": description,
+            "Percentage": rate,
+            "VATTransactionType": kind,
+            "IsBlocked": False,
+            "Type": "E",
+        }
+        return {**row, **more}
+
+    rows = [
+        code("21P", "BTW 21% inkoop (purchases)", 0.21, "P"),
+        code("21O", "BTW 21% oud (blocked)", 0.21, "S", IsBlocked=True),
+        code("21I", "BTW 21% inclusief (VAT included)", 0.21, "S", Type="I"),
+    ]
+    for rate, sales_code in SALES_VAT_CODES.items():
+        # The home codes serve purchases too (B), the one-stop-shop ones sales only (S).
+        kind = "B" if rate in (9.0, 21.0) else "S"
+        rows.append(code(sales_code, f"VAT {rate:g}% sales", _fraction(rate), kind))
+    rows += [
+        code(INTRA_EU_VAT_CODE, "0% intra-EU supply (reverse charge)", 0.0, "S", Type="B"),
+        code(EXPORT_VAT_CODE, "0% export outside the EU", 0.0, "S", Type="N"),
+    ]
+    return rows
+
+
+def _fraction(rate: float) -> float:
+    """19.0 -> 0.19, 5.5 -> 0.055, 25.5 -> 0.255 (no binary noise)."""
+    return float(Decimal(str(rate)) / 100)
+
+
+_CENT = Decimal("0.01")
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclasses.dataclass(frozen=True)
+class Invoice:
+    """What the ERP will invoice for one sales order (in the order's currency)."""
+
+    total: Decimal  # incl. VAT (the order's AmountFC)
+    excl_vat: Decimal  # AmountFCExclVat
+    vat: Decimal  # VATAmount
+    lines: int
 
 
 class SandboxErp:
@@ -155,6 +253,8 @@ class SandboxErp:
         self.client_errors: dict[str, list[datetime]] = {}
         #: Until when the app is blocked after too many client errors (None: not blocked).
         self.blocked_until: datetime | None = None
+        #: Further divisions the same authorisation reaches (their data is the same).
+        self.other_divisions: set[str] = set()
         self._access_tokens: dict[str, datetime] = {}
         self._minute_start: float | None = None
         self._minute_used = 0
@@ -177,6 +277,11 @@ class SandboxErp:
         for customer in self.data.customers:
             if customer.in_erp:
                 self._add_account(customer.name, customer.email, customer.country, "C")
+        #: The division's VAT codes (``vat/VATCodes``), keyed by ID, in listing order.
+        self.vat_codes: dict[str, dict[str, Any]] = {}
+        for row in _seed_vat_codes():  # after items and accounts: their IDs stay as they were
+            row = {"ID": self._guid(), **row}
+            self.vat_codes[row["ID"]] = row
 
     # --- for tests ---------------------------------------------------------------------
 
@@ -201,6 +306,31 @@ class SandboxErp:
     def item_by_code(self, code: str) -> dict[str, Any] | None:
         with self._lock:
             return next((i for i in self.items.values() if i["Code"] == code), None)
+
+    def vat_code(self, code: str) -> dict[str, Any] | None:
+        """The VAT code row with this ``Code`` (exact match), or None."""
+        with self._lock:
+            wanted = code.strip()
+            return next((v for v in self.vat_codes.values() if v["Code"].strip() == wanted), None)
+
+    def invoices(self) -> dict[str, Invoice]:
+        """``YourRef`` -> what the ERP will invoice for it (the first order with that ref)."""
+        with self._lock:
+            out: dict[str, Invoice] = {}
+            for order in self.sales_orders:
+                if order["YourRef"] not in out:
+                    out[order["YourRef"]] = Invoice(
+                        total=Decimal(str(order["AmountFC"])),
+                        excl_vat=Decimal(str(order["AmountFCExclVat"])),
+                        vat=Decimal(str(order["VATAmount"])),
+                        lines=len(order["SalesOrderLines"]),
+                    )
+            return out
+
+    def invoice_total(self, your_ref: str) -> Decimal:
+        """What the ERP will invoice (incl. VAT) for the order sent as ``your_ref``.
+        KeyError if none reached the ERP."""
+        return self.invoices()[your_ref].total
 
     def revoke_access_tokens(self) -> None:
         """Invalidate every access token (as when Exact revokes a grant); refresh still works."""
@@ -239,9 +369,9 @@ class SandboxErp:
                 {
                     **{k: o.get(k) for k in ("OrderID", "OrderNumber", "YourRef", "OrderedBy")},
                     **{k: o.get(k) for k in ("OrderDate", "Currency", "AmountFC", "Created")},
+                    **{k: o.get(k) for k in ("AmountFCExclVat", "VATAmount")},
                     "lines": [
-                        {k: line[k] for k in ("Item", "ItemCode", "Quantity", "NetPrice")}
-                        for line in o["SalesOrderLines"]
+                        {k: line[k] for k in _STATE_LINE_FIELDS} for line in o["SalesOrderLines"]
                     ],
                 }
                 for o in self.sales_orders
@@ -251,6 +381,7 @@ class SandboxErp:
                 "sales_orders": orders,
                 "accounts": len(self.accounts),
                 "items": len(self.items),
+                "vat_codes": len(self.vat_codes),
                 "calls": dict(self.calls),
                 "token_refreshes": self.token_refreshes,
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
@@ -276,12 +407,13 @@ class SandboxErp:
         return Response(404, error_body(f"Not found: {request.method} {request.path}"))
 
     def _count(self, response: Response, endpoint: str) -> None:
-        """Tally the answer; the tenth client error on an endpoint within an hour blocks."""
+        """Tally the answer; the tenth client error on an endpoint within an hour blocks.
+        401s count (as at Exact); 429s are the rate limit's, not errors."""
         with self._lock:
             self.statuses[response.status] += 1
-            if not 400 <= response.status < 500 or response.status in (401, 429):
+            if not 400 <= response.status < 500 or response.status == 429:
                 return
-            if self.blocked_until is not None:
+            if self._block_message() is not None:
                 return  # the block's own 403s do not extend it
             now = self.clock()
             recent = [t for t in self.client_errors.get(endpoint, []) if t > now - _HOUR]
@@ -302,10 +434,28 @@ class SandboxErp:
             self.webhooks.append(body)
         return Response(200, {"ok": True})
 
+    def _block_message(self) -> str | None:
+        """Why the app is blocked, or None (a lapsed block is lifted). Hold the lock."""
+        if self.blocked_until is None:
+            return None
+        if self.clock() < self.blocked_until:
+            return (
+                "Forbidden: this app is blocked until "
+                f"{self.blocked_until.isoformat()} after too many errors within an hour"
+            )
+        self.blocked_until, self.client_errors = None, {}
+        return None
+
     def _token(self, request: Request) -> Response:
-        response = self._token_answer(request)
         with self._lock:
-            self.statuses[response.status] += 1
+            blocked = self._block_message()
+            if blocked is not None:
+                self.calls["token"] += 1
+        if blocked is not None:
+            response = _oauth_error(403, "access_denied", blocked)
+        else:
+            response = _oauth_form(self._token_answer(request))
+        self._count(response, TOKEN_CALL_KEY)
         return response
 
     def _token_answer(self, request: Request) -> Response:
@@ -350,11 +500,12 @@ class SandboxErp:
             if self.last_refresh is not None:
                 earliest = self.last_refresh + timedelta(seconds=self.min_refresh_interval_s)
                 if now < earliest:
-                    detail = (
-                        "TooEarlyToRefreshTokens: the current access token is still valid; "
-                        f"refresh again after {earliest.isoformat()}"
-                    )
-                    return _oauth_error(400, "invalid_request", detail)
+                    # Exact's own words, with the reason in a header (see reference/).
+                    detail = "Rate limit exceeded: access_token not expired"
+                    refused = _oauth_error(400, "access_denied", detail)
+                    after = f"TooEarlyToRefreshTokens: refresh after {earliest.isoformat()}"
+                    refused.headers = {"Reason": after}
+                    return refused
             access = secrets.token_urlsafe(32)
             self._access_tokens = {t: e for t, e in self._access_tokens.items() if e > now}
             self._access_tokens[access] = now + timedelta(seconds=self.token_lifetime_s)
@@ -382,15 +533,9 @@ class SandboxErp:
                 return Response(401, error_body(message), {"WWW-Authenticate": "Bearer"})
             if token == self._current_access:
                 self.previous_refresh_token = None  # the newest pair is in use: older ones die
-            if self.blocked_until is not None:
-                if self.clock() < self.blocked_until:
-                    message = (
-                        "Forbidden: this app is blocked until "
-                        f"{self.blocked_until.isoformat()} after too many errors within an hour"
-                    )
-                    return Response(403, error_body(message))
-                self.blocked_until, self.client_errors = None, {}
-            if division != self.division:
+            if (blocked := self._block_message()) is not None:
+                return Response(403, error_body(blocked))
+            if division != self.division and division not in self.other_divisions:
                 return Response(403, error_body(f"Forbidden: no access to division {division}"))
             allowed, budget = self._budget(consume=True)
             if allowed:
@@ -479,7 +624,7 @@ class SandboxErp:
         with self._lock:
             row = self._add_account(account.Name, account.Email, account.Country, account.Status)
             row.update({k: v for k, v in account.model_dump().items() if k not in row})
-        return Response(201, {"d": self._render(request, division, ACCOUNTS, row, [])})
+        return self._created(request, division, ACCOUNTS, row)
 
     def _create_sales_order(self, request: Request, division: str, body: Any) -> Response:
         try:
@@ -492,11 +637,31 @@ class SandboxErp:
                 problems.append(f"OrderedBy: account {order.OrderedBy} does not exist")
             if order.Currency not in CURRENCIES:
                 problems.append(f"Currency: '{order.Currency}' is not a known currency")
+            vat_codes = {v["Code"].strip(): v for v in self.vat_codes.values()}
+            line_vat: list[dict[str, Any]] = []
             for n, line in enumerate(order.SalesOrderLines, start=1):
-                if line.Item.lower() not in self.items:
+                item = self.items.get(line.Item.lower())
+                if item is None:
                     problems.append(f"SalesOrderLines[{n}].Item: item {line.Item} does not exist")
                 if not line.Quantity > 0:
                     problems.append(f"SalesOrderLines[{n}].Quantity: must be greater than 0")
+                named = (line.VATCode or "").strip()
+                code = named or (item["SalesVatCode"] if item is not None else "")
+                vat = vat_codes.get(code)
+                where = f"SalesOrderLines[{n}].VATCode"
+                if item is None and not named:
+                    pass  # the item's code is unknown; its error says enough
+                elif vat is None:
+                    problems.append(f"{where}: VAT code '{code}' does not exist")
+                elif vat["IsBlocked"]:
+                    problems.append(f"{where}: VAT code '{code}' is blocked")
+                elif vat["VATTransactionType"] not in ("S", "B"):
+                    problems.append(
+                        f"{where}: VAT code '{code}' is a purchase VAT code; "
+                        "a sales order needs a sales VAT code"
+                    )
+                else:
+                    line_vat.append(vat)
             if problems:
                 return Response(400, error_body("; ".join(problems)))
             lines = [
@@ -506,10 +671,14 @@ class SandboxErp:
                     "LineNumber": n,
                     "Item": line.Item.lower(),
                     "ItemCode": self.items[line.Item.lower()]["Code"],
-                    "AmountFC": round(line.Quantity * line.NetPrice, 2),
+                    **_line_amounts(line.Quantity, line.NetPrice, vat),
                 }
-                for n, line in enumerate(order.SalesOrderLines, start=1)
+                for n, (line, vat) in enumerate(
+                    zip(order.SalesOrderLines, line_vat, strict=True), start=1
+                )
             ]
+            excl = sum((Decimal(str(line["AmountFCExclVat"])) for line in lines), Decimal(0))
+            vat_total = sum((Decimal(str(line["VATAmount"])) for line in lines), Decimal(0))
             row = {
                 **order.model_dump(),
                 "OrderID": self._guid(),
@@ -517,13 +686,15 @@ class SandboxErp:
                 "OrderedBy": order.OrderedBy.lower(),
                 "OrderedByName": self.accounts[order.OrderedBy.lower()]["Name"],
                 "Status": 12,  # open
-                "AmountFC": round(sum(line["AmountFC"] for line in lines), 2),
+                "AmountFC": float(excl + vat_total),  # what will be invoiced, VAT included
+                "AmountFCExclVat": float(excl),
+                "VATAmount": float(vat_total),
                 "Created": self.clock().isoformat(),
                 "SalesOrderLines": lines,
             }
             self._next_order_number += 1
             self.sales_orders.append(row)
-        return Response(201, {"d": self._render(request, division, SALES_ORDERS, row, [])})
+        return self._created(request, division, SALES_ORDERS, row)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -566,6 +737,8 @@ class SandboxErp:
     def _collection(self, resource: str) -> list[dict[str, Any]]:
         if resource == SALES_ORDERS:
             return self.sales_orders
+        if resource == VAT_CODES:
+            return list(self.vat_codes.values())
         return list((self.accounts if resource == ACCOUNTS else self.items).values())
 
     def _render(
@@ -581,11 +754,44 @@ class SandboxErp:
             out[name] = {"results": value} if name == "SalesOrderLines" else value
         return out
 
+    def _created(
+        self, request: Request, division: str, resource: str, row: dict[str, Any]
+    ) -> Response:
+        """201 for a POST. The whole entity only with ``Prefer: return=representation``; without
+        it, as Exact does, the fields posted (lines: their posted fields) and the key."""
+        full = self._render(request, division, resource, row, [])
+        if _wants_representation(request):
+            return Response(201, {"d": full})
+        try:
+            posted = request.json()
+        except ValueError:
+            posted = {}
+        key = RESOURCES[resource][0]
+        out: dict[str, Any] = {"__metadata": full["__metadata"], key: full[key]}
+        for name, value in (posted if isinstance(posted, dict) else {}).items():
+            if name not in full or name == key:
+                continue
+            if name == "SalesOrderLines" and isinstance(value, list):
+                sent = {k for line in value if isinstance(line, dict) for k in line}
+                lines = [{k: v for k, v in ln.items() if k in sent} for ln in full[name]["results"]]
+                out[name] = {"results": lines}
+            else:
+                out[name] = full[name]
+        return Response(201, {"d": out})
+
     def _guid(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
-    def _add_item(self, code: str, description: str) -> dict[str, Any]:
-        item = {"ID": self._guid(), "Code": code, "Description": description, "Unit": "pc"}
+    def _add_item(
+        self, code: str, description: str, sales_vat_code: str = ITEM_SALES_VAT_CODE
+    ) -> dict[str, Any]:
+        item = {
+            "ID": self._guid(),
+            "Code": code,
+            "Description": description,
+            "Unit": "pc",
+            "SalesVatCode": sales_vat_code,
+        }
         self.items[item["ID"]] = item
         return item
 
@@ -603,6 +809,34 @@ class SandboxErp:
 
 
 _HOUR = timedelta(hours=1)
+_STATE_LINE_FIELDS = (
+    "Item", "ItemCode", "Quantity", "NetPrice", "VATCode", "VATPercentage", "VATAmount",
+    "AmountFC", "AmountFCExclVat",
+)  # fmt: skip
+
+
+def _line_amounts(quantity: float, net_price: float, vat: dict[str, Any]) -> dict[str, Any]:
+    """A sales order line's amounts as Exact computes them from its VAT code.
+
+    ``AmountFC`` = Quantity x NetPrice, rounded to cents; for an excluding code (Type E, and
+    the 0 % types B/N) that excludes VAT and VAT = AmountFC x Percentage; for an including
+    code (Type I) it includes VAT: VAT = AmountFC x p / (1 + p).
+    """
+    amount = _cents(Decimal(str(quantity)) * Decimal(str(net_price)))
+    rate = Decimal(str(vat["Percentage"] or 0))
+    if vat["Type"] == "I":
+        tax = _cents(amount * rate / (1 + rate))
+        excl = amount - tax
+    else:
+        tax = _cents(amount * rate)
+        excl = amount
+    return {
+        "VATCode": vat["Code"],
+        "VATPercentage": float(rate),
+        "VATAmount": float(tax),
+        "AmountFC": float(amount),
+        "AmountFCExclVat": float(excl),
+    }
 
 
 def call_key(method: str, resource: str) -> str:
@@ -614,8 +848,31 @@ def _eq(value: Any, literal: str) -> bool:
     return value is not None and str(value).casefold() == literal.casefold()
 
 
+#: The token endpoint's key in ``client_errors`` (as :func:`call_key` names data endpoints).
+TOKEN_CALL_KEY = call_key("POST", TOKEN_PATH)
+
+
 def _oauth_error(status: int, code: str, message: str) -> Response:
-    return Response(status, {**error_body(message, code), "error_description": message})
+    """A token endpoint error in the OAuth form (RFC 6749 §5.2), as Exact answers it."""
+    return Response(status, oauth_error_body(code, message))
+
+
+def _oauth_form(response: Response) -> Response:
+    """The token endpoint's answer with any OData error envelope (faults) in the OAuth form."""
+    body = response.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = body["error"].get("message")
+        text = message.get("value", "") if isinstance(message, dict) else ""
+        code = body["error"].get("code") or (
+            "server_error" if response.status == 500 else "temporarily_unavailable"
+        )
+        response.body = oauth_error_body(code, text)
+    return response
+
+
+def _wants_representation(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return "return=representation" in prefer.replace(" ", "").lower()
 
 
 def _validation_message(exc: ValidationError) -> str:
