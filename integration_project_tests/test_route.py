@@ -210,6 +210,35 @@ def test_unmappable_erp_order_fails_once_and_is_not_resent(sandbox, resources, l
     assert bad["orderNumber"] not in erp_refs(sandbox)
 
 
+def test_a_vat_code_the_erp_refuses_fails_that_order_with_exacts_words(sandbox, resources, ledger):
+    sandbox.shop.add_order(WINDOW_START, shipping_country="DE", skus=["SW10002"])  # 19 %
+    fi = sandbox.shop.add_order(WINDOW_START + timedelta(minutes=1), shipping_country="FI")
+    assert fetch_and_map(resources).success
+    # An accountant blocks the 25.5 % code after the mapping chose it.
+    sandbox.erp.vat_code("255")["IsBlocked"] = True
+
+    meta = metadata(deliver(resources), "erp_delivered_orders")
+
+    assert (meta["sent"], meta["failed"]) == (1, 1)
+    [failed] = [r for r in ledger.delivered_rows() if r["status"] == "failed"]
+    assert failed["order_number"] == fi["orderNumber"]
+    assert "VAT code '255' is blocked" in failed["last_error"]
+
+
+def test_an_order_whose_rate_has_no_vat_code_is_quarantined_naming_the_rate(
+    sandbox, resources, ledger
+):
+    # The division has no code at 5.5 % (France's reduced rate) any more.
+    del sandbox.erp.vat_codes[sandbox.erp.vat_code("55")["ID"]]
+    sandbox.shop.add_order(WINDOW_START, shipping_country="FR", skus=["SW10001"])  # coffee
+
+    mapping = metadata(fetch_and_map(resources), "erp_orders")
+
+    assert (mapping["mapped"], mapping["quarantined"]) == (0, 1)
+    assert "no ERP VAT code for 5.5 %" in mapping["quarantined_preview"]
+    assert "Kaffeebohnen" in mapping["quarantined_preview"]  # the line it concerns
+
+
 def test_response_lost_after_commit_is_recovered_by_your_ref(sandbox, resources, ledger):
     sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END)
     assert fetch_and_map(resources).success
