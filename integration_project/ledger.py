@@ -6,7 +6,7 @@ while the first holds it. So every method opens a connection, does one short tra
 closes it: connections are never held across an HTTP call. The DDL is idempotent and runs on
 first use, never at import time.
 
-The exactly-once protocol (DESIGN.md) in terms of ``delivered_orders.status``:
+The exactly-once protocol (README, "Exactly once") in terms of ``delivered_orders.status``:
 
 * ``sending``   claimed and committed *before* the POST; outcome unknown until recorded.
 * ``delivered`` the ERP answered 2xx (or a later look-up by ``YourRef`` found the order).

@@ -282,9 +282,7 @@ class ExactClient:
         created = SalesOrderRef.model_validate(single(body))
         return CreatedSalesOrder(order_id=created.OrderID, order_number=created.OrderNumber)
 
-    def _query(
-        self, resource: str, odata_filter: str | None, select: str
-    ) -> list[dict[str, Any]]:
+    def _query(self, resource: str, odata_filter: str | None, select: str) -> list[dict[str, Any]]:
         # Filter queries answer 200 with an empty list where a GET by id would 404: Exact
         # blocks a key after ten 4xx an hour, so look-ups never risk a 404.
         params = f"$select={quote(select, safe=',')}"

@@ -6,7 +6,8 @@
   here); then every older one dies. ``strict_rotation=True`` models the Exact apps that allow
   no older token at all: the previous one dies at once. A refresh within
   ``min_refresh_interval_s`` of the last successful one is refused (400 ``access_denied``,
-  header ``Reason: TooEarlyToRefreshTokens``) and leaves the current tokens valid. ``expires_in`` is a string, as Exact sends it.
+  header ``Reason: TooEarlyToRefreshTokens``) and leaves the current tokens valid.
+  ``expires_in`` is a string, as Exact sends it.
 - ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``: OData
   ``$filter`` (only ``Field eq 'literal'``, compared case-insensitively like Exact's SQL
   collation), ``$select``, ``$top``, paging by 60 with ``__next`` / ``$skiptoken``; POST creates
