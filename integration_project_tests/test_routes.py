@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,21 @@ def test_slugs_are_valid_dagster_names() -> None:
         ({"mapping": {"your_ref": "{order_nr}"}}, "mapping.your_ref", "{order_number}"),
         ({"mapping": {"fields": {"YourRef": "x"}}}, "mapping.fields", "cannot be overridden"),
         ({"schedule": {"incoming": "every 5 minutes"}}, "schedule.incoming", "cron"),
+        ({"schedule": {"outgoing": "61 * * * *"}}, "schedule.outgoing", "not a cron"),
+        ({"source": {"timezone": "Europe/Amsterdm"}}, "source.timezone", "Europe/Amsterdam"),
+        ({"mapping": {"tax_free_vat_code": "ICL1"}}, "mapping.tax_free_vat_code", "1 to 3"),
+        ({"mapping": {"vat_codes": [{"rate": 21, "code": "V210"}]}}, "mapping.vat_codes", "1 to 3"),
+        (
+            {"mapping": {"vat_codes": [{"rate": 21, "code": "2", "country": "XX"}]}},
+            "mapping.vat_codes",
+            "'XX'",
+        ),
+        (
+            {"mapping": {"vat_codes": [{"rate": 21, "code": "2"}, {"rate": 21.0, "code": "3"}]}},
+            "mapping.vat_codes",
+            "pinned twice, to '2' and '3'",
+        ),
+        ({"mapping": {"vat_codes": [{"rate": 100, "code": "2"}]}}, "mapping.vat_codes", "100"),
         ({"source": {"client_secret_env": "my secret"}}, "source.client_secret_env", "SHOP_API"),
         ({"hooks": {"before_send": "no_such_module.fn"}}, "hooks.before_send", "cannot import"),
         (
@@ -337,3 +353,27 @@ def test_hooks_change_what_is_sent(sandbox: Sandbox, resources) -> None:
     assert len(sent) == 2
     assert all(o["Remarks"] == "sent by the hook test" for o in sent)
     assert all(o["Description"].startswith("SHOPWARE ORDER ") for o in sent)
+
+
+def test_vat_codes_tax_free_code_and_time_zone_reach_the_mapping_rules() -> None:
+    route = RouteConfig.model_validate(
+        {
+            "name": "Belgian shop",
+            "source": {"timezone": "Europe/Brussels"},
+            "mapping": {
+                "tax_free_vat_code": " 0 ",
+                "vat_codes": [
+                    {"rate": 21, "code": "2"},
+                    {"rate": 6, "code": "B6", "country": "be"},
+                ],
+            },
+        }
+    )
+
+    rules = route.rules()
+
+    assert rules.shop_timezone == "Europe/Brussels"
+    assert rules.tax_free_vat_code == "0"
+    assert rules.pinned_vat_code(Decimal("21.0"), "NL") == "2"
+    assert rules.pinned_vat_code(Decimal(6), "BE") == "B6"
+    assert rules.pinned_vat_code(Decimal(6), "NL") is None

@@ -64,6 +64,7 @@ from integration_project.shopware.models import (
 )
 from integration_project.shopware.models import TOKEN_PATH as SHOP_TOKEN_PATH
 from integration_project.shopware.models import TokenResponse as ShopToken
+from integration_project_tests.erp_calls import Erp
 
 pytestmark = pytest.mark.integration
 
@@ -141,45 +142,6 @@ def erp_token(sb: Sandbox) -> str:
     response = refresh(sb)
     assert response.status_code == 200, response.text
     return ErpToken.model_validate(response.json()).access_token
-
-
-class Erp:
-    """Tiny test-side ERP caller: one access token, Exact's URLs."""
-
-    def __init__(self, sb: Sandbox) -> None:
-        self.sb = sb
-        self.token = erp_token(sb)
-
-    def url(self, resource: str, division: str = DIVISION) -> str:
-        return self.sb.erp_url + data_path(division, resource)
-
-    def get(self, resource: str, token: str | None = None, **params: str) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token or self.token}", "Accept": "application/json"}
-        return requests.get(self.url(resource), params=params, headers=headers, timeout=TIMEOUT)
-
-    def post(self, resource: str, body: Any) -> requests.Response:
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Accept": "application/json",
-            "Prefer": "return=representation",
-        }
-        return requests.post(self.url(resource), json=body, headers=headers, timeout=TIMEOUT)
-
-    def sales_order(self, ref: str, **overrides: Any) -> dict[str, Any]:
-        account = next(iter(self.sb.erp.accounts.values()))
-        item = self.sb.erp.item_by_code("SW10001")
-        assert item is not None
-        return {
-            "OrderedBy": account["ID"],
-            "YourRef": ref,
-            "OrderDate": "2026-11-22",
-            "Description": f"Shop order {ref}",
-            "Currency": "EUR",
-            "SalesOrderLines": [
-                {"Item": item["ID"], "Quantity": 2, "NetPrice": 18.9, "Description": "Kaffee"}
-            ],
-            **overrides,
-        }
 
 
 @pytest.fixture

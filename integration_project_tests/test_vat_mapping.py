@@ -9,6 +9,7 @@ rate (then the VAT code) it is taxed at; Exact adds VAT per line, so
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from integration_project.exact.models import VatCode
 from integration_project.sandbox.data import OrderFactory, SandboxData
-from integration_project.settings import DISCOUNT_ITEM_CODE, SHIPPING_ITEM_CODE
+from integration_project.settings import DISCOUNT_ITEM_CODE, EU_27, SHIPPING_ITEM_CODE
 from integration_project.transforms import (
     MappedOrder,
     MappingRules,
@@ -403,9 +404,7 @@ def test_every_mapped_sandbox_order_is_invoiced_at_what_the_customer_paid(shop: 
     factory = OrderFactory(
         data, stream=f"vat-{shop}", sales_channel=shop, company_share=0.85 if b2b else None
     )
-    rules = MappingRules(tax_free_vat_code="ICL", allowed_countries=frozenset({*_EU, "CH", "GB"}))
-    from datetime import UTC, datetime, timedelta
-
+    rules = MappingRules(tax_free_vat_code="ICL", allowed_countries=EU_27 | {"CH", "GB"})
     start = datetime(2026, 11, 20, tzinfo=UTC)
     statuses: dict[str, int] = {}
     checked = 0
@@ -419,8 +418,3 @@ def test_every_mapped_sandbox_order_is_invoiced_at_what_the_customer_paid(shop: 
     assert checked > 1000
     expected = {"gross", "tax-free"} if not b2b else {"net", "tax-free"}
     assert expected <= statuses.keys(), statuses
-
-
-_EU = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
-)

@@ -15,15 +15,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
-import requests
 
 from integration_project import settings
 from integration_project.exact.models import (
-    SALES_ORDERS,
     VAT_CODE_FIELDS,
     VAT_CODES,
     VatCode,
-    data_path,
     error_message,
     results,
 )
@@ -36,6 +33,7 @@ from integration_project.sandbox.erp import (
     SALES_VAT_CODES,
 )
 from integration_project.settings import EU_27
+from integration_project_tests.erp_calls import Erp
 
 pytestmark = pytest.mark.integration
 
@@ -242,45 +240,6 @@ def sb() -> Iterator[Sandbox]:
     erp = SandboxErp(seed=3, data=data, clock=clock, minute_limit=1000)
     with Sandbox(seed=3, clock=clock, erp=erp) as sandbox:
         yield sandbox
-
-
-class Erp:
-    def __init__(self, sb: Sandbox) -> None:
-        self.sb = sb
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": sb.erp.refresh_token,
-            "client_id": settings.SANDBOX_ERP_CLIENT_ID,
-            "client_secret": settings.SANDBOX_ERP_CLIENT_SECRET,
-        }
-        answer = requests.post(sb.erp_url + "/api/oauth2/token", data=form, timeout=TIMEOUT)
-        assert answer.status_code == 200, answer.text
-        self.headers = {
-            "Authorization": f"Bearer {answer.json()['access_token']}",
-            "Accept": "application/json",
-        }
-
-    def get(self, resource: str, **params: str) -> requests.Response:
-        url = self.sb.erp_url + data_path(DIVISION, resource)
-        return requests.get(url, params=params, headers=self.headers, timeout=TIMEOUT)
-
-    def post_order(self, ref: str, lines: list[dict[str, Any]], currency: str = "EUR"):
-        account = next(iter(self.sb.erp.accounts.values()))
-        body = {
-            "OrderedBy": account["ID"],
-            "YourRef": ref,
-            "OrderDate": "2026-11-22",
-            "Description": f"Shop order {ref}",
-            "Currency": currency,
-            "SalesOrderLines": lines,
-        }
-        url = self.sb.erp_url + data_path(DIVISION, SALES_ORDERS)
-        return requests.post(url, json=body, headers=self.headers, timeout=TIMEOUT)
-
-    def item(self, code: str) -> str:
-        item = self.sb.erp.item_by_code(code)
-        assert item is not None
-        return item["ID"]
 
 
 @pytest.fixture

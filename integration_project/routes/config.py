@@ -253,10 +253,12 @@ class ScheduleConfig(_Strict):
     @field_validator("incoming", "outgoing")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string  # a pure helper
+        import dagster as dg  # here, not at the top: the schema stays importable without it
 
-        if not is_valid_cron_string(value):
-            raise ValueError(f"not a cron expression: {value!r} (e.g. '*/5 * * * *')")
+        try:  # Dagster's own check, through its public API
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"not a cron expression: {value!r} (e.g. '*/5 * * * *')") from None
         return value
 
 
