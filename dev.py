@@ -5,8 +5,15 @@
     python3 dev.py test    # venv + install, ruff, the test suite (what CI runs)
     python3 dev.py bench   # venv + install, the one-day backfill benchmark (bench/backfill.py)
 
+All three run in sandbox mode (INTEGRATION_SANDBOX=1): a route whose URL variable is unset talks
+to the local sandbox. ``up`` starts the sandbox and keeps its ledger in data/sandbox.duckdb
+(whatever INTEGRATION_DUCKDB_PATH says); with INTEGRATION_SANDBOX=0 it starts no sandbox
+and every route variable must be set (real systems). ``test`` and ``bench`` always use the
+sandbox.
+
 The virtual environment lives in .venv/ (override with DEV_VENV=path) and is (re)installed
-when pyproject.toml changes. Only the standard library is used here.
+when pyproject.toml changes. Only the standard library is used here (and
+integration_project/settings.py, which is standard library only itself).
 """
 
 from __future__ import annotations
@@ -65,6 +72,20 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the cleanup below on SIGTERM too, not only on Ctrl-C
 
 
+def sandbox_env(env: dict[str, str], *, force: bool = False) -> bool:
+    """Sandbox mode for a command: on (``INTEGRATION_SANDBOX=1`` set in ``env``) unless the
+    user turned it off (``force``: always on). Exits on a value that is neither on nor off."""
+    from integration_project import settings  # standard library only; after the version check
+
+    if force:
+        env[settings.SANDBOX_MODE_ENV] = "1"
+    env.setdefault(settings.SANDBOX_MODE_ENV, "1")
+    try:
+        return settings.sandbox_mode(env)
+    except ValueError as exc:
+        sys.exit(str(exc))
+
+
 def up(args: list[str]) -> int:
     ensure_venv()
     signal.signal(signal.SIGTERM, _stop)
@@ -72,10 +93,18 @@ def up(args: list[str]) -> int:
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    sandbox = sandbox_env(env)
+    if sandbox:
+        # The sandbox's ledger in the repo (``data/`` is git-ignored), never a real route's.
+        ledger = ROOT / "data" / "sandbox.duckdb"
+        env["INTEGRATION_DUCKDB_PATH"] = str(ledger)
+        say(f"sandbox mode: ledger in {ledger.relative_to(ROOT)}")
+    else:
+        say("sandbox mode is off (INTEGRATION_SANDBOX): every route variable must be set")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        if "SHOP_API_URL" not in env or "ERP_API_URL" not in env:
-            say("starting the sandbox shop (:8801) and ERP (:8802)")
+        if sandbox:
+            say("starting the sandbox shops (:8801, :8803) and ERP (:8802)")
             procs.append(
                 subprocess.Popen(
                     [BIN / "integration-sandbox"], cwd=ROOT, env=env, start_new_session=True
@@ -83,6 +112,7 @@ def up(args: list[str]) -> int:
             )
             wait_for_port(8801)
             wait_for_port(8802)
+            wait_for_port(8803)
         port = os.environ.get("DAGSTER_PORT", "3000")
         say(f"starting Dagster: open http://127.0.0.1:{port} (Ctrl-C stops everything)")
         procs.append(
@@ -127,13 +157,17 @@ def test(args: list[str]) -> int:
     # beside the rest instead of after it. TEST_WORKERS=0 runs everything in this process.
     workers = os.environ.get("TEST_WORKERS", "2")
     parallel = [] if workers == "0" or "-n" in args else ["-n", workers, "--dist", "loadfile"]
-    return subprocess.run([PY, "-m", "pytest", *parallel, *args], cwd=ROOT).returncode
+    env = {**os.environ}
+    sandbox_env(env, force=True)  # the tests run against the sandbox (conftest sets it too)
+    return subprocess.run([PY, "-m", "pytest", *parallel, *args], cwd=ROOT, env=env).returncode
 
 
 def bench(args: list[str]) -> int:
     """The one-day backfill benchmark (``python -m bench.backfill``; ``--help`` for options)."""
     ensure_venv()
-    return subprocess.run([PY, "-m", "bench.backfill", *args], cwd=ROOT).returncode
+    env = {**os.environ}
+    sandbox_env(env, force=True)
+    return subprocess.run([PY, "-m", "bench.backfill", *args], cwd=ROOT, env=env).returncode
 
 
 COMMANDS = {"up": up, "test": test, "bench": bench}

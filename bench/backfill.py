@@ -10,7 +10,8 @@ the sandbox's. This process materialises ``<route>/source_orders`` and ``<route>
 for the whole day in one run (single-run backfill over 288 windows) against a DuckDB file in a
 temp folder, then prints one line: orders, wall seconds and orders/s for fetch and map, ERP
 calls, and the peak RSS of this process and of the sandbox. ``/usr/bin/time -v`` reports the
-larger of the two as "Maximum resident set size".
+larger of the two as "Maximum resident set size". It runs in sandbox mode
+(``INTEGRATION_SANDBOX=1``, set by ``main``), like everything that talks to the sandbox.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from integration_project.settings import SANDBOX_MODE_ENV
 
 DAY = datetime(2026, 11, 21, tzinfo=UTC)
 SEED = 2026
@@ -199,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # A benchmark against the sandbox: sandbox mode on, here and in the sandbox's process.
+    os.environ[SANDBOX_MODE_ENV] = "1"
     if args.serve_sandbox:
         return serve_sandbox(args.per_minute)
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import dagster as dg
+import duckdb
 from pydantic import Field
 
 from integration_project.exact.client import (
@@ -25,17 +26,31 @@ from integration_project.exact.client import (
     RateLimited,
     ValidationRejected,
 )
-from integration_project.exact.models import AccountCreate, VatCode
+from integration_project.exact.models import (
+    ACCOUNT_CODE_WIDTH,
+    AccountCreate,
+    VatCode,
+    account_code,
+)
 from integration_project.http import ApiError, AuthError
 from integration_project.ledger import (
+    InFlight,
     Ledger,
     MappingRow,
     Outcome,
     PendingOrder,
+    endpoint_host,
     parse_created_at,
 )
+from integration_project.redact import mask_emails
 from integration_project.resources import ErpResource, ShopResource, erp_client, open_ledger
 from integration_project.routes.config import RouteConfig, load_hook
+from integration_project.shopware.models import (
+    json_problem,
+    order_number_text,
+    storable_text,
+    unreadable_reason,
+)
 from integration_project.transforms import (
     MappedOrder,
     MappingRules,
@@ -80,9 +95,13 @@ class RouteAssets:
         return [self.source_orders, self.erp_orders, self.erp_delivered_orders]
 
 
-def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
+def md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
+    """A markdown table for the UI's metadata (previews), e-mail addresses masked."""
+
     def cell(value: Any) -> str:
-        return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
+        # Every preview cell: e-mail addresses masked (README, "Personal data").
+        text = mask_emails(str(value if value is not None else ""))
+        return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -154,6 +173,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         window = context.partition_time_window
         start = window.start - lookback  # re-read late arrivals; staging is an upsert
         ledger = ledger_for(context)
+        ledger.bind_shop(shop.api_url)  # refuses a shop other than the one its rows came from
         ledger.begin_fetch(context.run_id)
         fetched = pages = 0
         preview: list[list[Any]] = []
@@ -190,7 +210,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                 "window_end": window.end.isoformat(),
                 "lookback_minutes": lookback.total_seconds() / 60,
                 "dagster/row_count": ledger.count_staged(window.start, window.end),
-                "preview": _md_table(
+                "preview": md_table(
                     ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], preview
                 ),
             }
@@ -211,11 +231,12 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         erp: ErpResource = getattr(context.resources, erp_key)
         window = context.partition_time_window
         ledger = ledger_for(context)
+        ledger.bind_erp(erp.api_url, erp.division)  # account ids belong to one division
         counts: Counter[str] = Counter()
         quarantine_preview: list[list[Any]] = []
         payload_preview: list[list[Any]] = []
         with erp_client(erp, ledger, holder=context.run_id) as client:
-            resolver = _Resolver(ledger, client, context)
+            resolver = _Resolver(ledger, client, context, route.mapping.account_match)
             # The window and its look-back, then older orders that were staged but never
             # mapped (a window whose mapping failed for longer than the look-back).
             older = ledger.unmapped_before(window.start - lookback, CATCH_UP_LIMIT)
@@ -233,6 +254,9 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                 resolver.prefetch([staged.payload for staged in batch])
                 rows: list[MappingRow] = []
                 for staged in batch:
+                    # Any shape may arrive here (null, a number, a stand-in for an order that
+                    # could not be staged as it came): each one ends as a row, never a crash.
+                    number = order_number_text(staged.payload)
                     created_at = (
                         parse_created_at(
                             staged.payload.get("createdAt")
@@ -260,14 +284,30 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                         consecutive_deferred += 1
                         context.log.warning(
                             "Order %s not mapped this run (%s); the next run tries again",
-                            staged.payload.get("orderNumber", staged.shop_order_id)
-                            if isinstance(staged.payload, dict)
-                            else staged.shop_order_id,
+                            number or staged.shop_order_id,
                             exc,
                         )
                         if consecutive_deferred >= MAX_CONSECUTIVE_DEFERRED:
                             raise
                         continue
+                    except (duckdb.Error, OSError):
+                        raise  # the ledger or the disk: every order would fail alike
+                    except Exception as exc:
+                        # A shape nothing foresaw (or a bug) fails this order, not the window:
+                        # quarantined with what went wrong; the look-back maps it again.
+                        reason = f"mapping failed unexpectedly: {_error_text(exc)}"
+                        context.log.error(
+                            "Order %s quarantined: %s", number or staged.shop_order_id, reason
+                        )
+                        row = MappingRow(
+                            staged.shop_order_id,
+                            number,
+                            created_at,
+                            "quarantined",
+                            None,
+                            reason,
+                            None,
+                        )
                     consecutive_deferred = 0
                     rows.append(row)
                     counts[row.status] += 1
@@ -301,8 +341,8 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                 "erp_accounts_created": resolver.accounts_created,
                 "allowed_countries": ", ".join(sorted(rules.allowed_countries)),
                 "dagster/row_count": counts["mapped"],
-                "quarantined_preview": _md_table(["orderNumber", "reason"], quarantine_preview),
-                "payload_preview": _md_table(["orderNumber", "ERP sales order"], payload_preview),
+                "quarantined_preview": md_table(["orderNumber", "reason"], quarantine_preview),
+                "payload_preview": md_table(["orderNumber", "ERP sales order"], payload_preview),
             }
         )
 
@@ -324,6 +364,8 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
     ) -> dg.MaterializeResult:
         erp: ErpResource = getattr(context.resources, erp_key)
         ledger = ledger_for(context)
+        # Refuses an ERP other than the one the ledger's rows were delivered to, naming both.
+        ledger.bind_erp(erp.api_url, erp.division)
         if config.dry_run:
             return _preview(context, ledger, config.max_orders, before_send, allowed)
         run_id = context.run_id
@@ -376,6 +418,8 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         metadata: dict[str, Any] = {
             "sent": tally["sent"],
             "found_in_erp": tally["found_in_erp"],
+            # The ERP holds a different order under the YourRef (see the conflict check).
+            "conflicts": tally["conflict"],
             "failed": tally["failed"],
             "unknown_outcome": tally["unknown"],
             "pending_left": pending_left,
@@ -386,11 +430,14 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
             "ledger_delivered": counts.get("delivered", 0),
             "ledger_failed": counts.get("failed", 0),
             "ledger_sending": counts.get("sending", 0),
+            "ledger_conflict": counts.get("conflict", 0),
+            "erp_host": endpoint_host(erp.api_url),
+            "erp_division": str(erp.division),
             "dagster/row_count": counts.get("delivered", 0),
             "stopped_early": stopped or "no",
             # Longest wait from mapping to the ERP among the orders this run delivered.
             "latency_seconds_max": ledger.latency_seconds_max(run_id),
-            "sent_preview": _md_table(
+            "sent_preview": md_table(
                 ["orderNumber", "ERP OrderNumber", "ERP OrderID"], sent_preview
             ),
         }
@@ -414,23 +461,43 @@ def _filter_text(route: RouteConfig) -> str:
 
 
 def _order_preview(order: Any) -> list[Any]:
+    """A preview row of a raw order, whatever its shape: short text cells, never a crash."""
     if not isinstance(order, dict):
-        return ["?", "", "", "", ""]
-    deliveries = order.get("deliveries") or [{}]
-    first = deliveries[0] if isinstance(deliveries[0], dict) else {}
-    address = first.get("shippingOrderAddress") or order.get("billingAddress") or {}
-    country = (address.get("country") or {}) if isinstance(address, dict) else {}
-    currency = order.get("currency") or {}
+        return [f"? ({_kind(order)})", "", "", "", ""]
+    deliveries = order.get("deliveries")
+    first = deliveries[0] if isinstance(deliveries, list) and deliveries else None
+    address = first.get("shippingOrderAddress") if isinstance(first, dict) else None
+    if not isinstance(address, dict):
+        address = order.get("billingAddress")
+    country = address.get("country") if isinstance(address, dict) else None
+    currency = order.get("currency")
     return [
-        order.get("orderNumber"),
-        order.get("createdAt"),
-        country.get("iso") if isinstance(country, dict) else None,
-        order.get("amountTotal"),
-        currency.get("isoCode") if isinstance(currency, dict) else None,
+        _cell(order.get("orderNumber")),
+        _cell(order.get("createdAt")),
+        _cell(country.get("iso") if isinstance(country, dict) else None),
+        _cell(order.get("amountTotal")),
+        _cell(currency.get("isoCode") if isinstance(currency, dict) else None),
     ]
 
 
+def _cell(value: Any) -> str | int | float | None:
+    """A scalar as it is (text cut to 40 characters); anything else as its kind."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "<a long number>"
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        return storable_text(value, 40)
+    return f"<{type(value).__name__}>"
+
+
 # --- mapping ---------------------------------------------------------------------------------
+
+
+class AccountUnresolved(Exception):
+    """The route's rule does not name exactly one ERP account for the order (quarantined)."""
 
 
 class _Resolver:
@@ -438,13 +505,21 @@ class _Resolver:
     steady-state order costs the ERP nothing here, and remembered for the run so that a large
     backfill does not open a DuckDB connection per order (each open costs tens of ms)."""
 
-    def __init__(self, ledger: Ledger, client: ExactClient, context: dg.AssetExecutionContext):
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: ExactClient,
+        context: dg.AssetExecutionContext,
+        match: str = "email",
+    ):
         self._ledger = ledger
+        self._match = match  # "email" or "customer_number": how orders find their account
         self._client = client
         self._log = context.log
         self.erp_lookups = 0
         self.accounts_created = 0
-        self._accounts: dict[str, str] = {}  # lower-cased e-mail → account id, this run
+        #: lower-cased e-mail (or ``customer-number:<n>``) → account id, this run
+        self._accounts: dict[str, str] = {}
         self._items: dict[str, str | None] = {}  # item code → id (None: unknown), this run
         self._not_cached: set[str] = set()  # e-mails prefetched and not in the DuckDB cache
         self._vat_codes: list[VatCode] | None = None  # the division's, this run
@@ -459,10 +534,16 @@ class _Resolver:
             if not isinstance(payload, dict):
                 continue
             customer = payload.get("orderCustomer")
-            email = customer.get("email") if isinstance(customer, dict) else None
-            if isinstance(email, str) and email.strip():
-                emails.add(email.strip().lower())
-            for line in payload.get("lineItems") or []:
+            if self._match == "customer_number":
+                number = customer.get("customerNumber") if isinstance(customer, dict) else None
+                if isinstance(number, str | int) and str(number).strip():
+                    emails.add(f"customer-number:{str(number).strip()}".lower())
+            else:
+                email = customer.get("email") if isinstance(customer, dict) else None
+                if isinstance(email, str) and email.strip():
+                    emails.add(email.strip().lower())
+            lines = payload.get("lineItems")
+            for line in lines if isinstance(lines, list) else []:
                 extra = line.get("payload") if isinstance(line, dict) else None
                 code = extra.get("productNumber") if isinstance(extra, dict) else None
                 if isinstance(code, str) and code:
@@ -477,29 +558,47 @@ class _Resolver:
             self._items.update(self._ledger.cached_items(unseen_codes))
 
     def account_for(self, order: MappedOrder) -> str:
-        email = order.customer_email.lower()
-        if email in self._accounts:
-            return self._accounts[email]
-        cached = None if email in self._not_cached else self._ledger.cached_account(email)
+        """The ERP account the order is booked to, found (or created) by the route's rule:
+        the customer's e-mail (the default), or the customer number kept in the account's
+        ``Code``. :class:`AccountUnresolved` when the rule cannot name exactly one account."""
+        if self._match == "customer_number":
+            number = order.customer_number.strip()
+            if not number:
+                raise AccountUnresolved(
+                    "the order has no customer number (orderCustomer.customerNumber), and the "
+                    "route finds ERP accounts by it (mapping.account_match: customer_number)"
+                )
+            if len(number) > ACCOUNT_CODE_WIDTH:
+                raise AccountUnresolved(
+                    f"customer number {number!r} is longer than an ERP account code "
+                    f"({ACCOUNT_CODE_WIDTH} characters)"
+                )
+            key = f"customer-number:{number}".lower()
+        else:
+            key = order.customer_email.lower()
+        if key in self._accounts:
+            return self._accounts[key]
+        cached = None if key in self._not_cached else self._ledger.cached_account(key)
         if cached:
-            self._accounts[email] = cached
+            self._accounts[key] = cached
             return cached
-        self.erp_lookups += 1
-        account_id = self._client.find_account_id(order.customer_email)
+        account_id = self._find_account(order)
         if account_id is None:
             account = AccountCreate(
                 Name=order.customer_name,
                 Email=order.customer_email,
                 Country=order.customer_country,
+                Code=account_code(order.customer_number)
+                if self._match == "customer_number"
+                else None,
             )
             try:
                 account_id = self._client.create_account(account)
             except OutcomeUnknown:
-                # Not retried blindly: the answer was lost, so look the e-mail up again. Found:
-                # the ERP did create it. Not found: it did not; the order is deferred to the
-                # next run.
-                self.erp_lookups += 1
-                account_id = self._client.find_account_id(order.customer_email)
+                # Not retried blindly: the answer was lost, so look the account up again.
+                # Found: the ERP did create it. Not found: it did not; the order is deferred
+                # to the next run.
+                account_id = self._find_account(order)
                 if account_id is None:
                     raise
                 self._log.info(
@@ -507,9 +606,32 @@ class _Resolver:
                 )
             self.accounts_created += 1
             self._log.info("Created ERP account for order %s", order.order_number)
-        self._ledger.cache_account(order.customer_email, account_id)
-        self._accounts[email] = account_id
+        self._ledger.cache_account(key, account_id)
+        self._accounts[key] = account_id
         return account_id
+
+    def _find_account(self, order: MappedOrder) -> str | None:
+        """The one account the rule names, None when there is none. Several accounts are an
+        :class:`AccountUnresolved` naming them: the shop does not verify e-mail addresses, so
+        taking the first could book the order to somebody else."""
+        self.erp_lookups += 1
+        if self._match == "customer_number":
+            found = self._client.find_accounts_by_code(order.customer_number)
+            what = f"the customer number {order.customer_number.strip()!r} as their code"
+        else:
+            found = self._client.find_accounts(order.customer_email)
+            what = "the customer's e-mail address"
+        if len(found) > 1:
+            names = ", ".join(
+                f"{(a.Code or '').strip() or '?'} ({a.Name or 'no name'})" for a in found[:5]
+            )
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            raise AccountUnresolved(
+                f"{len(found)} ERP accounts have {what}: codes {names}{more}. Merge them in "
+                "the ERP, or find accounts by customer number (mapping.account_match: "
+                "customer_number)"
+            )
+        return found[0].ID if found else None
 
     def vat_codes_for(self, rates: frozenset[Decimal]) -> dict[Decimal, str]:
         """The division's VAT code for each rate (percent), from ``vat/VATCodes``.
@@ -564,18 +686,30 @@ def _map_one(
     before_mapping: Hook | None,
     after_mapping: Hook | None,
 ) -> MappingRow:
-    number = payload.get("orderNumber") if isinstance(payload, dict) else None
+    # Text for the ledger whatever the shop sent: 10001 and "10001" alike.
+    number = order_number_text(payload)
 
     def row(status: str, country: str | None, reason: str | None, body: Any = None) -> MappingRow:
-        return MappingRow(shop_order_id, number, created_at, status, country, reason, body)
+        text = storable_text(reason, 1000) if reason is not None else None
+        return MappingRow(shop_order_id, number, created_at, status, country, text, body)
 
+    unreadable = unreadable_reason(payload)
+    if unreadable is not None:  # staging's stand-in for an order it could not keep: no hook
+        return row("quarantined", None, unreadable)
     if before_mapping is not None:
+        name = _hook_name("before_mapping", before_mapping)
         try:
             payload = before_mapping(payload)
         except Exception as exc:
-            return row("quarantined", None, f"before_mapping hook raised {exc!r}"[:500])
+            return row("quarantined", None, f"{name} raised {_error_text(exc)}")
         if payload is None:
             return row("skipped", None, "dropped by the before_mapping hook")
+        if not isinstance(payload, dict):
+            return row(
+                "quarantined",
+                None,
+                f"{name} returned {_kind(payload)}, not the order (a dict) or None to skip it",
+            )
     outcome = evaluate_order(payload, rules)
     if isinstance(outcome, Skipped):
         return row("skipped", outcome.country, outcome.reason)
@@ -592,7 +726,7 @@ def _map_one(
             item_ids=resolver.items_for(outcome.item_codes),
             vat_codes=vat_codes,
         )
-    except UnknownItemError as exc:
+    except (UnknownItemError, AccountUnresolved) as exc:
         return row("quarantined", outcome.shipping_country, str(exc))
     except UnknownVatCodeError as exc:
         lines = [line.description for line in outcome.lines if line.vat_rate == exc.rate]
@@ -602,13 +736,80 @@ def _map_one(
         reason = f"the ERP refused the customer account: {exc.erp_message}"
         return row("quarantined", outcome.shipping_country, reason)
     if after_mapping is not None:
+        name = _hook_name("after_mapping", after_mapping)
         try:
             body = after_mapping(body, payload)
         except Exception as exc:
-            return row(
-                "quarantined", outcome.shipping_country, f"after_mapping hook raised {exc!r}"[:500]
-            )
+            return row("quarantined", outcome.shipping_country, f"{name} raised {_error_text(exc)}")
+        problem = _sales_order_problem(body)
+        if problem is not None:
+            return row("quarantined", outcome.shipping_country, f"{name} returned {problem}")
+    problem = _sales_order_problem(body)
+    if problem is not None:  # e.g. a hook upstream slipped text that is not Unicode in
+        return row("quarantined", outcome.shipping_country, f"the mapping produced {problem}")
     return row("mapped", outcome.shipping_country, None, body)
+
+
+def _hook_name(kind: str, hook: Hook) -> str:
+    """``after_mapping hook my_package.hooks.fix``: the dotted path it was configured by."""
+    module = getattr(hook, "__module__", None)
+    name = getattr(hook, "__qualname__", None) or type(hook).__name__
+    return f"{kind} hook {module}.{name}" if module else f"{kind} hook {name}"
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _error_text(exc: BaseException) -> str:
+    """``ValueError: what it said``, short, whatever the exception holds."""
+    try:
+        text = str(exc)
+    except Exception:  # e.g. a message nested too deeply to print
+        text = ""
+    return storable_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 400)
+
+
+def _sales_order_problem(body: Any) -> str | None:
+    """Why ``body`` cannot be stored and sent as the ERP sales order (None when it can): it
+    must be a dict, plain JSON (no datetime, NaN, text that is not Unicode, deep nesting),
+    with a ``YourRef``, the key that keeps an order from being sent twice."""
+    if not isinstance(body, dict):
+        return f"{_kind(body)}, not the ERP sales order (a dict)"
+    problem = json_problem(body)
+    if problem is not None:
+        return f"a sales order that is not plain JSON: {problem}"
+    your_ref = body.get("YourRef")
+    if not isinstance(your_ref, str) or not your_ref.strip():
+        what = "blank" if isinstance(your_ref, str) else _kind(your_ref)
+        return (
+            f"a sales order whose YourRef is {what}: it is the key that keeps the order from "
+            "being sent twice"
+        )
+    return None
+
+
+def _checked_before_send(before_send: Hook | None, order: PendingOrder) -> tuple[Any, str | None]:
+    """The body to send for ``order`` after the route's before_send hook, or (None, why) when
+    the hook raised or returned what cannot be sent: not a dict, not plain JSON, or a
+    ``YourRef`` other than the mapped one (the look-up key of the exactly-once protocol)."""
+    if before_send is None:
+        return order.payload, None
+    name = _hook_name("before_send", before_send)
+    try:
+        body = before_send(dict(order.payload))
+    except Exception as exc:
+        return None, f"{name} raised {_error_text(exc)}"
+    problem = _sales_order_problem(body)
+    if problem is None and body.get("YourRef") != order.payload.get("YourRef"):
+        problem = (
+            f"a sales order with YourRef {body.get('YourRef')!r} instead of "
+            f"{order.payload.get('YourRef')!r}: it is the key that keeps the order from being "
+            "sent twice"
+        )
+    if problem is not None:
+        return None, storable_text(f"{name} returned {problem}", 500)
+    return body, None
 
 
 # --- delivery --------------------------------------------------------------------------------
@@ -625,15 +826,16 @@ def _preview(
     pending = ledger.pending(limit=limit, countries=allowed)
     rows = []
     for order in pending[:PREVIEW_ROWS]:
-        body = before_send(dict(order.payload)) if before_send else order.payload
-        rows.append([order.order_number, json.dumps(body, ensure_ascii=False)])
+        body, error = _checked_before_send(before_send, order)
+        shown = f"would fail: {error}" if error else json.dumps(body, ensure_ascii=False)
+        rows.append([order.order_number, shown])
     context.log.info("Dry run: %s orders would be sent; nothing was sent", len(pending))
     return dg.MaterializeResult(
         metadata={
             "dry_run": True,
             "would_send": len(pending),
             "sent": 0,
-            "payload_preview": _md_table(["YourRef order", "ERP sales order"], rows),
+            "payload_preview": md_table(["YourRef order", "ERP sales order"], rows),
         }
     )
 
@@ -691,6 +893,58 @@ def _run_is_over(instance: dg.DagsterInstance, run_id: str) -> bool:
     return run is not None and run.is_finished
 
 
+def _matching_erp_order(
+    client: ExactClient, row: InFlight, found: list[Any], before_send: Hook | None
+) -> tuple[Any | None, str]:
+    """The ERP sales order among ``found`` (same ``YourRef``) that is this order: ordered by
+    the same account, with the same items in the same quantities as the payload it was claimed
+    for. (None, why) when none is."""
+    expected = row.payload
+    if expected is not None and before_send is not None:
+        try:
+            expected = before_send(dict(expected))
+        except Exception:
+            expected = row.payload  # compare with what was mapped; the hook is checked on send
+    if not isinstance(expected, dict):
+        return None, (
+            f"the ERP holds an order with YourRef {row.your_ref} but the mapped order it was "
+            "claimed for is gone, so it cannot be told apart from another order"
+        )
+    want_account = str(expected.get("OrderedBy") or "").lower()
+    want_lines = _line_signature(expected.get("SalesOrderLines"))
+    reasons = []
+    for order in found:
+        account = str(order.OrderedBy or "").lower()
+        if account != want_account:
+            reasons.append(f"ERP order {order.OrderNumber} is ordered by another account")
+            continue
+        lines = _line_signature(
+            [line.model_dump() for line in client.sales_order_lines(order.OrderID)]
+        )
+        if lines != want_lines:
+            reasons.append(f"ERP order {order.OrderNumber} has other lines")
+            continue
+        return order, ""
+    return None, (
+        f"the ERP holds a different order under YourRef {row.your_ref} ("
+        + "; ".join(reasons)
+        + "): not sent again and not counted as delivered; a person must decide"
+    )
+
+
+def _line_signature(lines: Any) -> list[tuple[str, float]]:
+    """(item id, quantity) of each line, sorted: what makes two ERP orders the same order."""
+    if not isinstance(lines, list):
+        return []
+    out = []
+    for line in lines:
+        if isinstance(line, dict):
+            quantity = line.get("Quantity")
+            number = float(quantity) if isinstance(quantity, int | float) else float("nan")
+            out.append((str(line.get("Item") or "").lower(), round(number, 4)))
+    return sorted(out)
+
+
 def _deliver(
     context: dg.AssetExecutionContext,
     ledger: Ledger,
@@ -710,26 +964,34 @@ def _deliver(
         for row in ledger.in_flight():
             _renew_lease(ledger, lease, run_id)
             found = client.find_sales_orders(row.your_ref)
-            if found:
-                if len(found) > 1:
-                    log.error(
-                        "Order %s is in the ERP %s times (YourRef %s); keeping the first",
-                        row.order_number,
-                        len(found),
-                        row.your_ref,
-                    )
-                ledger.mark_delivered(
-                    row.shop_order_id,
-                    erp_order_id=found[0].OrderID,
-                    erp_order_number=found[0].OrderNumber,
-                    run_id=run_id,
-                )
-                tally["found_in_erp"] += 1
-                log.info("Order %s was already in the ERP; recorded", row.order_number)
-            else:
+            if not found:
                 ledger.release_claim(
                     row.shop_order_id, "outcome was unknown; not in the ERP, so sent again"
                 )
+                continue
+            if len(found) > 1:
+                log.error(
+                    "Order %s: the ERP holds %s sales orders with YourRef %s",
+                    row.order_number,
+                    len(found),
+                    row.your_ref,
+                )
+            # Only this order counts: same customer account, same items and quantities. A
+            # YourRef another route or a person used for something else is a conflict.
+            match, why = _matching_erp_order(client, row, found, before_send)
+            if match is None:
+                ledger.mark_conflict(row.shop_order_id, why, erp_order_id=found[0].OrderID)
+                tally["conflict"] += 1
+                log.error("Order %s not recorded as delivered: %s", row.order_number, why)
+                continue
+            ledger.mark_delivered(
+                row.shop_order_id,
+                erp_order_id=match.OrderID,
+                erp_order_number=match.OrderNumber,
+                run_id=run_id,
+            )
+            tally["found_in_erp"] += 1
+            log.info("Order %s was already in the ERP; recorded", row.order_number)
         consecutive_unknown = 0
         orders = ledger.pending(limit=max_orders, countries=allowed)
         # Claims go CLAIM_BATCH at a time, in the same DuckDB connection as the outcomes of the
@@ -742,17 +1004,26 @@ def _deliver(
             for first in range(0, len(orders), CLAIM_BATCH):
                 chunk = orders[first : first + CLAIM_BATCH]
                 _renew_lease(ledger, lease, run_id)
-                ledger.record_outcomes(outcomes, run_id, claim=chunk)  # Step 3/5 + step 1
+                # Step 3/5 + step 1; a YourRef another route already used here is a conflict.
+                conflicts = ledger.record_outcomes(outcomes, run_id, claim=chunk)
+                for order in chunk:
+                    if order.shop_order_id in conflicts:
+                        tally["conflict"] += 1
+                        log.error(
+                            "Order %s not sent: %s",
+                            order.order_number,
+                            conflicts[order.shop_order_id],
+                        )
+                chunk = [o for o in chunk if o.shop_order_id not in conflicts]
                 outcomes, unsent = [], list(chunk)
                 for order in chunk:
                     _renew_lease(ledger, lease, run_id)
                     unsent.remove(order)
-                    try:
-                        body = before_send(dict(order.payload)) if before_send else order.payload
-                    except Exception as exc:
-                        error = f"before_send hook raised {exc!r}"[:500]
+                    body, error = _checked_before_send(before_send, order)
+                    if error is not None:  # nothing is sent; a person fixes the hook
                         outcomes.append(Outcome(order.shop_order_id, "failed", error))
                         tally["failed"] += 1
+                        log.warning("Order %s not sent: %s", order.order_number, error)
                         continue
                     try:
                         created = client.create_sales_order(body)  # Step 2
@@ -806,4 +1077,4 @@ def _deliver(
     return ""
 
 
-__all__ = ["DELIVERY_TAG", "DeliveryConfig", "RouteAssets", "build_route_assets"]
+__all__ = ["DELIVERY_TAG", "DeliveryConfig", "RouteAssets", "build_route_assets", "md_table"]

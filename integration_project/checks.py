@@ -12,6 +12,10 @@ On ``<route>/erp_delivered_orders`` (they run with every delivery run):
 * ``no_order_stuck_sending`` — no ledger row left in ``sending`` for longer than
   :data:`STUCK_SENDING_AFTER` (a run died or the ERP keeps answering "unknown").
 * ``no_failed_orders`` — the number of orders the ERP refused (a warning: a person must act).
+* ``no_conflicting_orders`` (blocking) — no order in ``conflict``: the ERP holds a different
+  order under its ``YourRef`` (the recovery step found another account or other lines), or
+  another route on the same division used the ``YourRef`` first. Such an order is never sent
+  and never counted as delivered; a person decides.
 * ``erp_holds_delivered_orders`` — a sampled reconciliation: the ERP holds (by ``YourRef``) each of
   the :data:`RECONCILE_SAMPLE` most recently delivered orders. It costs one ERP call per order, so
   it samples at most every :data:`RECONCILE_EVERY` and carries the last result forward in between,
@@ -49,11 +53,12 @@ COUNTRY_CHECK = "mapped_country_allowed"
 YOUR_REF_CHECK = "your_ref_unique"
 STUCK_CHECK = "no_order_stuck_sending"
 FAILED_CHECK = "no_failed_orders"
+CONFLICT_CHECK = "no_conflicting_orders"
 RECONCILE_CHECK = "erp_holds_delivered_orders"
 
 
 def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
-    """The route's five asset checks (names above), on its ``erp_orders`` and
+    """The route's six asset checks (names above), on its ``erp_orders`` and
     ``erp_delivered_orders`` assets, using the route's ERP resource and ``duckdb``."""
     route = assets.route
     route_id, erp_key = route.id, route.erp_key
@@ -143,6 +148,34 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
                     {"order_number": number, "claimed_at": claimed.isoformat() if claimed else None}
                     for number, claimed in sample
                 ],
+            },
+        )
+
+    @dg.asset_check(
+        asset=assets.erp_delivered_orders,
+        name=CONFLICT_CHECK,
+        blocking=True,
+        required_resource_keys=resource_keys,
+        description="No order of the route in conflict: the ERP holds a different order under "
+        "its YourRef (another account or other lines), or another route on the division used "
+        "the YourRef first. Such orders are never sent nor counted as delivered; a person "
+        "decides (book it by hand, or change the route's your_ref template).",
+    )
+    def no_conflicting_orders(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        ledger = ledger_for(context)
+        total, sample = ledger.conflicts(limit=SAMPLE_ROWS)
+        if total:
+            context.log.error(
+                "%s orders are in conflict with what the ERP holds, e.g. %s",
+                total,
+                "; ".join(f"{number}: {why}" for number, why in sample[:3]),
+            )
+        return dg.AssetCheckResult(
+            passed=total == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "conflicts": total,
+                "orders": [{"order_number": n, "reason": why or ""} for n, why in sample],
             },
         )
 
@@ -238,6 +271,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         your_ref_unique,
         no_order_stuck_sending,
         no_failed_orders,
+        no_conflicting_orders,
         erp_holds_delivered_orders,
     ]
 

@@ -12,6 +12,12 @@ The exactly-once protocol (README, "Exactly once") in terms of ``delivered_order
 * ``delivered`` the ERP answered 2xx (or a later look-up by ``YourRef`` found the order).
 * ``failed``    the ERP refused it (4xx validation); re-sent only once its payload changes.
 * ``pending``   claimed earlier but known not to have reached the ERP (429, refused connect).
+* ``conflict``  the ERP holds a different order under this order's ``YourRef`` (found by the
+  recovery step, or another route on the same division took the ``YourRef`` first): never
+  sent, never counted as delivered; a blocking asset check shows it until a person decides.
+
+Each route is bound to one shop and one ERP division (``route_endpoints``), and every staged
+and delivered row records which: a ledger used against one ERP refuses to deliver to another.
 """
 
 from __future__ import annotations
@@ -23,12 +29,23 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
 
 from integration_project.exact.client import StoredTokens
 from integration_project.exact.models import VatCode
+from integration_project.redact import (
+    blank_order,
+    blank_sales_order,
+    erase_email,
+    exact_email_pattern,
+    normalise_email,
+    personal_values,
+    scrub_text,
+)
+from integration_project.shopware.models import order_json, order_number_text, usable_order_id
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -157,6 +174,29 @@ CREATE TABLE IF NOT EXISTS leases (
     holder     VARCHAR,
     expires_at TIMESTAMPTZ
 );
+-- Which shop (host) and ERP (host + division) each route's rows belong to: bound on first use,
+-- then a run pointed elsewhere is refused (its orders would be called delivered, or sent twice).
+CREATE TABLE IF NOT EXISTS route_endpoints (
+    route_id     VARCHAR PRIMARY KEY,
+    shop_host    VARCHAR,
+    erp_host     VARCHAR,
+    erp_division VARCHAR,
+    bound_at     TIMESTAMPTZ NOT NULL
+);
+ALTER TABLE staged_orders ADD COLUMN IF NOT EXISTS shop_host VARCHAR;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS erp_host VARCHAR;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS erp_division VARCHAR;
+-- Personal data (README "Personal data"): orders whose personal fields were blanked, by the
+-- route's retention job (reason `retention`) or erase_customer_job (`erased`). A table of its
+-- own, not columns: staging and mapping insert whole rows. A re-fetch after blanked_at brings
+-- the shop's data back; the next retention run blanks it again.
+CREATE TABLE IF NOT EXISTS personal_data_blanked (
+    route_id      VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
+    blanked_at    TIMESTAMPTZ NOT NULL,
+    reason        VARCHAR NOT NULL,
+    PRIMARY KEY (route_id, shop_order_id)
+);
 """
 
 
@@ -164,25 +204,46 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+class LedgerMismatch(Exception):
+    """The route's ledger belongs to another shop or ERP division than this run points at."""
+
+
+def endpoint_host(url: str) -> str:
+    """``https://user:pw@Start.ExactOnline.nl:443/x`` -> ``start.exactonline.nl:443``: the
+    host (and port) a URL points at, lower-cased, never its credentials or path."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 def payload_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_created_at(value: Any) -> datetime | None:
-    if not isinstance(value, str):
+    """A shop ``createdAt`` as an aware UTC datetime; None when it is no usable date-time (not
+    text, not ISO 8601, or outside what a timestamp holds, e.g. year 0 once in UTC)."""
+    if not isinstance(value, str) or len(value) > 64:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def staging_key(order: Any) -> str:
-    """The shop id, or a stable stand-in for an order that lacks one (it is quarantined)."""
-    if isinstance(order, dict) and isinstance(order.get("id"), str) and order["id"]:
-        return order["id"]
-    digest = hashlib.sha256(json.dumps(order, sort_keys=True, default=str).encode()).hexdigest()
+    """The shop id, or a stable stand-in for an order that has no usable one (``null``, a
+    number, an order without ``id`` or with one that is no key: see ``usable_order_id``):
+    ``missing-id-`` and a hash of its JSON, the same at every re-fetch. It is quarantined."""
+    order_id = usable_order_id(order.get("id")) if isinstance(order, dict) else None
+    if order_id is not None:
+        return order_id
+    try:
+        text = json.dumps(order, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(type(order))  # only for values that order_json() would not stage as such
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"missing-id-{digest[:16]}"
 
 
@@ -208,6 +269,8 @@ class InFlight:
     run_id: str | None
     attempts: int
     your_ref: str
+    #: The mapped ERP sales order it was claimed for (None if its mapping row is gone).
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +293,8 @@ class Ledger:
         self.route_id = route_id
         self.erp_key = erp_key
         self._schema_ready = False
+        self._shop_host: str | None = None
+        self._erp: tuple[str, str] | None = None  # (host, division), once bound
 
     @contextmanager
     def _conn(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -257,28 +322,35 @@ class Ledger:
             )
 
     def stage_page(self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> int:
-        """Write one page of raw orders to the run's incoming area."""
+        """Write one page of raw orders to the run's incoming area.
+
+        Every entry is staged, whatever its shape, so that none is lost and none fails the
+        page: under its shop id, or under :func:`staging_key`'s stand-in key when it has no
+        usable id. One that cannot be stored as JSON and read back (``NaN``, text that is not
+        valid Unicode, nesting deeper than ``MAX_ORDER_DEPTH``) is staged as a stand-in that
+        keeps its id and says why (``order_json``). The transforms quarantine all of these.
+        An order without a usable ``createdAt`` is staged at ``fallback_created_at``.
+        """
         if not orders:
             return 0
         fetched_at = now_utc()
+        staged = [order_json(o) for o in orders]
         batch = pa.table(
             {
-                "route_id": [self.route_id] * len(orders),
-                "run_id": [run_id] * len(orders),
-                "shop_order_id": [staging_key(o) for o in orders],
-                "order_number": [
-                    o.get("orderNumber") if isinstance(o, dict) else None for o in orders
-                ],
+                "route_id": [self.route_id] * len(staged),
+                "run_id": [run_id] * len(staged),
+                "shop_order_id": pa.array([staging_key(o) for o, _ in staged], pa.string()),
+                "order_number": pa.array([order_number_text(o) for o, _ in staged], pa.string()),
                 "created_at": pa.array(
                     [
                         (parse_created_at(o.get("createdAt")) if isinstance(o, dict) else None)
                         or fallback_created_at
-                        for o in orders
+                        for o, _ in staged
                     ],
                     pa.timestamp("us", tz="UTC"),
                 ),
-                "payload": [json.dumps(o, ensure_ascii=False) for o in orders],
-                "fetched_at": pa.array([fetched_at] * len(orders), pa.timestamp("us", tz="UTC")),
+                "payload": pa.array([text for _, text in staged], pa.string()),
+                "fetched_at": pa.array([fetched_at] * len(staged), pa.timestamp("us", tz="UTC")),
             }
         )
         with self._conn() as con:
@@ -289,7 +361,94 @@ class Ledger:
                 "created_at, payload::JSON, fetched_at FROM page_batch"
             )
             con.unregister("page_batch")
-        return len(orders)
+        return len(staged)
+
+    # --- which shop and ERP the route's rows belong to -------------------------------------
+
+    def bind_shop(self, url: str) -> None:
+        """Bind the route to this shop (first use), or refuse a shop other than the bound one:
+        its order ids would mix with another shop's in staging."""
+        self._bind(shop_host=endpoint_host(url))
+        self._shop_host = endpoint_host(url)
+
+    def bind_erp(self, url: str, division: str) -> None:
+        """Bind the route to this ERP division (first use), or refuse another one: the rows
+        the ledger calls delivered were delivered *there*, and would never reach this one."""
+        host = endpoint_host(url)
+        self._bind(erp=(host, str(division)))
+        self._erp = (host, str(division))
+
+    def _bind(self, *, shop_host: str | None = None, erp: tuple[str, str] | None = None) -> None:
+        self.ensure_schema()
+        with self._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                row = con.execute(
+                    "SELECT shop_host, erp_host, erp_division FROM route_endpoints "
+                    "WHERE route_id = ?",
+                    [self.route_id],
+                ).fetchone()
+                bound_shop, bound_host, bound_division = row or (None, None, None)
+                if shop_host is not None and bound_shop not in (None, shop_host):
+                    raise LedgerMismatch(
+                        f"route {self.route_id}: this ledger holds orders of the shop at "
+                        f"{bound_shop}; this run points at the shop at {shop_host}. Use another "
+                        "ledger (INTEGRATION_DUCKDB_PATH) or another route name for that shop"
+                    )
+                if (
+                    erp is not None
+                    and bound_host is not None
+                    and (bound_host, bound_division) != erp
+                ):
+                    raise LedgerMismatch(
+                        f"route {self.route_id}: this ledger delivered to the ERP at {bound_host} "
+                        f"division {bound_division}; this run points at {erp[0]} division "
+                        f"{erp[1]}. Refusing to deliver: orders it calls delivered are not in "
+                        "that ERP. Use another ledger (INTEGRATION_DUCKDB_PATH) or another "
+                        "route name for that division"
+                    )
+                if row is None:
+                    con.execute(
+                        "INSERT INTO route_endpoints VALUES (?, ?, ?, ?, ?)",
+                        [self.route_id, shop_host, *(erp or (None, None)), now_utc()],
+                    )
+                if shop_host is not None and bound_shop is None:
+                    con.execute(
+                        "UPDATE route_endpoints SET shop_host = ? WHERE route_id = ?",
+                        [shop_host, self.route_id],
+                    )
+                    # Rows staged before the ledger recorded hosts belong to this shop.
+                    con.execute(
+                        "UPDATE staged_orders SET shop_host = ? "
+                        "WHERE route_id = ? AND shop_host IS NULL",
+                        [shop_host, self.route_id],
+                    )
+                if erp is not None and bound_host is None:
+                    con.execute(
+                        "UPDATE route_endpoints SET erp_host = ?, erp_division = ? "
+                        "WHERE route_id = ?",
+                        [*erp, self.route_id],
+                    )
+                    con.execute(
+                        "UPDATE delivered_orders SET erp_host = ?, erp_division = ? "
+                        "WHERE route_id = ? AND erp_host IS NULL",
+                        [*erp, self.route_id],
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def endpoints(self) -> dict[str, str | None]:
+        """The shop and ERP the route's rows belong to (None: not bound yet)."""
+        self.ensure_schema()
+        with self._conn() as con:
+            row = con.execute(
+                "SELECT shop_host, erp_host, erp_division FROM route_endpoints WHERE route_id = ?",
+                [self.route_id],
+            ).fetchone()
+        keys = ("shop_host", "erp_host", "erp_division")
+        return dict(zip(keys, row or (None, None, None), strict=True))
 
     def commit_fetch(self, run_id: str) -> tuple[int, int]:
         """Merge the run's pages into ``staged_orders`` (upsert by shop id) in one transaction.
@@ -329,9 +488,10 @@ class Ledger:
                         break
                     con.execute(
                         """
-                        INSERT INTO staged_orders
+                        INSERT INTO staged_orders (route_id, shop_order_id, order_number,
+                            created_at, payload, fetched_at, run_id, shop_host)
                         SELECT route_id, shop_order_id, order_number, created_at, payload,
-                               fetched_at, run_id
+                               fetched_at, run_id, ?
                         FROM staged_orders_incoming
                         WHERE route_id = ? AND run_id = ?
                           AND shop_order_id > ? AND shop_order_id <= ?
@@ -343,9 +503,10 @@ class Ledger:
                             created_at = excluded.created_at,
                             payload = excluded.payload,
                             fetched_at = excluded.fetched_at,
-                            run_id = excluded.run_id
+                            run_id = excluded.run_id,
+                            shop_host = excluded.shop_host
                         """,
-                        [self.route_id, run_id, after, upto],
+                        [self._shop_host, self.route_id, run_id, after, upto],
                     )
                     after = upto
                 con.execute(
@@ -640,12 +801,13 @@ class Ledger:
         self.ensure_schema()
         with self._conn() as con:
             rows = con.execute(
-                "SELECT shop_order_id, order_number, run_id, attempts, "
-                "coalesce(your_ref, order_number) FROM delivered_orders "
-                "WHERE route_id = ? AND status = 'sending' ORDER BY claimed_at",
+                "SELECT d.shop_order_id, d.order_number, d.run_id, d.attempts, "
+                "coalesce(d.your_ref, d.order_number), e.payload FROM delivered_orders d "
+                "LEFT JOIN erp_orders e USING (route_id, shop_order_id) "
+                "WHERE d.route_id = ? AND d.status = 'sending' ORDER BY d.claimed_at",
                 [self.route_id],
             ).fetchall()
-        return [InFlight(*r) for r in rows]
+        return [InFlight(*r[:5], json.loads(r[5]) if r[5] else None) for r in rows]
 
     def pending(
         self, limit: int | None = None, countries: Iterable[str] | None = None
@@ -700,11 +862,13 @@ class Ledger:
             """
             INSERT INTO delivered_orders
                 (route_id, shop_order_id, order_number, status, attempts, run_id,
-                 payload_hash, claimed_at, updated_at, your_ref)
-            VALUES (?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?)
+                 payload_hash, claimed_at, updated_at, your_ref, erp_host, erp_division)
+            VALUES (?, ?, ?, 'sending', 1, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
                 status = 'sending',
                 your_ref = excluded.your_ref,
+                erp_host = excluded.erp_host,
+                erp_division = excluded.erp_division,
                 attempts = delivered_orders.attempts + 1,
                 run_id = excluded.run_id,
                 payload_hash = excluded.payload_hash,
@@ -721,9 +885,28 @@ class Ledger:
                 now,
                 now,
                 order.your_ref,
+                *(self._erp or (None, None)),
             ],
         ).fetchone()
         return int(row[0])
+
+    def _your_ref_owners(
+        self, con: duckdb.DuckDBPyConnection, orders: Sequence[PendingOrder]
+    ) -> dict[str, tuple[str, str]]:
+        """Orders whose ``YourRef`` another route already uses on this ERP division:
+        shop order id -> (that route, its order number)."""
+        if self._erp is None or not orders:
+            return {}
+        rows = con.execute(
+            """
+            SELECT your_ref, route_id, order_number FROM delivered_orders
+            WHERE erp_host = ? AND erp_division = ? AND route_id <> ?
+              AND list_contains(?, your_ref)
+            """,
+            [*self._erp, self.route_id, [o.your_ref for o in orders]],
+        ).fetchall()
+        owners = {str(ref): (str(route), str(number)) for ref, route, number in rows}
+        return {o.shop_order_id: owners[o.your_ref] for o in orders if o.your_ref in owners}
 
     def reclaim(self, shop_order_id: str, run_id: str) -> int:
         """A ``sending`` row whose look-up found nothing: send again under this run."""
@@ -752,12 +935,16 @@ class Ledger:
 
     def record_outcomes(
         self, outcomes: Sequence[Outcome], run_id: str, *, claim: Sequence[PendingOrder]
-    ) -> None:
+    ) -> dict[str, str]:
         """Steps 3 and 5 for orders this run sent, then step 1 for the next ones, in one
         connection. A non-delivered outcome only touches a row this run still holds (another
-        run may have taken it over since)."""
+        run may have taken it over since).
+
+        An order to claim whose ``YourRef`` another route already used on the same ERP
+        division is not claimed: it is recorded as ``conflict``. Returns those (shop order id
+        -> reason); the caller must not send them."""
         if not outcomes and not claim:
-            return
+            return {}
         now = now_utc()
         with self._conn() as con:
             delivered = [o for o in outcomes if o.status == "delivered"]
@@ -788,8 +975,37 @@ class Ledger:
                         for o in others
                     ],
                 )
+            owners = self._your_ref_owners(con, claim)
+            conflicts: dict[str, str] = {}
             for order in claim:
-                self._claim(con, order, run_id)
+                if order.shop_order_id in owners:
+                    route, number = owners[order.shop_order_id]
+                    conflicts[order.shop_order_id] = (
+                        f"YourRef {order.your_ref} is already used on this ERP division by "
+                        f"order {number} of route {route}; not sent (give the routes "
+                        "your_ref templates that cannot produce the same value)"
+                    )
+                    self._claim(con, order, run_id)
+                    con.execute(
+                        "UPDATE delivered_orders SET status = 'conflict', last_error = ? "
+                        "WHERE route_id = ? AND shop_order_id = ?",
+                        [conflicts[order.shop_order_id], self.route_id, order.shop_order_id],
+                    )
+                else:
+                    self._claim(con, order, run_id)
+        return conflicts
+
+    def mark_conflict(
+        self, shop_order_id: str, reason: str, *, erp_order_id: str | None = None
+    ) -> None:
+        """The ERP holds a different order under this order's ``YourRef``: never resent, never
+        counted as delivered, until a person decides (see :meth:`conflicts`)."""
+        with self._conn() as con:
+            con.execute(
+                "UPDATE delivered_orders SET status = 'conflict', last_error = ?, "
+                "erp_order_id = ?, updated_at = ? WHERE route_id = ? AND shop_order_id = ?",
+                [reason, erp_order_id, now_utc(), self.route_id, shop_order_id],
+            )
 
     def mark_failed(self, shop_order_id: str, error: str) -> None:
         self._set_status(shop_order_id, "failed", error)
@@ -928,6 +1144,21 @@ class Ledger:
             ).fetchall()
         return int(total), [(str(r[0]), r[1]) for r in rows]
 
+    def conflicts(self, limit: int = 20) -> tuple[int, list[tuple[str, str | None]]]:
+        """Rows in ``conflict``: (count, sample of (order number, why)), most recent first."""
+        self.ensure_schema()
+        where = "WHERE route_id = ? AND status = 'conflict'"
+        with self._conn() as con:
+            total = con.execute(
+                f"SELECT count(*) FROM delivered_orders {where}", [self.route_id]
+            ).fetchone()[0]
+            rows = con.execute(
+                f"SELECT order_number, last_error FROM delivered_orders {where} "
+                "ORDER BY updated_at DESC, order_number LIMIT ?",
+                [self.route_id, limit],
+            ).fetchall()
+        return int(total), [(str(r[0]), r[1]) for r in rows]
+
     def recent_delivered(self, limit: int = 10) -> list[tuple[str, str, str | None]]:
         """The most recently delivered rows: (order number, YourRef, ERP OrderID)."""
         self.ensure_schema()
@@ -955,6 +1186,376 @@ class Ledger:
                 [self.route_id, run_id],
             ).fetchone()
         return None if row is None or row[0] is None else round(float(row[0]), 3)
+
+    # --- personal data ------------------------------------------------------------------------
+    # README "Personal data". An order *waits* (and keeps all its data) while it is staged but
+    # not mapped, mapped but not delivered, or has a delivered_orders row in any status but
+    # `delivered` (sending, pending, failed, conflict). Blanked orders are recorded in
+    # personal_data_blanked; a re-fetch after that brings the shop's data back, and the next
+    # retention run blanks it again.
+
+    #: An order of ``erp_orders e`` (with ``delivered_orders d``) that no longer waits:
+    #: delivered, or never to be sent (skipped, quarantined) and never claimed.
+    _PD_DONE = (
+        "(d.status IS NOT DISTINCT FROM 'delivered' "
+        "OR (d.shop_order_id IS NULL AND e.status <> 'mapped'))"
+    )
+    #: Tables the erasure's scan of every text column leaves alone: the token store and leases
+    #: hold no personal data and must never be rewritten; the staging area and the marker
+    #: table are handled on their own.
+    _PD_SCAN_SKIP = frozenset(
+        {"erp_tokens", "leases", "staged_orders_incoming", "personal_data_blanked"}
+    )
+
+    def blank_personal_data(self, cutoff: datetime, *, chunk: int = 500) -> dict[str, Any]:
+        """The retention run of this route: blank the personal data of orders delivered before
+        ``cutoff`` (``delivered_at``) or skipped before it (``mapped_at``), and of erased orders
+        re-fetched since; delete staging rows of aborted fetches fetched before it and this
+        division's cached e-mail → account rows cached before it.
+
+        Blanking: the staged order keeps only :data:`redact.ORDER_ALLOW_LIST`, the mapped
+        sales order loses every text holding the customer's values (``YourRef``, ids and
+        amounts stay; ``payload_hash`` stays the hash of what was sent), reasons and ERP errors
+        lose them too. Orders that wait are never touched, nor are quarantined ones (a person
+        may still fix them); they are counted under ``*_kept``. Returns rows touched per table,
+        ``orders`` blanked, the ``oldest``/``newest`` touched order's ``created_at`` and the
+        ``*_kept`` counts."""
+        self.ensure_schema()
+        report: dict[str, Any] = {
+            "staged_orders": 0,
+            "erp_orders": 0,
+            "delivered_orders": 0,
+            "orders": 0,
+        }
+        created: list[datetime] = []
+        after = ""
+        while True:
+            with self._conn() as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    rows = con.execute(
+                        f"""
+                        SELECT e.route_id, e.shop_order_id, s.payload, e.payload, e.reason,
+                               d.last_error, e.created_at
+                        FROM erp_orders e
+                        LEFT JOIN staged_orders s USING (route_id, shop_order_id)
+                        LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
+                        LEFT JOIN personal_data_blanked b USING (route_id, shop_order_id)
+                        WHERE e.route_id = ? AND e.shop_order_id > ? AND {self._PD_DONE}
+                          AND (b.shop_order_id IS NULL OR s.fetched_at > b.blanked_at)
+                          AND ((d.status = 'delivered' AND d.delivered_at < ?)
+                               OR (e.status = 'skipped' AND e.mapped_at < ?)
+                               OR b.reason = 'erased')
+                        ORDER BY e.shop_order_id LIMIT ?
+                        """,
+                        [self.route_id, after, cutoff, cutoff, chunk],
+                    ).fetchall()
+                    touched = self._blank_orders(con, [r[:6] for r in rows], "retention", ())
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            if not rows:
+                break
+            for table, n in touched.items():
+                report[table] += n
+            report["orders"] += len(rows)
+            created += [r[6] for r in rows]
+            after = rows[-1][1]
+        with self._conn() as con:
+            orphans = con.execute(
+                "DELETE FROM staged_orders_incoming WHERE route_id = ? AND fetched_at < ? "
+                "RETURNING created_at",
+                [self.route_id, cutoff],
+            ).fetchall()
+            accounts = con.execute(
+                "DELETE FROM erp_accounts WHERE erp_key = ? AND cached_at < ? RETURNING email",
+                [self.erp_key, cutoff],
+            ).fetchall()
+            kept = con.execute(
+                """
+                SELECT
+                    count(*) FILTER (WHERE e.status = 'quarantined' AND d.shop_order_id IS NULL
+                                     AND b.shop_order_id IS NULL AND e.mapped_at < ?),
+                    count(*) FILTER (WHERE (d.status IS DISTINCT FROM 'delivered')
+                                     AND (e.status = 'mapped' OR d.shop_order_id IS NOT NULL)
+                                     AND e.mapped_at < ?)
+                FROM erp_orders e
+                LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
+                LEFT JOIN personal_data_blanked b USING (route_id, shop_order_id)
+                WHERE e.route_id = ?
+                """,
+                [cutoff, cutoff, self.route_id],
+            ).fetchone()
+            unmapped = con.execute(
+                "SELECT count(*) FROM staged_orders s ANTI JOIN erp_orders e "
+                "USING (route_id, shop_order_id) WHERE s.route_id = ? AND s.created_at < ?",
+                [self.route_id, cutoff],
+            ).fetchone()[0]
+        created += [r[0] for r in orphans]
+        report["staged_orders_incoming"] = len(orphans)
+        report["erp_accounts"] = len(accounts)
+        report["oldest"] = min(created) if created else None
+        report["newest"] = max(created) if created else None
+        report["quarantined_kept"] = int(kept[0])
+        report["waiting_kept"] = int(kept[1])
+        report["unmapped_kept"] = int(unmapped)
+        return report
+
+    def erase_email(
+        self, email: str, *, orphan_age: timedelta = timedelta(hours=1), chunk: int = 500
+    ) -> dict[str, Any]:
+        """Erase one e-mail address and its customer's personal data from the whole ledger,
+        **every route** (``self.route_id`` plays no part).
+
+        Orders whose ``orderCustomer.email`` is the address (case-insensitive, exact) and that
+        do not wait are blanked like the retention run blanks them (quarantined ones too: they
+        can then never be mapped), and marked ``erased``; the cached ``erp_accounts`` rows of
+        the address are deleted; staging rows of aborted fetches (fetched more than
+        ``orphan_age`` ago) mentioning it are deleted; every other text column of every table
+        has the address replaced by ``[erased]``. Orders that wait for delivery (and rows of a
+        fetch under way) are left whole and listed: erasing them would send an ERP order
+        without its customer's data, or lose the order. Returns ``tables`` (rows touched per
+        table), ``erased`` (route, order number, status), ``waiting`` (route, order number,
+        why it was left)."""
+        needle = normalise_email(email)
+        if "@" not in needle or len(needle) < 3:
+            raise ValueError("expected an e-mail address like jane@example.com")
+        pattern = exact_email_pattern(needle)
+        json_needle = json.dumps(needle, ensure_ascii=False)[1:-1]
+        self.ensure_schema()
+        tables: dict[str, int] = {}
+        erased: list[tuple[str, str, str]] = []
+        waiting: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+        def add(table: str, n: int) -> None:
+            if n:
+                tables[table] = tables.get(table, 0) + n
+
+        # 1. The customer's own orders: blank them whole, or list them when they wait.
+        customer_sql = f"""
+            FROM staged_orders s
+            LEFT JOIN erp_orders e USING (route_id, shop_order_id)
+            LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
+            WHERE contains(lower(CAST(s.payload AS VARCHAR)), ?)
+              AND lower(trim(json_extract_string(s.payload, '$.orderCustomer.email'))) = ?
+              AND coalesce(e.shop_order_id IS NOT NULL AND {self._PD_DONE}, false) = ?
+        """
+        with self._conn() as con:
+            for route_id, shop_id, number, e_status, d_status in con.execute(
+                "SELECT s.route_id, s.shop_order_id, coalesce(s.order_number, e.order_number), "
+                "e.status, d.status " + customer_sql,
+                [json_needle, needle, False],
+            ).fetchall():
+                why = (
+                    f"delivery status {d_status}"
+                    if d_status
+                    else ("mapped, not delivered yet" if e_status else "staged, not mapped yet")
+                )
+                waiting[(route_id, shop_id)] = (route_id, str(number or shop_id), why)
+        while True:
+            with self._conn() as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    rows = con.execute(
+                        "SELECT s.route_id, s.shop_order_id, s.payload, e.payload, e.reason, "
+                        "d.last_error, coalesce(s.order_number, e.order_number), e.status "
+                        + customer_sql
+                        + " ORDER BY s.route_id, s.shop_order_id LIMIT ?",
+                        [json_needle, needle, True, chunk],
+                    ).fetchall()
+                    touched = self._blank_orders(con, [r[:6] for r in rows], "erased", [needle])
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            if not rows:
+                break
+            for table, n in touched.items():
+                add(table, n)
+            erased += [(r[0], str(r[6] or r[1]), str(r[7])) for r in rows]
+
+        with self._conn() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                # 2. The look-up cache: e-mail → ERP account id, every division.
+                add(
+                    "erp_accounts",
+                    len(
+                        con.execute(
+                            "DELETE FROM erp_accounts WHERE lower(trim(email)) = ? RETURNING 1",
+                            [needle],
+                        ).fetchall()
+                    ),
+                )
+                # 3. Staging rows of fetches: an aborted one's are deleted; a running one's
+                #    are left (the fetch merges them; run the erasure again afterwards).
+                stale = now_utc() - orphan_age
+                for rowid, route_id, shop_id, number, fetched_at, text in con.execute(
+                    "SELECT rowid, route_id, shop_order_id, order_number, fetched_at, "
+                    "CAST(payload AS VARCHAR) FROM staged_orders_incoming "
+                    "WHERE contains(lower(CAST(payload AS VARCHAR)), ?)",
+                    [json_needle],
+                ).fetchall():
+                    if not pattern.search(text):
+                        continue
+                    if fetched_at < stale:
+                        con.execute("DELETE FROM staged_orders_incoming WHERE rowid = ?", [rowid])
+                        add("staged_orders_incoming", 1)
+                    else:
+                        waiting.setdefault(
+                            (route_id, shop_id),
+                            (route_id, str(number or shop_id), "being fetched right now"),
+                        )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        # 4. Every other mention, in every text column of every table (tables added later
+        #    included): the address itself becomes "[erased]".
+        with self._conn() as con:
+            names = [
+                r[0]
+                for r in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                    "current_database() AND schema_name = 'main' ORDER BY table_name"
+                ).fetchall()
+                if r[0] not in self._PD_SCAN_SKIP
+            ]
+        for table in names:
+            with self._conn() as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    changed, left = self._erase_in_table(con, table, pattern, needle, json_needle)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            add(table, changed)
+            for key, number in left:
+                waiting.setdefault(key, (key[0], number, "waits for delivery"))
+        return {
+            "tables": dict(sorted(tables.items())),
+            "erased": sorted(erased),
+            "waiting": sorted(waiting.values()),
+        }
+
+    def _erase_in_table(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        pattern: Any,
+        needle: str,
+        json_needle: str,
+    ) -> tuple[int, list[tuple[tuple[str, str], str]]]:
+        """Replace the address in ``table``'s text columns, except in rows of orders that wait.
+        Returns (rows changed, [((route id, shop id), order number) left because they wait])."""
+        columns = con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+            "current_database() AND schema_name = 'main' AND table_name = ?",
+            [table],
+        ).fetchall()
+        names = {c for c, _ in columns}
+        texts = [(c, t) for c, t in columns if t in ("VARCHAR", "JSON")]
+        keyed = {"route_id", "shop_order_id"} <= names
+        waiting: set[tuple[str, str]] = set()
+        if keyed:
+            waiting = {
+                (str(r[0]), str(r[1]))
+                for r in con.execute(
+                    f"""
+                    SELECT route_id, shop_order_id FROM staged_orders
+                    ANTI JOIN erp_orders USING (route_id, shop_order_id)
+                    UNION
+                    SELECT e.route_id, e.shop_order_id
+                    FROM erp_orders e LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
+                    WHERE NOT {self._PD_DONE}
+                    UNION
+                    SELECT route_id, shop_order_id FROM delivered_orders
+                    WHERE status <> 'delivered'
+                    """
+                ).fetchall()
+            }
+        number = "order_number" if "order_number" in names else "NULL"
+        key_sql = f"route_id, shop_order_id, {number}" if keyed else "NULL, NULL, NULL"
+        changed: set[int] = set()
+        left: list[tuple[tuple[str, str], str]] = []
+        for column, data_type in texts:
+            rows = con.execute(
+                f'SELECT rowid, CAST("{column}" AS VARCHAR), {key_sql} FROM "{table}" '
+                f'WHERE contains(lower(CAST("{column}" AS VARCHAR)), ?)',
+                [json_needle if data_type == "JSON" else needle],
+            ).fetchall()
+            for rowid, text, route_id, shop_id, order_number in rows:
+                new, n = erase_email(text, pattern)
+                if not n:
+                    continue
+                if keyed and (str(route_id), str(shop_id)) in waiting:
+                    left.append(((str(route_id), str(shop_id)), str(order_number or shop_id)))
+                    continue
+                con.execute(
+                    f'UPDATE "{table}" SET "{column}" = CAST(? AS {data_type}) WHERE rowid = ?',
+                    [new, rowid],
+                )
+                changed.add(rowid)
+        return len(changed), left
+
+    def _blank_orders(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        rows: Sequence[tuple[Any, ...]],
+        reason: str,
+        extra_values: Iterable[str],
+    ) -> dict[str, int]:
+        """Blank orders inside the caller's transaction. ``rows``: (route id, shop id, staged
+        payload, mapped payload, mapping reason, delivery error). Returns rows changed per
+        table; every order gets a ``personal_data_blanked`` row (an ``erased`` mark stays)."""
+        staged: list[list[Any]] = []
+        mapped: list[list[Any]] = []
+        delivered: list[list[Any]] = []
+        for route_id, shop_id, staged_json, mapped_json, mapping_reason, error in rows:
+            order = json.loads(staged_json) if staged_json is not None else None
+            values = [*personal_values(order), *extra_values]
+            if staged_json is not None:
+                blanked = blank_order(order)
+                if blanked != order:
+                    staged.append([json.dumps(blanked, ensure_ascii=False), route_id, shop_id])
+            body = json.loads(mapped_json) if mapped_json is not None else None
+            new_body = blank_sales_order(body, values) if body is not None else None
+            new_reason = scrub_text(mapping_reason, values)
+            if new_body != body or new_reason != mapping_reason:
+                new_json = None if new_body is None else json.dumps(new_body, ensure_ascii=False)
+                mapped.append([new_json, new_reason, route_id, shop_id])
+            new_error = scrub_text(error, values)
+            if new_error != error:
+                delivered.append([new_error, route_id, shop_id])
+        key = "WHERE route_id = ? AND shop_order_id = ?"
+        if staged:
+            con.executemany(f"UPDATE staged_orders SET payload = CAST(? AS JSON) {key}", staged)
+        if mapped:
+            con.executemany(
+                f"UPDATE erp_orders SET payload = CAST(? AS JSON), reason = ? {key}", mapped
+            )
+        if delivered:
+            con.executemany(f"UPDATE delivered_orders SET last_error = ? {key}", delivered)
+        if rows:
+            now = now_utc()
+            con.executemany(
+                """
+                INSERT INTO personal_data_blanked VALUES (?, ?, ?, ?)
+                ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
+                    blanked_at = excluded.blanked_at,
+                    reason = CASE WHEN personal_data_blanked.reason = 'erased' THEN 'erased'
+                                  ELSE excluded.reason END
+                """,
+                [[r[0], r[1], now, reason] for r in rows],
+            )
+        return {
+            "staged_orders": len(staged),
+            "erp_orders": len(mapped),
+            "delivered_orders": len(delivered),
+        }
 
 
 def _waiting_sql(

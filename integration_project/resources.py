@@ -2,24 +2,48 @@
 
 Resources only hold configuration and hand out clients; the clients do the HTTP. Tests swap
 these resources (pointing them at an in-process sandbox and a temp DuckDB file), never patch.
+
+A route's resources read its variables through ``dagster.EnvVar``. Only in sandbox mode
+(``INTEGRATION_SANDBOX=1``) does a side whose URL variable is unset get the local sandbox's
+address and credentials; otherwise the route does not load (``RouteConfig.env_problems``).
 """
 
-import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
 from integration_project import settings
 from integration_project.exact.client import CallGuard, ExactClient, TokenStore, fingerprint
 from integration_project.ledger import DuckDBTokenStore, Ledger
-from integration_project.routes.config import ErpTarget, RouteConfig, ShopSource
+from integration_project.routes.config import (
+    ErpTarget,
+    RouteConfig,
+    ShopSource,
+    env_is_set,
+    url_problem,
+)
 from integration_project.shopware.client import ShopwareClient
+
+
+def _checked_url(value: Any) -> Any:
+    """``api_url`` over https, or plain http to a loopback address. An ``EnvVar`` is checked
+    when Dagster resolves it, at run time (the resource is validated again then). The error
+    names the field and at most the host: never the URL's user info or query."""
+    if isinstance(value, str) and not isinstance(value, dg.EnvVar):
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(f"api_url {problem}")
+    return value
 
 
 class ShopResource(dg.ConfigurableResource):
     """Shopware 6 Admin API (integration with client credentials)."""
+
+    # Validation errors never echo a value (a URL with credentials in it, a secret).
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     api_url: str = Field(description="Base URL of the shop, e.g. https://shop.example.eu")
     client_id: str = Field(description="Integration access key id (SHOP_CLIENT_ID)")
@@ -36,6 +60,11 @@ class ShopResource(dg.ConfigurableResource):
     client_secret_env: str = Field(
         default="SHOP_CLIENT_SECRET", description="The variable the secret comes from"
     )
+    secret_env_names: list[str] = Field(
+        default=[],
+        description="The variables holding this side's secrets (from the route file's *_env "
+        "names): the run-failure alert redacts their values",
+    )
 
     def get_client(self) -> ShopwareClient:
         return ShopwareClient(
@@ -48,9 +77,16 @@ class ShopResource(dg.ConfigurableResource):
             credential_names=(self.client_id_env, self.client_secret_env),
         )
 
+    @field_validator("api_url", mode="before")
+    @classmethod
+    def _https(cls, value: Any) -> Any:
+        return _checked_url(value)
+
 
 class ErpResource(dg.ConfigurableResource):
     """Exact Online REST API (OAuth2 refresh tokens, rotated and stored in DuckDB)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     api_url: str = Field(description="e.g. https://start.exactonline.nl")
     division: str = Field(description="Exact Online division (company) number")
@@ -66,6 +102,16 @@ class ErpResource(dg.ConfigurableResource):
         default=0.5, description="Seconds before the first retry of a look-up; doubles each time"
     )
     max_rate_wait_s: float = 65.0
+    secret_env_names: list[str] = Field(
+        default=[],
+        description="The variables holding this side's secrets (from the route file's *_env "
+        "names): the run-failure alert redacts their values",
+    )
+
+    @field_validator("api_url", mode="before")
+    @classmethod
+    def _https(cls, value: Any) -> Any:
+        return _checked_url(value)
 
     @property
     def token_key(self) -> str:
@@ -106,10 +152,39 @@ class ErpResource(dg.ConfigurableResource):
 
 
 def open_ledger(duckdb: DuckDBResource, route_id: str, erp_key: str = "") -> Ledger:
-    """A route's ledger over the configured DuckDB file (its folder is created on first use)."""
-    if duckdb.database not in ("", ":memory:"):
-        Path(duckdb.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    """A route's ledger over the configured DuckDB file. On first use its folder is created
+    (mode 0700) and the file is created readable by its owner only (0600), whatever the umask:
+    the ledger holds customer data and the ERP's rotating tokens."""
+    database = duckdb.database
+    if database not in ("", ":memory:") and not database.startswith(("md:", "motherduck:")):
+        path = Path(database).expanduser()
+        _make_private_folder(path.parent)
+        if not path.exists():
+            # DuckDB refuses an empty file, so let it create the database, then close it to
+            # 0600 before anything is written to it. DuckDB writes ``<file>.wal`` (and spills
+            # to ``<file>.tmp/``) beside it with the process umask: the 0700 folder keeps
+            # those private when we created it; in a shared folder, run with umask 077.
+            with duckdb.get_connection():
+                pass
+            path.chmod(0o600)
     return Ledger(duckdb.get_connection, route_id, erp_key)
+
+
+def _make_private_folder(folder: Path) -> None:
+    """Create ``folder`` and any missing parents, each 0700; folders that already exist (such
+    as /tmp or the user's home) are left as they are."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it first: not ours to chmod
+            continue
+        created.chmod(0o700)  # mkdir's mode is masked by the umask; this is not
 
 
 def token_store(erp: ErpResource, ledger: Ledger) -> DuckDBTokenStore:
@@ -132,21 +207,6 @@ def erp_client(erp: ErpResource, ledger: Ledger, *, holder: str | None = None) -
 
 # --- configuration from the environment -------------------------------------------------------
 
-
-def _env(name: str, sandbox_default: str, *, required_with: str | None = None) -> str | dg.EnvVar:
-    """``EnvVar(name)`` when set; the sandbox default when the whole side is unconfigured.
-
-    Once the side's URL points elsewhere (``required_with`` is set), its credentials must come
-    from the environment too: Dagster then fails the run naming the missing variable, instead
-    of sending sandbox credentials to a real system.
-    """
-    if name in os.environ:
-        return dg.EnvVar(name)
-    if required_with is not None and required_with in os.environ:
-        return dg.EnvVar(name)
-    return sandbox_default
-
-
 _SANDBOX_SHOPS = {
     "shop": (
         settings.SANDBOX_SHOP_URL,
@@ -158,46 +218,86 @@ _SANDBOX_SHOPS = {
         settings.SANDBOX_SHOP2_CLIENT_ID,
         settings.SANDBOX_SHOP2_CLIENT_SECRET,
     ),
-    "none": ("", "", ""),
 }
 
 
-def shop_resource(source: ShopSource) -> ShopResource:
-    url, client_id, secret = _SANDBOX_SHOPS[source.sandbox]
-    url_var = source.api_url_env
+def sandbox_url(section: ShopSource | ErpTarget) -> str:
+    """The sandbox address a side uses in sandbox mode when its URL variable is unset."""
+    if isinstance(section, ErpTarget):
+        return settings.SANDBOX_ERP_URL
+    return _SANDBOX_SHOPS[section.sandbox][0]
+
+
+def shop_resource(source: ShopSource, *, sandbox: bool | None = None) -> ShopResource:
+    """The shop's resource: every field from its variable, or, in sandbox mode with the URL
+    variable unset, the sandbox shop's address and credentials (never a mix: credentials set
+    for a real shop are not sent to the sandbox). ``sandbox`` defaults to sandbox mode, now."""
+    on = settings.sandbox_mode() if sandbox is None else sandbox
+    if on and source.sandbox != "none" and not env_is_set(source.api_url_env):
+        url, client_id, secret = _SANDBOX_SHOPS[source.sandbox]
+        return ShopResource(
+            api_url=url,
+            client_id=client_id,
+            client_secret=secret,
+            client_id_env=source.client_id_env,
+            client_secret_env=source.client_secret_env,
+            secret_env_names=[source.client_id_env, source.client_secret_env],
+        )
     return ShopResource(
-        api_url=_env(url_var, url),
-        client_id=_env(source.client_id_env, client_id, required_with=url_var),
-        client_secret=_env(source.client_secret_env, secret, required_with=url_var),
+        api_url=dg.EnvVar(source.api_url_env),
+        client_id=dg.EnvVar(source.client_id_env),
+        client_secret=dg.EnvVar(source.client_secret_env),
         client_id_env=source.client_id_env,
         client_secret_env=source.client_secret_env,
+        secret_env_names=[source.client_id_env, source.client_secret_env],
     )
 
 
-def erp_resource(target: ErpTarget) -> ErpResource:
-    url_var = target.api_url_env
+def erp_resource(target: ErpTarget, *, sandbox: bool | None = None) -> ErpResource:
+    """The ERP's resource, like :func:`shop_resource`: its variables, or the sandbox ERP."""
+    on = settings.sandbox_mode() if sandbox is None else sandbox
+    if on and target.sandbox != "none" and not env_is_set(target.api_url_env):
+        return ErpResource(
+            api_url=settings.SANDBOX_ERP_URL,
+            division=settings.SANDBOX_ERP_DIVISION,
+            client_id=settings.SANDBOX_ERP_CLIENT_ID,
+            client_secret=settings.SANDBOX_ERP_CLIENT_SECRET,
+            refresh_token=settings.SANDBOX_ERP_REFRESH_TOKEN,
+            secret_env_names=_erp_secret_env_names(target),
+        )
     return ErpResource(
-        api_url=_env(url_var, settings.SANDBOX_ERP_URL),
-        division=_env(target.division_env, settings.SANDBOX_ERP_DIVISION, required_with=url_var),
-        client_id=_env(target.client_id_env, settings.SANDBOX_ERP_CLIENT_ID, required_with=url_var),
-        client_secret=_env(
-            target.client_secret_env, settings.SANDBOX_ERP_CLIENT_SECRET, required_with=url_var
-        ),
-        refresh_token=_env(
-            target.refresh_token_env, settings.SANDBOX_ERP_REFRESH_TOKEN, required_with=url_var
-        ),
+        api_url=dg.EnvVar(target.api_url_env),
+        division=dg.EnvVar(target.division_env),
+        client_id=dg.EnvVar(target.client_id_env),
+        client_secret=dg.EnvVar(target.client_secret_env),
+        refresh_token=dg.EnvVar(target.refresh_token_env),
+        secret_env_names=_erp_secret_env_names(target),
     )
 
 
-def default_database_path() -> str:
-    return str(Path(__file__).resolve().parents[1] / settings.DEFAULT_DUCKDB_PATH)
+def _erp_secret_env_names(target: ErpTarget) -> list[str]:
+    return [target.client_id_env, target.client_secret_env, target.refresh_token_env]
+
+
+def default_database_path(*, sandbox: bool | None = None) -> str:
+    """Where the ledger lives without ``INTEGRATION_DUCKDB_PATH``: the user's data folder
+    (``$XDG_DATA_HOME/integration_project/ledger.duckdb``, ``sandbox.duckdb`` in sandbox mode),
+    never inside the installed package."""
+    on = settings.sandbox_mode() if sandbox is None else sandbox
+    return str(settings.default_ledger_path(sandbox=on))
 
 
 def duckdb_resource() -> DuckDBResource:
     """The ledger, shared by every route (``INTEGRATION_DUCKDB_PATH``)."""
-    return DuckDBResource(database=_env("INTEGRATION_DUCKDB_PATH", default_database_path()))
+    if env_is_set(settings.DUCKDB_PATH_ENV):
+        return DuckDBResource(database=dg.EnvVar(settings.DUCKDB_PATH_ENV))
+    return DuckDBResource(database=default_database_path())
 
 
-def route_resources(route: RouteConfig) -> dict[str, object]:
+def route_resources(route: RouteConfig, *, sandbox: bool | None = None) -> dict[str, object]:
     """The route's shop and ERP resources, under the keys its assets require."""
-    return {route.shop_key: shop_resource(route.source), route.erp_key: erp_resource(route.target)}
+    on = settings.sandbox_mode() if sandbox is None else sandbox
+    return {
+        route.shop_key: shop_resource(route.source, sandbox=on),
+        route.erp_key: erp_resource(route.target, sandbox=on),
+    }

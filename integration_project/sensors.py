@@ -3,20 +3,29 @@
 * ``<route_id>__erp_delivery_sensor`` (one per route): when ``<route_id>/erp_orders`` has a new
   materialisation with something to deliver, it requests a delivery run within seconds instead
   of waiting for the delivery schedule's next tick (the schedule stays as the safety net).
-* ``run_failure_alert_sensor`` (one for the code location): POSTs a short JSON message about a
-  failed run to the URL in ``ALERT_WEBHOOK_URL`` (Slack-style incoming webhooks and the like).
+* ``run_failure_alert_sensor`` (one for the code location, built by
+  :func:`build_run_failure_alert_sensor`): POSTs a short JSON message about a failed run to the
+  URL in ``ALERT_WEBHOOK_URL`` (Slack-style incoming webhooks and the like), with a link to the
+  run and without the value of any route credential or secret-looking variable.
 """
 
+import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
 
 import dagster as dg
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from integration_project import settings
 from integration_project.assets import DELIVERY_TAG, RouteAssets
-from integration_project.resources import open_ledger
+from integration_project.http import USER_AGENT, safe_url
+from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.schedules import ACTIVE_RUN_STATUSES
 
 log = logging.getLogger(__name__)
@@ -26,9 +35,21 @@ DELIVERY_SENSOR_INTERVAL_S = 15
 #: Most new ``erp_orders`` materialisations read in one evaluation.
 MAX_EVENTS_PER_TICK = 100
 ALERT_WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
-ALERT_TIMEOUT_S = 5.0
+#: The Dagster UI's address, for the link to a failed run (e.g. https://dagster.example.eu).
+WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
+DAGSTER_PORT_ENV = "DAGSTER_PORT"
+#: (connect, read) seconds of one alert POST.
+ALERT_TIMEOUT_S = (3.05, 5.0)
+#: Retries of the alert POST (connection errors, 429, 5xx): at most 4 attempts in all.
+ALERT_RETRIES = 3
+ALERT_BACKOFF_FACTOR = 0.5  # 0, 1, 2 s between the attempts
+ALERT_RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: Longest ``Retry-After`` honoured: the whole alert must fit in a sensor evaluation.
+ALERT_MAX_RETRY_AFTER_S = 5.0
 ALERT_ERROR_CHARS = 500
-#: Environment variables whose values must never leave in an alert.
+#: Shorter values are not redacted (they would match everywhere).
+MIN_SECRET_CHARS = 4
+#: Environment variables whose values must never leave in an alert, besides those named.
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|WEBHOOK)", re.IGNORECASE)
 
 
@@ -119,41 +140,134 @@ def _pending(context: dg.SensorEvaluationContext, route_id: str, allowed: frozen
 # --- run-failure alerts -----------------------------------------------------------------------
 
 
-@dg.run_failure_sensor(
-    name="run_failure_alert_sensor",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts {run_id, job, error, route} as JSON to the URL in ALERT_WEBHOOK_URL when "
-    "a run of this code location fails (unset: the failure is only logged). The error is the "
-    "first 500 characters of the failure message, with secret values removed.",
-)
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
-    """Alert on a failed run; never raises (a broken webhook must not break the sensor)."""
+def build_run_failure_alert_sensor(secret_env_names: Iterable[str]) -> dg.SensorDefinition:
+    """``run_failure_alert_sensor``: POSTs a failed run's alert to ``ALERT_WEBHOOK_URL``.
+
+    ``secret_env_names`` are the variables whose values must never leave in an alert, whatever
+    their names look like: every route's shop and ERP credentials (see
+    :func:`route_secret_env_names`). Variables whose names look secret (``*SECRET*``,
+    ``*TOKEN*``, ``*PASSWORD*``, …) and ``ALERT_WEBHOOK_URL`` itself are redacted as well. Values
+    are read when an alert is sent, so a rotated secret is redacted too.
+    """
+    names = frozenset(name for name in secret_env_names if name)
+
+    @dg.run_failure_sensor(
+        name="run_failure_alert_sensor",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Posts {run_id, job, error, route, run_url, text} as JSON to the URL in "
+        "ALERT_WEBHOOK_URL when a run of this code location fails (unset: the failure is only "
+        "logged), retrying connection errors, 429 and 5xx a few times. The error is the first "
+        "500 characters of the failure message with the value of every route credential and "
+        "secret-looking variable removed; run_url links to the run in the UI "
+        "(DAGSTER_WEBSERVER_URL).",
+    )
+    def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+        """Alert on a failed run; never raises (a broken webhook must not break the sensor)."""
+        try:
+            _alert(context, names)
+        except Exception as exc:  # the sensor must never fail on its alert
+            context.log.warning(
+                "The failure alert could not be sent: %s (%s)",
+                type(exc).__name__,
+                ALERT_WEBHOOK_ENV,
+            )
+
+    return run_failure_alert_sensor
+
+
+def route_secret_env_names(defs: dg.Definitions) -> list[str]:
+    """The variables holding secrets of every shop and ERP resource in ``defs`` (what each
+    route file names under ``*_env``: client ids, client secrets, refresh tokens)."""
+    names: set[str] = set()
+    for resource in (defs.resources or {}).values():
+        if isinstance(resource, ShopResource | ErpResource):
+            names.update(getattr(resource, "secret_env_names", None) or ())
+    return sorted(names)
+
+
+def _alert(context: dg.RunFailureSensorContext, secret_names: frozenset[str]) -> None:
     run = context.dagster_run
+    try:
+        error = _failure_text(context)
+    except Exception as exc:  # the event log could not be read: alert with what we know
+        error = f"run failed (its error could not be read: {type(exc).__name__})"
     message = alert_message(
         run_id=run.run_id,
         job=run.job_name,
-        error=_failure_text(context),
+        error=error,
         tags=run.tags,
+        secret_names=secret_names,
+        run_url=run_url(run.run_id),
     )
     context.log.error("Run %s of %s failed: %s", run.run_id, run.job_name, message["error"])
     url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
     if not url:
         context.log.info("%s is not set; the failure is only logged", ALERT_WEBHOOK_ENV)
         return
-    try:
-        response = requests.post(url, json=message, timeout=ALERT_TIMEOUT_S)
-    except requests.RequestException as exc:
-        # The exception text names the URL, which may hold a token: log its type only.
-        context.log.warning(
-            "Could not post the alert to %s: %s", ALERT_WEBHOOK_ENV, type(exc).__name__
-        )
-        return
+    with _alert_session() as session:
+        try:
+            response = session.post(
+                url, json=message, timeout=ALERT_TIMEOUT_S, allow_redirects=False
+            )
+        except Exception as exc:
+            # The exception text names the URL, which may hold a token: log its type only.
+            context.log.warning(
+                "Could not post the alert for run %s to %s (retried up to %s times): %s; "
+                "the alert was not delivered",
+                run.run_id,
+                ALERT_WEBHOOK_ENV,
+                ALERT_RETRIES,
+                type(exc).__name__,
+            )
+            return
     if response.status_code >= 300:
         context.log.warning(
-            "The alert webhook (%s) answered HTTP %s", ALERT_WEBHOOK_ENV, response.status_code
+            "The alert webhook (%s) answered HTTP %s after %s attempt(s); the alert for run %s "
+            "was not delivered",
+            ALERT_WEBHOOK_ENV,
+            response.status_code,
+            _attempts(response),
+            run.run_id,
         )
     else:
         context.log.info("Alert for run %s posted to %s", run.run_id, ALERT_WEBHOOK_ENV)
+
+
+class _AlertRetry(Retry):
+    """urllib3's retry, waiting at most ``ALERT_MAX_RETRY_AFTER_S`` for a ``Retry-After``: the
+    sensor's evaluation has a deadline (60 s by default)."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), ALERT_MAX_RETRY_AFTER_S)
+
+
+def _alert_session() -> requests.Session:
+    """A session retrying the alert POST on connection errors, 429 and 5xx, with backoff and
+    ``Retry-After``. An alert may then arrive twice, but one hiccup never loses it."""
+    retry = _AlertRetry(
+        total=ALERT_RETRIES,
+        connect=ALERT_RETRIES,
+        read=ALERT_RETRIES,
+        status=ALERT_RETRIES,
+        other=0,
+        backoff_factor=ALERT_BACKOFF_FACTOR,
+        status_forcelist=ALERT_RETRY_STATUSES,
+        allowed_methods=frozenset({"POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def _attempts(response: requests.Response) -> int:
+    retries = getattr(response.raw, "retries", None)
+    history = getattr(retries, "history", None)
+    return len(history) + 1 if isinstance(history, tuple) else 1
 
 
 def _failure_text(context: dg.RunFailureSensorContext) -> str:
@@ -167,26 +281,100 @@ def _failure_text(context: dg.RunFailureSensorContext) -> str:
     return " | ".join(part for part in parts if part)
 
 
+def run_url(run_id: str) -> str | None:
+    """The run's page in the Dagster UI: ``$DAGSTER_WEBSERVER_URL/runs/<run_id>``. Unset, only
+    in sandbox mode (``INTEGRATION_SANDBOX`` = 1/true/yes) the local UI that ``dev.py up``
+    starts (``http://127.0.0.1:$DAGSTER_PORT``, port 3000 by default); otherwise None: a local
+    address in a production alert would point nowhere."""
+    base = os.environ.get(WEBSERVER_URL_ENV, "").strip()
+    if base:
+        try:
+            parts = urlsplit(base)
+            _ = parts.port  # a port that is not a number raises here
+        except ValueError:
+            return None  # not a URL: no link, but the alert still goes
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        base = safe_url(base)  # no user info, query or fragment in an alert
+    elif _sandbox_mode():
+        port = os.environ.get(DAGSTER_PORT_ENV, "").strip()
+        base = f"http://127.0.0.1:{port if port.isdigit() else '3000'}"
+    else:
+        return None
+    return f"{base.rstrip('/')}/runs/{quote(run_id, safe='')}"
+
+
+def _sandbox_mode() -> bool:
+    try:
+        return settings.sandbox_mode()
+    except ValueError:  # a value that is not understood: no local link (the run says why)
+        return False
+
+
 def alert_message(
-    *, run_id: str, job: str, error: str, tags: dict[str, str] | None = None
+    *,
+    run_id: str,
+    job: str,
+    error: str,
+    tags: dict[str, str] | None = None,
+    secret_names: Iterable[str] = (),
+    run_url: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of an alert: run id, job, the error's first 500 characters (secret values
-    removed), the route when known, and a ``text`` line for Slack-style webhooks."""
-    text = _redact(error)[:ALERT_ERROR_CHARS]
+    removed, see :func:`_redact`), the route when known, the run's page in the UI when known,
+    and a ``text`` line for Slack-style webhooks (with the link)."""
+    text = _redact(error, secret_names)[:ALERT_ERROR_CHARS]
     message: dict[str, Any] = {"run_id": run_id, "job": job, "error": text}
     route = (tags or {}).get(DELIVERY_TAG) or (job.split("__", 1)[0] if "__" in job else None)
     if route:
         message["route"] = route
-    message["text"] = f"Dagster run {run_id} of {job} failed: {text}"
+    if run_url:
+        message["run_url"] = run_url
+    line = f"Dagster run {run_id} of {job} failed: {text}"
+    message["text"] = f"{line}\n{run_url}" if run_url else line
     return message
 
 
-def _redact(text: str) -> str:
-    """Remove the values of secret-looking environment variables from ``text``."""
-    for name, value in os.environ.items():
-        if len(value) >= 6 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, f"<{name}>")
-    return text
+def _redact(text: str, secret_names: Iterable[str] = ()) -> str:
+    """``text`` with the value of every secret variable replaced by ``<NAME>``.
+
+    Secret: the variables named (route credentials), ``ALERT_WEBHOOK_URL``, and every variable
+    whose name looks secret. Values of fewer than 4 characters are left (they would match
+    everywhere). Each value is also replaced URL-encoded (any case) and escaped as in JSON or a
+    Python repr, as it may appear in a URL or an exception's text. One pass, longest first, so
+    a placeholder is never redacted again.
+    """
+    names = {*secret_names, ALERT_WEBHOOK_ENV}
+    names.update(name for name in os.environ if _SECRET_NAME.search(name))
+    exact: dict[str, str] = {}
+    encoded: dict[str, str] = {}  # lower-cased percent-encoded form -> name
+    for name in sorted(names):
+        value = os.environ.get(name, "").strip()
+        if len(value) < MIN_SECRET_CHARS:
+            continue
+        for form in (value, json.dumps(value)[1:-1], repr(value)[1:-1]):
+            exact.setdefault(form, name)
+        for form in (quote(value, safe=""), quote(value), quote_plus(value)):
+            if form != value:
+                encoded.setdefault(form.lower(), name)
+    if not exact:
+        return text
+    forms = [(form, re.escape(form)) for form in exact]
+    forms += [(form, f"(?i:{re.escape(form)})") for form in encoded]
+    forms.sort(key=lambda pair: len(pair[0]), reverse=True)
+    pattern = "|".join(regex for _, regex in forms)
+
+    def placeholder(match: re.Match[str]) -> str:
+        found = match.group(0)
+        return f"<{exact.get(found) or encoded.get(found.lower(), 'secret')}>"
+
+    return re.sub(pattern, placeholder, text)
 
 
-__all__ = ["alert_message", "build_route_sensors", "run_failure_alert_sensor"]
+__all__ = [
+    "alert_message",
+    "build_route_sensors",
+    "build_run_failure_alert_sensor",
+    "route_secret_env_names",
+    "run_url",
+]

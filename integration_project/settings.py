@@ -1,14 +1,67 @@
 """Constants and defaults: the sandbox's addresses and credentials, the EU, ISO country codes.
 
-Nothing here has side effects. The sandbox imports this module (never the other way round), so
-both agree on where the sandbox listens and which credentials it accepts.
+Nothing here has side effects: the few functions read the environment when called, never at
+import. The sandbox imports this module (never the other way round), so both agree on where the
+sandbox listens and which credentials it accepts. ``dev.py`` imports it too (standard library
+only), so keep it free of third-party imports.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 
-# --- The sandbox (the default target when no environment variable is set) --------------------
+# --- Sandbox mode: the local sandbox only when asked for ---------------------------------------
+
+#: ``INTEGRATION_SANDBOX=1`` turns sandbox mode on: a route side whose URL variable is unset then
+#: talks to the local sandbox. Off (the default), every variable a route names must be set.
+SANDBOX_MODE_ENV = "INTEGRATION_SANDBOX"
+SANDBOX_MODE_ON = ("1", "true", "yes")
+SANDBOX_MODE_OFF = ("", "0", "false", "no")
+
+
+def sandbox_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether sandbox mode is on (``INTEGRATION_SANDBOX``), read from ``environ`` (default: the
+    process environment, now). Unset or 0/false/no is off; 1/true/yes is on; anything else is a
+    mistake and raises ``ValueError`` naming the variable (a typo must not pick a side)."""
+    value = (os.environ if environ is None else environ).get(SANDBOX_MODE_ENV)
+    if value is None:
+        return False
+    flag = value.strip().lower()
+    if flag in SANDBOX_MODE_ON:
+        return True
+    if flag in SANDBOX_MODE_OFF:
+        return False
+    shown = value if len(value) <= 20 else value[:20] + "..."
+    raise ValueError(
+        f"{SANDBOX_MODE_ENV}={shown!r} is not understood: set it to 1 (or true/yes) for the local "
+        "sandbox, or 0 (or false/no, or leave it unset) to require every route variable"
+    )
+
+
+# --- The ledger file ------------------------------------------------------------------------------
+
+#: The ledger file's variable; without it the ledger lives under the user's data folder.
+DUCKDB_PATH_ENV = "INTEGRATION_DUCKDB_PATH"
+LEDGER_FOLDER = "integration_project"
+LEDGER_FILE = "ledger.duckdb"
+#: The default ledger in sandbox mode: never the same file as a real route's ledger.
+SANDBOX_LEDGER_FILE = "sandbox.duckdb"
+
+
+def default_ledger_path(environ: Mapping[str, str] | None = None, *, sandbox: bool = False) -> Path:
+    """``$XDG_DATA_HOME/integration_project/ledger.duckdb`` (``~/.local/share`` when unset),
+    ``sandbox.duckdb`` beside it in sandbox mode: never inside the installed package."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME", "").strip()
+    # The XDG spec: a relative XDG_DATA_HOME is invalid and is ignored.
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / LEDGER_FOLDER / (SANDBOX_LEDGER_FILE if sandbox else LEDGER_FILE)
+
+
+# --- The sandbox (used in sandbox mode when a route's URL variable is unset) -------------------
 
 SANDBOX_HOST = "127.0.0.1"
 SANDBOX_SHOP_PORT = 8801
@@ -26,8 +79,6 @@ SANDBOX_ERP_DIVISION = "1234567"
 SANDBOX_ERP_CLIENT_ID = "sandbox-erp-client"
 SANDBOX_ERP_CLIENT_SECRET = "sandbox-erp-secret"
 SANDBOX_ERP_REFRESH_TOKEN = "sandbox-initial-refresh-token"
-
-DEFAULT_DUCKDB_PATH = "data/integration.duckdb"
 
 # --- The route ---------------------------------------------------------------------------------
 

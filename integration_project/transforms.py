@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +41,14 @@ from integration_project.settings import (
     ISO_COUNTRIES,
     SHIPPING_ITEM_CODE,
 )
-from integration_project.shopware.models import OrderLineItem, ShopOrder
+from integration_project.shopware.models import (
+    MAX_ORDER_ID,
+    OrderLineItem,
+    ShopOrder,
+    storable_text,
+    unreadable_reason,
+    usable_order_id,
+)
 
 CENT = Decimal("0.01")
 #: Unit prices keep four decimals (0.125 per piece is a real price); totals are in cents.
@@ -106,6 +114,9 @@ class MappingRules:
     vat_codes: tuple[VatPin, ...] = ()
     #: The shop's time zone: ``OrderDate`` is the order's calendar date there.
     shop_timezone: str = DEFAULT_SHOP_TIMEZONE
+    #: Order numbers must be ASCII digits (Shopware's default number range ``{n}``): routes on
+    #: one ERP division are told apart by their YourRef templates on that promise.
+    order_number_digits_only: bool = False
 
     def pinned_vat_code(self, rate: Decimal, country: str) -> str | None:
         for pin in self.vat_codes:
@@ -161,6 +172,8 @@ class MappedOrder:
     tax_status: str = "gross"
     #: What the customer paid (the shop's ``amountTotal``).
     amount_total: Decimal | None = None
+    #: The shop's customer number (orderCustomer.customerNumber), "" when it has none.
+    customer_number: str = ""
 
     @property
     def item_codes(self) -> frozenset[str]:
@@ -215,9 +228,11 @@ def _text(value: Any) -> str | None:
 def _money(value: Any, where: str, places: Decimal = CENT) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Reject(f"{where}: expected a number, got {_show(value)}")
+    if isinstance(value, int) and abs(value) >= MAX_AMOUNT:
+        raise _Reject(f"{where}: implausible amount {_show(value)}")
     try:
         amount = Decimal(str(value))
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):
         raise _Reject(f"{where}: expected a number, got {_show(value)}") from None
     if not amount.is_finite():
         raise _Reject(f"{where}: expected a finite number, got {_show(value)}")
@@ -238,8 +253,23 @@ def _quantity(value: Any, where: str) -> Decimal:
     return Decimal(int(value))
 
 
+#: Shows nested values a few levels deep and a few items wide: never recurses far.
+_REPR = reprlib.Repr()  # (keyword arguments need Python 3.12)
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 4, 60, 60
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short, printable rendering of any value for a reason (at most 60 characters)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        text = f"<a {len(str(abs(value))) if value.bit_length() < 14_000 else 'huge'}-digit number>"
+    elif isinstance(value, str | int | float | bool) or value is None:
+        text = repr(value[:100] if isinstance(value, str) else value)
+    else:
+        try:
+            text = _REPR.repr(value)
+        except (RecursionError, ValueError):
+            text = f"<{type(value).__name__}>"
+    text = storable_text(text)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -314,9 +344,11 @@ class _TaxPart:
 def _rate(value: Any, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Reject(f"{where}.taxRate: expected a number, got {_show(value)}")
+    if isinstance(value, int) and abs(value) >= HUNDRED:
+        raise _Reject(f"{where}.taxRate: implausible VAT rate {_show(value)}")
     try:
         rate = Decimal(str(value))
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):
         raise _Reject(f"{where}.taxRate: expected a number, got {_show(value)}") from None
     if not rate.is_finite() or not 0 <= rate < HUNDRED:
         raise _Reject(f"{where}.taxRate: implausible VAT rate {_show(value)}")
@@ -555,17 +587,31 @@ def _position(item: OrderLineItem | None) -> float:
 
 
 def evaluate_order(raw: Mapping[str, Any], rules: MappingRules | None = None) -> Outcome:
-    """Filter and validate one shop order. Never raises for bad input: it quarantines."""
+    """Filter and validate one shop order. Never raises for bad input: it quarantines.
+
+    Any shape is bad input: ``null`` or a number instead of the order, ``[]`` where an object
+    belongs (PHP's empty object, read as ``{}``), a number where text or a list belongs,
+    values too large for a float, nesting too deep to show, and the stand-ins staging keeps
+    for orders it could not keep as they came (their reason is the quarantine reason).
+    """
     rules = rules or MappingRules()
-    shop_id = raw.get("id") if isinstance(raw, Mapping) else None
-    shop_id = shop_id if isinstance(shop_id, str) and shop_id else "<missing id>"
+    raw_id = raw.get("id") if isinstance(raw, Mapping) else None
+    shop_id = usable_order_id(raw_id) or "<missing id>"
     number = raw.get("orderNumber") if isinstance(raw, Mapping) else None
-    number = number if isinstance(number, str) and number else None
+    number = storable_text(number, 255) if isinstance(number, str) and number else None
     try:
         if not isinstance(raw, Mapping):
-            raise _Reject(f"expected a JSON object, got {type(raw).__name__}")
+            raise _Reject(f"expected a JSON object, got {_json_kind(raw)}")
+        unreadable = unreadable_reason(raw)
+        if unreadable is not None:
+            raise _Reject(unreadable)
         order = _parse_order(raw)
         if shop_id == "<missing id>":
+            if isinstance(raw_id, str) and raw_id.strip():
+                raise _Reject(
+                    f"id: not a usable order id (at most {MAX_ORDER_ID} printable "
+                    f"characters): {_show(raw_id)}"
+                )
             raise _Reject("id is missing")
         country, source = destination_country(order)
         if country is None:
@@ -581,7 +627,14 @@ def evaluate_order(raw: Mapping[str, Any], rules: MappingRules | None = None) ->
             return Skipped(shop_id, number, country, skip)
         return _map(order, shop_id, country, rules)
     except _Reject as reject:
-        return Quarantined(shop_id, number, str(reject))
+        return Quarantined(shop_id, number, storable_text(str(reject)))
+    except RecursionError:  # a value nested too deeply to even describe
+        return Quarantined(shop_id, number, "the order is nested too deeply to be read")
+
+
+def _json_kind(value: Any) -> str:
+    """``null`` for None, else the Python type's name (``list``, ``int``, ``str`` …)."""
+    return "null (NoneType)" if value is None else type(value).__name__
 
 
 def _filtered_out(raw: Mapping[str, Any], order: ShopOrder, rules: MappingRules) -> str | None:
@@ -589,10 +642,13 @@ def _filtered_out(raw: Mapping[str, Any], order: ShopOrder, rules: MappingRules)
     if rules.order_states:
         state = raw.get("stateMachineState")
         name = state.get("technicalName") if isinstance(state, Mapping) else None
-        if name not in rules.order_states:
+        if not isinstance(name, str) or name not in rules.order_states:
             return f"order state {_show(name)} is not one of {sorted(rules.order_states)}"
-    if rules.sales_channel_ids and raw.get("salesChannelId") not in rules.sales_channel_ids:
-        return f"sales channel {_show(raw.get('salesChannelId'))} is not delivered by this route"
+    channel = raw.get("salesChannelId")
+    if rules.sales_channel_ids and (
+        not isinstance(channel, str) or channel not in rules.sales_channel_ids
+    ):
+        return f"sales channel {_show(channel)} is not delivered by this route"
     if rules.min_amount is not None or rules.max_amount is not None:
         amount = _money(order.amountTotal, "amountTotal")
         if rules.min_amount is not None and amount < rules.min_amount:
@@ -609,12 +665,21 @@ def _template(template: str, values: Mapping[str, str], what: str) -> str:
         raise _Reject(f"{what} template {template!r} cannot be filled: {exc}") from None
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> MappedOrder:
     number = _text(order.orderNumber)
     if number is None:
         raise _Reject("orderNumber is missing")
     if len(number) > MAX_YOUR_REF:
         raise _Reject(f"orderNumber is longer than the ERP's YourRef ({MAX_YOUR_REF})")
+    if rules.order_number_digits_only and not _DIGITS.fullmatch(number):
+        raise _Reject(
+            f"orderNumber {_show(number)} is not all digits, and the route says its shop numbers "
+            "orders with digits only (source.order_number_format: digits); set it to 'any' and "
+            "give the route a YourRef template no other route on the division can produce"
+        )
     currency = _text(order.currency.isoCode if order.currency else None)
     currency = currency.upper() if currency else None
     if currency is None:
@@ -697,6 +762,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
         order_date=_order_date(order, rules.shop_timezone),
         currency=currency,
         customer_email=email,
+        customer_number=str(values["customer_number"]),
         customer_name=name[:MAX_DESCRIPTION],
         customer_country=customer_country,
         shipping_country=country,

@@ -1,7 +1,15 @@
 """Shared fixtures: an in-process sandbox on free ports, a DuckDB file in a temp folder, and the
-route's resources pointed at both. Tests swap resources at the boundary; nothing is patched."""
+route's resources pointed at both. Tests swap resources at the boundary; nothing is patched.
+
+The tests run in sandbox mode (``INTEGRATION_SANDBOX=1``), set here before anything loads
+definitions; subprocesses the tests start inherit it. ``test_sandbox_mode.py`` loads routes
+with sandbox mode off in subprocesses of their own."""
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("INTEGRATION_SANDBOX", "1")
 
 import warnings
 from collections.abc import Iterator

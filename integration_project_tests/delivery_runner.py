@@ -30,6 +30,7 @@ from dagster_duckdb import DuckDBResource
 
 from integration_project.resources import ErpResource, ShopResource
 from integration_project.schedules import build_route_schedules
+from integration_project.settings import SANDBOX_MODE_ENV
 from integration_project_tests.conftest import DEFAULT, route_assets
 
 SPEC_ENV = "DELIVERY_RUNNER_SPEC"
@@ -222,7 +223,8 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     """A runner process on ``dagster_home``; its stderr (Dagster's logs) goes to ``log_path``."""
     full_env = {k: v for k, v in os.environ.items() if k not in (SPEC_ENV, WARM_ENV)}
-    full_env |= {"DAGSTER_HOME": str(dagster_home), **env}
+    # Runners talk to the test's sandbox: sandbox mode on, whatever the parent inherited.
+    full_env |= {"DAGSTER_HOME": str(dagster_home), SANDBOX_MODE_ENV: "1", **env}
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "integration_project_tests.delivery_runner"],

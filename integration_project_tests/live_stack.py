@@ -202,11 +202,15 @@ def live_stack(tmp: Path, *, timeout: float = 90.0, nux: bool = True) -> Iterato
     logs.mkdir()
     marker = uuid.uuid4().hex
     host = "http://127.0.0.1"
+    inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_")
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SHOP", "ERP_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(inherited)},
         MARKER: marker,
         "DAGSTER_HOME": str(home),
-        "INTEGRATION_DUCKDB_PATH": str(tmp / "ledger" / "integration.duckdb"),
+        # The stack is the sandbox: sandbox mode on, as `dev.py up` sets it. Every URL below is
+        # set anyway (free ports), so no side falls back to the sandbox's fixed ports.
+        settings.SANDBOX_MODE_ENV: "1",
+        settings.DUCKDB_PATH_ENV: str(tmp / "ledger" / "integration.duckdb"),
         "SHOP_API_URL": f"{host}:{shop}",
         "SHOP_CLIENT_ID": settings.SANDBOX_SHOP_CLIENT_ID,
         "SHOP_CLIENT_SECRET": settings.SANDBOX_SHOP_CLIENT_SECRET,

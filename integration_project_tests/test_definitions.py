@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from integration_project import settings
 from integration_project.assets import DELIVERY_TAG
+from integration_project.components.order_route import (
+    ERP_HOST_KEY,
+    SANDBOX_MODE_KEY,
+    SHOP_HOST_KEY,
+)
 
 DEFAULT_ID = "eu_orders_shopware_to_exact"
 B2B_ID = "b2b_orders_shopware_to_exact"
@@ -52,9 +58,34 @@ def test_defs_load_both_routes_with_the_contract_names(defs: dg.Definitions) -> 
 def test_schedules_start_running_so_the_quick_start_needs_no_clicks(
     defs: dg.Definitions,
 ) -> None:
-    assert len(list(defs.schedules or [])) == 4
+    names = {schedule.name for schedule in defs.schedules or []}
+    assert names >= {
+        f"{route}__{schedule}"
+        for route in (DEFAULT_ID, B2B_ID)
+        for schedule in ("source_orders_schedule", "erp_delivery_schedule")
+    }
     for schedule in defs.schedules or []:
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_every_asset_shows_sandbox_mode_and_where_its_route_points(defs: dg.Definitions) -> None:
+    """The tests run in sandbox mode (conftest): the UI says so on every asset of both routes,
+    with the sandbox hosts each route talks to."""
+    assert settings.sandbox_mode()
+    shops = {DEFAULT_ID: settings.SANDBOX_SHOP_URL, B2B_ID: settings.SANDBOX_SHOP2_URL}
+    seen = 0
+    for assets_def in defs.assets or []:
+        assert isinstance(assets_def, dg.AssetsDefinition)
+        for spec in assets_def.specs:
+            route = spec.key.path[0]
+            assert spec.metadata[SANDBOX_MODE_KEY] is True
+            assert spec.metadata[SHOP_HOST_KEY] == shops[route].removeprefix("http://")
+            assert spec.metadata[ERP_HOST_KEY] == settings.SANDBOX_ERP_URL.removeprefix("http://")
+            seen += 1
+    assert seen == 6
+    # The asset checks stayed on their assets.
+    check_keys = {key.asset_key for key in defs.resolve_asset_graph().asset_check_keys}
+    assert dg.AssetKey([DEFAULT_ID, "erp_orders"]) in check_keys
 
 
 def test_source_schedule_requests_the_window_that_just_closed(

@@ -133,7 +133,7 @@ def test_sandbox_leaves_server_made_fields_out_without_prefer(
 # --- token errors ----------------------------------------------------------------------------
 
 
-def test_token_errors_come_in_oauth_form_and_the_client_shows_exacts_words(
+def test_token_errors_come_in_oauth_form_and_the_client_shows_the_code_not_the_words(
     sandbox: Sandbox, ledger: Ledger
 ) -> None:
     refused = token_call(sandbox, refresh_token="not-a-refresh-token")
@@ -146,7 +146,11 @@ def test_token_errors_come_in_oauth_form_and_the_client_shows_exacts_words(
         with pytest.raises(AuthError) as raised:
             client.find_item_id("SHIPPING")
     message = str(raised.value)
-    assert "Unknown client_id or wrong client_secret" in message  # invalid_client's description
+    # The OAuth code and the status, never the body's words: a token endpoint's
+    # error_description may echo what was sent (see test_alert_secrets.py).
+    assert "HTTP 401, OAuth error invalid_client" in message
+    assert body["error_description"] not in message
+    assert "Unknown client_id or wrong client_secret" not in message
     assert "ERP_CLIENT_SECRET" in message
     for secret in (wrong, settings.SANDBOX_ERP_REFRESH_TOKEN):
         assert secret not in message
@@ -230,7 +234,9 @@ def test_a_refused_refresh_token_pauses_the_chain_until_erp_refresh_token_change
     sandbox.erp.revoke_access_tokens()
     with erp_client(erp, ledger) as client, pytest.raises(AuthError) as first:
         client.find_item_id("SHIPPING")
-    assert "invalid, expired or already used" in str(first.value)  # Exact's words
+    # The OAuth code, not Exact's error_description (token answers' words stay out of errors).
+    assert "OAuth error invalid_grant" in str(first.value)
+    assert "invalid, expired or already used" not in str(first.value)
     assert "authorisation needed" in str(first.value)
 
     # Later runs stop before calling Exact at all.

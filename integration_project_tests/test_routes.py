@@ -166,6 +166,8 @@ def test_a_new_route_in_under_ten_lines_of_yaml(tmp_path: Path) -> None:
     assert {s.name for s in defs.schedules} == {
         "nl_orders__source_orders_schedule",
         "nl_orders__erp_delivery_schedule",
+        # Personal data older than the route's retention is blanked once a day.
+        "nl_orders__personal_data_retention_schedule",
     }
 
 

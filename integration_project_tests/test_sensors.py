@@ -18,7 +18,7 @@ from integration_project.sensors import (
     ALERT_WEBHOOK_ENV,
     alert_message,
     build_route_sensors,
-    run_failure_alert_sensor,
+    build_run_failure_alert_sensor,
 )
 from integration_project_tests.conftest import shipped_route
 
@@ -150,6 +150,9 @@ def test_route_sensors_stay_stopped_when_the_route_says_so():
 # --- run-failure alerts -----------------------------------------------------------------------
 
 SECRET = "s3cr3t-value-that-must-not-leak"
+#: The code location's alert sensor, as definitions.py builds it (route variables: see
+#: test_alert_secrets.py); ERP_CLIENT_SECRET is redacted by its secret-looking name.
+ALERT_SENSOR = build_run_failure_alert_sensor([])
 
 
 @dg.asset(key=["eu_orders_shopware_to_exact", "alert_probe"])
@@ -165,7 +168,7 @@ def failure_context(dagster_instance, monkeypatch) -> Iterator[Any]:
     result = resolved.execute_in_process(instance=dagster_instance, raise_on_error=False)
     assert not result.success
     context = dg.build_run_status_sensor_context(
-        sensor_name=run_failure_alert_sensor.name,
+        sensor_name=ALERT_SENSOR.name,
         dagster_instance=dagster_instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
@@ -178,7 +181,7 @@ def test_a_failed_run_is_posted_to_the_webhook_without_secrets(
     sandbox, failure_context, monkeypatch
 ):
     monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"{sandbox.erp_url}/sandbox/webhook")
-    run_failure_alert_sensor(failure_context)
+    ALERT_SENSOR(failure_context)
 
     [alert] = sandbox.erp.webhooks
     assert alert["run_id"] == failure_context.dagster_run.run_id
@@ -192,15 +195,15 @@ def test_a_failed_run_is_posted_to_the_webhook_without_secrets(
 
 def test_without_a_webhook_url_the_failure_is_only_logged(sandbox, failure_context, monkeypatch):
     monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
-    run_failure_alert_sensor(failure_context)
+    ALERT_SENSOR(failure_context)
     assert sandbox.erp.webhooks == []
 
 
 def test_a_webhook_that_fails_never_breaks_the_sensor(sandbox, failure_context, monkeypatch):
     monkeypatch.setenv(ALERT_WEBHOOK_ENV, "http://127.0.0.1:9/unreachable")
-    run_failure_alert_sensor(failure_context)  # logged, not raised
+    ALERT_SENSOR(failure_context)  # retried, then logged, not raised
     monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"{sandbox.erp_url}/sandbox/no-such-path")
-    run_failure_alert_sensor(failure_context)  # a 404 answer: logged, not raised
+    ALERT_SENSOR(failure_context)  # a 404 answer (not retried): logged, not raised
     assert sandbox.erp.webhooks == []
 
 
@@ -213,5 +216,11 @@ def test_alert_message_shape() -> None:
     )
     assert message["route"] == "b2b_orders_shopware_to_exact"
     assert {"run_id", "job", "error", "text"} <= message.keys()
+    assert "run_url" not in message and message["text"] == (
+        "Dagster run r1 of b2b_orders_shopware_to_exact__erp_delivery_job failed: boom"
+    )
     assert "route" not in alert_message(run_id="r2", job="__ASSET_JOB", error="x" * 900)
     assert len(alert_message(run_id="r3", job="j", error="x" * 900)["error"]) == 500
+    linked = alert_message(run_id="r4", job="j", error="boom", run_url="https://d.example/runs/r4")
+    assert linked["run_url"] == "https://d.example/runs/r4"
+    assert linked["text"].endswith("\nhttps://d.example/runs/r4")

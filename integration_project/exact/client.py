@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -48,18 +49,24 @@ from integration_project.exact.models import (
     ACCOUNTS,
     ITEMS,
     MIN_REFRESH_INTERVAL_S,
+    SALES_ORDER_LINE_FIELDS,
+    SALES_ORDER_LINES,
     SALES_ORDERS,
     TOKEN_PATH,
     VAT_CODE_FIELDS,
     VAT_CODES,
     AccountCreate,
+    AccountRef,
     RateLimit,
+    SalesOrderLineRef,
     SalesOrderRef,
     TokenResponse,
     VatCode,
+    account_code,
     data_path,
     eq_filter,
     error_message,
+    guid_eq_filter,
     oauth_error,
     results,
     single,
@@ -92,6 +99,11 @@ TOKEN_ENDPOINT = "POST oauth2/token"
 REFUSED_GRANT = "invalid_grant"
 #: Longest piece of an ERP error text put into a message.
 MAX_ERROR_TEXT = 500
+#: What of a token endpoint's answer may go into an error text: never its body's words (they
+#: may echo what was sent), only an OAuth error code and the leading code of Exact's ``Reason``
+#: header (``TooEarlyToRefreshTokens: ...``) when they look like codes.
+SAFE_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
+SAFE_REASON = re.compile(r"\s*([A-Za-z][A-Za-z0-9]{2,59})\s*(?::|$)")
 
 
 # --- the token store (implemented over DuckDB by the ledger) -------------------------------
@@ -250,13 +262,29 @@ class ExactClient:
     # --- look-ups --------------------------------------------------------------------------
 
     def find_account_id(self, email: str) -> str | None:
-        rows = self._query(ACCOUNTS, eq_filter("Email", email), "ID")
-        return str(rows[0]["ID"]) if rows else None
+        """The first account with this e-mail (see :meth:`find_accounts` for all of them)."""
+        rows = self.find_accounts(email)
+        return rows[0].ID if rows else None
+
+    def find_accounts(self, email: str) -> list[AccountRef]:
+        """Every account with this e-mail: Exact does not keep e-mails unique, so a caller
+        must decide what several mean."""
+        rows = self._query(ACCOUNTS, eq_filter("Email", email), "ID,Code,Name")
+        return [AccountRef.model_validate(row) for row in rows]
+
+    def find_accounts_by_code(self, code: str) -> list[AccountRef]:
+        """Accounts whose ``Code`` is this customer number (Exact stores codes right-aligned
+        to 18 characters, and so must a filter name them)."""
+        rows = self._query(ACCOUNTS, eq_filter("Code", account_code(code)), "ID,Code,Name")
+        return [AccountRef.model_validate(row) for row in rows]
 
     def create_account(self, account: AccountCreate) -> str:
         """Not retried blindly: callers look the e-mail up first, and again after a failure."""
         body = self._request_json(
-            "POST", data_path(self._division, ACCOUNTS), json=account.model_dump(), create=True
+            "POST",
+            data_path(self._division, ACCOUNTS),
+            json=account.model_dump(exclude_none=True),
+            create=True,
         )
         return str(single(body)["ID"])
 
@@ -271,9 +299,17 @@ class ExactClient:
 
     def find_sales_orders(self, your_ref: str) -> list[SalesOrderRef]:
         rows = self._query(
-            SALES_ORDERS, eq_filter("YourRef", your_ref), "OrderID,OrderNumber,YourRef"
+            SALES_ORDERS, eq_filter("YourRef", your_ref), "OrderID,OrderNumber,YourRef,OrderedBy"
         )
         return [SalesOrderRef.model_validate(row) for row in rows]
+
+    def sales_order_lines(self, order_id: str) -> list[SalesOrderLineRef]:
+        """The lines of one sales order (``salesorder/SalesOrderLines``, filtered by
+        ``OrderID``): what the recovery step compares with the order it meant to send."""
+        rows = self._query(
+            SALES_ORDER_LINES, guid_eq_filter("OrderID", order_id), SALES_ORDER_LINE_FIELDS
+        )
+        return [SalesOrderLineRef.model_validate(row) for row in rows]
 
     def create_sales_order(self, payload: dict[str, Any]) -> CreatedSalesOrder:
         body = self._request_json(
@@ -449,7 +485,7 @@ class ExactClient:
                 self._access, self._access_expires_at = token.access_token, expires_at
                 log.info("Exact Online access token refreshed; the new refresh token is stored")
                 return token.access_token
-            last_error = self._error_text(response, refresh_token)
+            last_error = _token_error_text(response)  # no body words: see SAFE_OAUTH_ERROR
             last_status = response.status_code
             if response.status_code in NOT_PROCESSED:
                 self._store.note_refresh_started(None)  # refused or unavailable: not rotated
@@ -718,10 +754,28 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def _oauth_error_of(response: requests.Response) -> str | None:
+    """The OAuth error code of a token endpoint answer (``invalid_grant`` …) when it looks like
+    one (``SAFE_OAUTH_ERROR``), else None: it goes into error texts."""
     try:
-        return oauth_error(response.json())
+        code = oauth_error(response.json())
     except ValueError:
         return None
+    return code if code is not None and SAFE_OAUTH_ERROR.fullmatch(code) else None
+
+
+def _token_error_text(response: requests.Response) -> str:
+    """What a refused token call may say about itself: ``HTTP 400, OAuth error invalid_grant,
+    Reason TooEarlyToRefreshTokens``. Never the body's words (``error_description``, raw text):
+    a token endpoint's answer may echo the form that was sent, secrets included. The caller
+    adds what to do."""
+    parts = [f"HTTP {response.status_code}"]
+    code = _oauth_error_of(response)
+    if code:
+        parts.append(f"OAuth error {code}")
+    reason = SAFE_REASON.match(response.headers.get("Reason") or "")
+    if reason:
+        parts.append(f"Reason {reason.group(1)}")
+    return ", ".join(parts)
 
 
 def _erp_error_text(response: requests.Response, secrets: tuple[str, ...] = ()) -> str:

@@ -17,9 +17,12 @@ TOKEN_PATH = "/api/oauth2/token"
 ACCOUNTS = "crm/Accounts"
 ITEMS = "logistics/Items"
 SALES_ORDERS = "salesorder/SalesOrders"
+SALES_ORDER_LINES = "salesorder/SalesOrderLines"
 VAT_CODES = "vat/VATCodes"
 #: Exact's VAT codes are at most three characters.
 MAX_VAT_CODE = 3
+#: Exact's account ``Code`` is at most 18 characters, right-aligned: ``'              1068'``.
+ACCOUNT_CODE_WIDTH = 18
 
 #: Exact refuses a refresh within this many seconds of the previous one.
 MIN_REFRESH_INTERVAL_S = 570
@@ -56,6 +59,28 @@ class AccountCreate(_Wire):
     Email: str
     Country: str
     Status: str = "C"  # C = customer
+    #: The customer number, when the route keys accounts by it: Exact keeps a code the
+    #: client sends (right-aligned to 18 characters) and numbers the account itself otherwise.
+    Code: str | None = None
+
+
+class AccountRef(_Wire):
+    """What ``$select=ID,Code,Name`` gives back for an account."""
+
+    ID: str
+    Code: str | None = None
+    Name: str | None = None
+
+
+def account_code(value: str) -> str:
+    """An account code as Exact stores and filters it: right-aligned to 18 characters
+    (``'1068'`` -> ``'              1068'``). ValueError when it is empty or too long."""
+    code = value.strip()
+    if not 0 < len(code) <= ACCOUNT_CODE_WIDTH:
+        raise ValueError(
+            f"an Exact account code has 1 to {ACCOUNT_CODE_WIDTH} characters, got {value!r}"
+        )
+    return code.rjust(ACCOUNT_CODE_WIDTH)
 
 
 class SalesOrderLine(_Wire):
@@ -98,11 +123,26 @@ VAT_CODE_FIELDS = "Code,Description,Percentage,VATTransactionType,IsBlocked,Type
 
 
 class SalesOrderRef(_Wire):
-    """What ``$select=OrderID,OrderNumber,YourRef`` and the create answer give back."""
+    """What ``$select=OrderID,OrderNumber,YourRef,OrderedBy`` and the create answer give
+    back."""
 
     OrderID: str
     OrderNumber: int | None = None
     YourRef: str | None = None
+    OrderedBy: str | None = None
+
+
+class SalesOrderLineRef(_Wire):
+    """A row of ``salesorder/SalesOrderLines`` (``$filter=OrderID eq guid'...'``)."""
+
+    OrderID: str | None = None
+    Item: str | None = None
+    Quantity: float | None = None
+    NetPrice: float | None = None
+    VATCode: str | None = None
+
+
+SALES_ORDER_LINE_FIELDS = "OrderID,Item,Quantity,NetPrice,VATCode"
 
 
 # --- OData ---------------------------------------------------------------------------------
@@ -123,11 +163,24 @@ def eq_filter(field: str, value: str) -> str:
     return f"{field} eq {odata_quote(value)}"
 
 
-_EQ_FILTER = re.compile(r"^\s*([A-Za-z]+)\s+eq\s+'((?:[^']|'')*)'\s*$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def guid_eq_filter(field: str, guid: str) -> str:
+    """``OrderID eq guid'...'``: Exact's OData literal for a GUID field."""
+    if not re.fullmatch(r"[A-Za-z]+", field):
+        raise ValueError(f"not an OData field name: {field!r}")
+    if not _GUID.match(guid):
+        raise ValueError(f"not a GUID: {guid!r}")
+    return f"{field} eq guid'{guid}'"
+
+
+_EQ_FILTER = re.compile(r"^\s*([A-Za-z]+)\s+eq\s+(?:guid)?'((?:[^']|'')*)'\s*$")
 
 
 def parse_eq_filter(expression: str) -> tuple[str, str]:
-    """Parse ``Field eq 'value'`` (the only filter form this project sends)."""
+    """Parse ``Field eq 'value'`` or ``Field eq guid'value'`` (the filter forms this project
+    sends)."""
     match = _EQ_FILTER.match(expression)
     if not match:
         raise ValueError(f"unsupported $filter expression: {expression!r}")

@@ -5,19 +5,26 @@ rules, hooks, schedules and paging settings. Everything has a default that repro
 reference route, so a new route can be a handful of lines.
 
 No Dagster here: the schema is plain pydantic, so it can be validated and tested on its own;
-``integration_project.components`` turns a validated route into Dagster definitions.
+``integration_project.components`` turns a validated route into Dagster definitions. Also here,
+as pure functions: what the environment must hold for a route (:meth:`RouteConfig.env_problems`,
+the https rule of :func:`url_problem`) and whether two ``YourRef`` templates can render the
+same value (:func:`templates_can_collide`).
 """
 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 import re
 import unicodedata
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from decimal import Decimal
+from string import Formatter
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,9 +65,15 @@ class ShopSource(_Strict):
     api_url_env: str = "SHOP_API_URL"
     client_id_env: str = "SHOP_CLIENT_ID"
     client_secret_env: str = "SHOP_CLIENT_SECRET"
-    #: Used when ``api_url_env`` is not set: one of the local sandbox shops ("shop" or "shop2").
-    #: ``none`` means the variables are required.
+    #: In sandbox mode (``INTEGRATION_SANDBOX=1``) and only then, the local sandbox shop used when
+    #: ``api_url_env`` is not set ("shop" or "shop2"); ``none``: the variables are always required.
     sandbox: Literal["shop", "shop2", "none"] = "shop"
+    order_number_format: Literal["digits", "any"] = Field(
+        default="digits",
+        description="The shop's order numbers: 'digits' (Shopware's default number range {n}; "
+        "an order whose number is not all digits is quarantined) or 'any'. Decides which "
+        "YourRef templates of routes on the same ERP division can collide",
+    )
     resource_key: str | None = Field(
         default=None, description="Dagster resource key; default '<route_id>_shop'"
     )
@@ -93,6 +106,7 @@ class ErpTarget(_Strict):
     client_id_env: str = "ERP_CLIENT_ID"
     client_secret_env: str = "ERP_CLIENT_SECRET"
     refresh_token_env: str = "ERP_REFRESH_TOKEN"
+    #: In sandbox mode only: the sandbox ERP when ``api_url_env`` is unset; ``none`` never.
     sandbox: Literal["erp", "none"] = "erp"
     resource_key: str | None = Field(
         default=None, description="Dagster resource key; default '<route_id>_erp'"
@@ -183,7 +197,9 @@ class VatCodePin(_Strict):
 class MappingConfig(_Strict):
     your_ref: str = Field(
         default="{order_number}",
-        description="Template for the ERP's YourRef (the exactly-once key): unique per route",
+        description="Template for the ERP's YourRef (the exactly-once key): unique per ERP "
+        "division; routes on one division whose templates can render the same value fail to "
+        "load",
     )
     description: str = "Shopware order {order_number}"
     shipping_item_code: str | None = Field(
@@ -205,6 +221,12 @@ class MappingConfig(_Strict):
         default=None,
         description="ERP VAT code for tax-free orders (zero rate or reverse charge); without "
         "it such orders are quarantined",
+    )
+    account_match: Literal["email", "customer_number"] = Field(
+        default="email",
+        description="How an order finds its ERP account: by the customer's e-mail (several "
+        "accounts with it quarantine the order), or by the shop's customer number kept in the "
+        "account's Code (new accounts are created with it)",
     )
 
     @field_validator("tax_free_vat_code")
@@ -268,6 +290,11 @@ class HooksConfig(_Strict):
     * ``before_mapping(order: dict) -> dict | None``: the shop order; None skips it.
     * ``after_mapping(payload: dict, order: dict) -> dict``: the ERP sales order.
     * ``before_send(payload: dict) -> dict``: right before the POST.
+
+    Results are checked per order: a hook that raises, or returns something other than a
+    JSON-serialisable dict (None included, except from ``before_mapping``), quarantines that
+    order (``before_send``: fails it, nothing sent), naming the hook. The sales order must keep
+    a non-empty ``YourRef``, and ``before_send`` must not change it (the exactly-once key).
     """
 
     before_mapping: str | None = None
@@ -294,6 +321,166 @@ def load_hook(path: str) -> Callable[..., Any]:
     if not callable(hook):
         raise ValueError(f"hook {path!r}: module {module_name!r} has no callable {attribute!r}")
     return hook
+
+
+# --- the environment a route needs ------------------------------------------------------------
+
+
+def env_is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """A variable counts as set when it holds something other than whitespace."""
+    return bool((os.environ if environ is None else environ).get(name, "").strip())
+
+
+def _uses_sandbox(section: ShopSource | ErpTarget, on: bool, environ: Mapping[str, str]) -> bool:
+    return on and section.sandbox != "none" and not env_is_set(section.api_url_env, environ)
+
+
+def _side_variables(section: BaseModel) -> list[tuple[str, str]]:
+    """(field, variable) for every ``*_env`` field of a source or target, URL first."""
+    names = [name for name in type(section).model_fields if name.endswith("_env")]
+    return [(name, getattr(section, name)) for name in names]
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``: traffic that never leaves the machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_problem(url: str) -> str | None:
+    """Why a shop or ERP URL is refused, or None. Credentials go over https only; plain http is
+    allowed to a loopback address (the sandbox, a local proxy). The reason names the host at
+    most, never the URL's user info, path or query."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:
+        return "is not a URL (expected e.g. https://shop.example.eu)"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        return "is not an http(s) URL with a host (expected e.g. https://shop.example.eu)"
+    if scheme == "https" or is_loopback_host(host):
+        return None
+    return (
+        f"is plain http to {host}, which would send credentials unencrypted: use https:// "
+        "(plain http is only allowed to a loopback address: 127.0.0.0/8, ::1, localhost)"
+    )
+
+
+# --- YourRef: can two routes' templates render the same value? -----------------------------
+
+#: What ``source.order_number_format: digits`` means: ASCII digits, at least one. The mapping
+#: quarantines an order whose number does not ``fullmatch`` this (Shopware's ``{n}`` range).
+ORDER_NUMBER_DIGITS = re.compile(r"[0-9]+")
+
+#: A character class of the template languages: ("lit", c) the character c, ("digit", "")
+#: 0-9, ("hex", "") 0-9a-f, ("any", "") any character.
+_CharClass = tuple[str, str]
+_ANY: _CharClass = ("any", "")
+_DIGIT: _CharClass = ("digit", "")
+_HEX: _CharClass = ("hex", "")
+_CLASS_CHARS = {"digit": frozenset("0123456789"), "hex": frozenset("0123456789abcdef")}
+#: Shopware ids: 32 lowercase hex characters.
+_HEX_ID_LENGTH = 32
+#: Fields that may render empty (a customer without a customer number).
+_MAYBE_EMPTY_FIELDS = frozenset({"customer_number"})
+
+
+def _meet(a: _CharClass, b: _CharClass) -> bool:
+    """Whether one character belongs to both classes."""
+    if a[0] == "any" or b[0] == "any":
+        return True
+    if a[0] == "lit" and b[0] == "lit":
+        return a[1] == b[1]
+    if a[0] == "lit":
+        return a[1] in _CLASS_CHARS[b[0]]
+    if b[0] == "lit":
+        return b[1] in _CLASS_CHARS[a[0]]
+    return True  # digit and hex share 0-9
+
+
+def your_ref_tokens(
+    template: str, digits: bool, *, hex_ids: bool = False
+) -> list[tuple[_CharClass, bool]]:
+    """The template as (class, repeat) tokens: ``repeat`` False is exactly one character of the
+    class, True any number of them (none included). Compared case-insensitively (literals are
+    lower-cased): Exact's look-up by YourRef does not tell upper from lower case.
+
+    ``{order_number}`` is one or more digits when ``digits`` (the route quarantines other
+    numbers), else one or more of anything; ``{shop_order_id}`` is 32 lowercase hex characters
+    when ``hex_ids`` (only once the mapping quarantines other ids; it does not today), else one
+    or more of anything; ``{customer_number}`` any string, possibly empty; every other field one
+    or more of anything. A field with a format spec or conversion (``{order_number:.3}``) or an
+    index (``{email[0]}``) is any string. Lengths are not bounded, so the languages are
+    supersets of what the mapping renders: the check never misses a collision."""
+    tokens: list[tuple[_CharClass, bool]] = []
+
+    def some(cls: _CharClass) -> None:  # one or more
+        tokens.extend([(cls, False), (cls, True)])
+
+    for literal, field, spec, conversion in Formatter().parse(template):
+        tokens.extend((("lit", char), False) for char in literal.lower())
+        if field is None:
+            continue
+        if spec or conversion or field not in TEMPLATE_FIELDS or field in _MAYBE_EMPTY_FIELDS:
+            tokens.append((_ANY, True))
+        elif field == "order_number":
+            some(_DIGIT if digits else _ANY)
+        elif field == "shop_order_id" and hex_ids:
+            tokens.extend([(_HEX, False)] * _HEX_ID_LENGTH)
+        else:
+            some(_ANY)
+    return tokens
+
+
+def _automaton(
+    tokens: list[tuple[_CharClass, bool]],
+) -> tuple[list[list[tuple[_CharClass, int]]], list[list[int]]]:
+    """A nondeterministic automaton: states 0..len(tokens), the last accepting. Token i moves
+    state i to i+1 on one character of its class; a repeated token loops on state i and moves
+    to i+1 without a character instead. Each state loops on at most one class."""
+    moves: list[list[tuple[_CharClass, int]]] = [[] for _ in range(len(tokens) + 1)]
+    free: list[list[int]] = [[] for _ in range(len(tokens) + 1)]
+    for index, (cls, repeat) in enumerate(tokens):
+        if repeat:
+            moves[index].append((cls, index))
+            free[index].append(index + 1)
+        else:
+            moves[index].append((cls, index + 1))
+    return moves, free
+
+
+def templates_can_collide(
+    a: str, a_digits: bool, b: str, b_digits: bool, *, hex_ids: bool = False
+) -> bool:
+    """Whether YourRef template ``a`` (order numbers all digits when ``a_digits``) and ``b`` can
+    render the same value (ignoring case) for some two orders: the two template languages
+    (:func:`your_ref_tokens`) intersect. Decided exactly by a breadth-first search over the
+    product of their automata, where a step on both needs one character in both classes."""
+    moves_a, free_a = _automaton(your_ref_tokens(a, a_digits, hex_ids=hex_ids))
+    moves_b, free_b = _automaton(your_ref_tokens(b, b_digits, hex_ids=hex_ids))
+    final = (len(moves_a) - 1, len(moves_b) - 1)
+    seen = {(0, 0)}
+    queue = deque(seen)
+    while queue:
+        state = queue.popleft()
+        if state == final:
+            return True
+        i, j = state
+        following = [(i2, j) for i2 in free_a[i]] + [(i, j2) for j2 in free_b[j]]
+        following += [
+            (i2, j2) for cls_a, i2 in moves_a[i] for cls_b, j2 in moves_b[j] if _meet(cls_a, cls_b)
+        ]
+        for pair in following:
+            if pair not in seen:
+                seen.add(pair)
+                queue.append(pair)
+    return False
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -324,6 +511,11 @@ class RouteConfig(_Strict):
     partitions_start: str = Field(
         default=settings.PARTITIONS_START, description="First window, 'YYYY-MM-DD-HH:MM' (UTC)"
     )
+    personal_data_retention: timedelta = Field(
+        default=timedelta(days=30),
+        description="Keep customers' personal data this long after an order is delivered or "
+        "skipped, e.g. '30d' (at least 1 day); README 'Personal data'",
+    )
 
     @field_validator("lookback", mode="before")
     @classmethod
@@ -331,6 +523,14 @@ class RouteConfig(_Strict):
         duration = parse_duration(value)
         if duration < timedelta(0) or duration > timedelta(days=7):
             raise ValueError("expected a look-back between 0 and 7 days")
+        return duration
+
+    @field_validator("personal_data_retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration < timedelta(days=1):
+            raise ValueError(f"expected a retention of at least 1 day, like '30d', got {value!r}")
         return duration
 
     @model_validator(mode="after")
@@ -350,6 +550,13 @@ class RouteConfig(_Strict):
     def erp_key(self) -> str:
         return self.target.resource_key or f"{self.id}_erp"
 
+    @property
+    def order_number_digits_only(self) -> bool:
+        """``source.order_number_format == "digits"``: the mapping must quarantine an order
+        whose number does not fullmatch :data:`ORDER_NUMBER_DIGITS` (the YourRef collision check
+        between routes relies on it)."""
+        return self.source.order_number_format == "digits"
+
     def rules(self) -> MappingRules:
         return MappingRules(
             allowed_countries=self.filter.country_set(),
@@ -368,20 +575,103 @@ class RouteConfig(_Strict):
                 VatPin(pin.rate, pin.code, pin.country) for pin in self.mapping.vat_codes
             ),
             shop_timezone=self.source.timezone,
+            order_number_digits_only=self.order_number_digits_only,
         )
 
-    def missing_env(self) -> list[tuple[str, str]]:
-        """(field, variable) pairs that must be set but are not, given the sandbox fallbacks."""
+    def _sides(self) -> tuple[tuple[str, ShopSource | ErpTarget], ...]:
+        return (("source", self.source), ("target", self.target))
+
+    def uses_sandbox(
+        self,
+        side: Literal["source", "target"],
+        *,
+        sandbox: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Whether that side talks to the local sandbox: only in sandbox mode, when the side's
+        URL variable is unset and its ``sandbox`` is not ``none``."""
+        env = os.environ if environ is None else environ
+        on = settings.sandbox_mode(env) if sandbox is None else sandbox
+        return _uses_sandbox(self.source if side == "source" else self.target, on, env)
+
+    def missing_env(
+        self, *, sandbox: bool | None = None, environ: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """(field, variable) pairs that must be set but are not. Every variable of a side must
+        be set, unless the side uses the sandbox (:meth:`uses_sandbox`). ``sandbox`` and
+        ``environ`` default to sandbox mode and the process environment, read now."""
+        env = os.environ if environ is None else environ
+        on = settings.sandbox_mode(env) if sandbox is None else sandbox
         missing: list[tuple[str, str]] = []
-        for side, section in (("source", self.source), ("target", self.target)):
-            url_var = section.api_url_env
-            if url_var in os.environ:
-                names = [f for f in type(section).model_fields if f.endswith("_env")]
-                missing += [
-                    (f"{side}.{f}", getattr(section, f))
-                    for f in names
-                    if getattr(section, f) not in os.environ
-                ]
-            elif section.sandbox == "none":
-                missing.append((f"{side}.api_url_env", url_var))
+        for side, section in self._sides():
+            if _uses_sandbox(section, on, env):
+                continue
+            missing += [
+                (f"{side}.{name}", variable)
+                for name, variable in _side_variables(section)
+                if not env_is_set(variable, env)
+            ]
         return missing
+
+    def env_problems(
+        self, *, sandbox: bool | None = None, environ: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Why the environment cannot run this route, one message per problem (empty: it can):
+        unset variables, credentials set without their URL, URLs refused by :func:`url_problem`.
+        Messages name fields and variables, never a value (a URL at most by its host)."""
+        env = os.environ if environ is None else environ
+        on = settings.sandbox_mode(env) if sandbox is None else sandbox
+        missing = dict(self.missing_env(sandbox=on, environ=env))
+        problems: list[str] = []
+        for side, section in self._sides():
+            url_field, url_var = f"{side}.api_url_env", section.api_url_env
+            if env_is_set(url_var, env):
+                problem = url_problem(env[url_var])
+                if problem:
+                    problems.append(f"{url_field}: {url_var} {problem}")
+            elif url_field in missing:
+                credentials = [
+                    variable
+                    for name, variable in _side_variables(section)
+                    if name != "api_url_env" and env_is_set(variable, env)
+                ]
+                if credentials:  # never send them to a default address: say so
+                    problems.append(
+                        f"{url_field}: {', '.join(credentials)} "
+                        f"{'is' if len(credentials) == 1 else 'are'} set but {url_var} is not; "
+                        f"set {url_var} to the system they belong to"
+                    )
+                    del missing[url_field]
+        problems += [
+            f"{field}: environment variable {variable} is not set"
+            for field, variable in missing.items()
+        ]
+        if (
+            problems
+            and not on
+            and any(
+                section.sandbox != "none" and not env_is_set(section.api_url_env, env)
+                for _, section in self._sides()
+            )
+        ):
+            problems.append(
+                f"sandbox mode is off, so every variable a route names must be set "
+                f"({settings.SANDBOX_MODE_ENV}=1 uses the local sandbox where a URL is unset)"
+            )
+        return problems
+
+    def erp_division(
+        self, *, sandbox: bool | None = None, environ: Mapping[str, str] | None = None
+    ) -> tuple[str, str] | None:
+        """The ERP division this route delivers to, as (URL, division) with the URL lower-cased
+        and without a trailing slash; the sandbox ERP's when the target uses it. None when the
+        variables are not set (the route cannot load then anyway)."""
+        env = os.environ if environ is None else environ
+        target = self.target
+        if self.uses_sandbox("target", sandbox=sandbox, environ=env):
+            url, division = settings.SANDBOX_ERP_URL, settings.SANDBOX_ERP_DIVISION
+        elif env_is_set(target.api_url_env, env) and env_is_set(target.division_env, env):
+            url, division = env[target.api_url_env], env[target.division_env]
+        else:
+            return None
+        return url.strip().rstrip("/").lower(), division.strip()

@@ -62,15 +62,18 @@ from integration_project.exact.models import (
     ACCOUNTS,
     ITEMS,
     MIN_REFRESH_INTERVAL_S,
+    SALES_ORDER_LINES,
     SALES_ORDERS,
     TOKEN_PATH,
     VAT_CODES,
     AccountCreate,
     RateLimit,
     SalesOrderCreate,
+    SalesOrderLineRef,
     SalesOrderRef,
     TokenResponse,
     VatCode,
+    account_code,
     error_body,
     oauth_error_body,
     parse_eq_filter,
@@ -121,6 +124,12 @@ RESOURCES: dict[str, tuple[str, str, frozenset[str]]] = {
         ),
     ),
     VAT_CODES: ("ID", "Exact.Web.Api.Models.VATCode", _fields(VatCode, extra="ID")),
+    # Read-only here: lines are created with their order.
+    SALES_ORDER_LINES: (
+        "ID",
+        "Exact.Web.Api.Models.SalesOrderLine",
+        _fields(SalesOrderLineRef, extra="ID LineNumber ItemCode Description VATAmount AmountFC"),
+    ),
 }
 
 
@@ -303,6 +312,20 @@ class SandboxErp:
     def account_by_email(self, email: str) -> dict[str, Any] | None:
         with self._lock:
             return next((a for a in self.accounts.values() if _eq(a["Email"], email)), None)
+
+    def accounts_by_email(self, email: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [a for a in self.accounts.values() if _eq(a["Email"], email)]
+
+    def add_account(
+        self, name: str, email: str, country: str = "NL", *, code: str | None = None
+    ) -> dict[str, Any]:
+        """An account made by hand in the division (as a bookkeeper would): e.g. a second
+        account with an e-mail another account already has. ``code`` is right-aligned."""
+        with self._lock:
+            return self._add_account(
+                name, email, country, "C", code=None if code is None else account_code(code)
+            )
 
     def item_by_code(self, code: str) -> dict[str, Any] | None:
         with self._lock:
@@ -622,8 +645,18 @@ class SandboxErp:
             problems.append(f"Country: '{account.Country}' is not a known country code")
         if problems:
             return Response(400, error_body("; ".join(problems)))
+        code = None
+        if account.Code is not None:
+            try:
+                code = account_code(account.Code)  # kept as sent, right-aligned like Exact's
+            except ValueError:
+                return Response(400, error_body(f"Code: '{account.Code}' is not a valid code"))
         with self._lock:
-            row = self._add_account(account.Name, account.Email, account.Country, account.Status)
+            if code is not None and any(a["Code"] == code for a in self.accounts.values()):
+                return Response(400, error_body(f"Code: '{code.strip()}' already exists"))
+            row = self._add_account(
+                account.Name, account.Email, account.Country, account.Status, code=code
+            )
             row.update({k: v for k, v in account.model_dump().items() if k not in row})
         return self._created(request, division, ACCOUNTS, row)
 
@@ -740,6 +773,12 @@ class SandboxErp:
             return self.sales_orders
         if resource == VAT_CODES:
             return list(self.vat_codes.values())
+        if resource == SALES_ORDER_LINES:
+            return [
+                {**line, "OrderID": order["OrderID"]}
+                for order in self.sales_orders
+                for line in order["SalesOrderLines"]
+            ]
         return list((self.accounts if resource == ACCOUNTS else self.items).values())
 
     def _render(
@@ -796,10 +835,18 @@ class SandboxErp:
         self.items[item["ID"]] = item
         return item
 
-    def _add_account(self, name: str, email: str, country: str, status: str) -> dict[str, Any]:
+    def _add_account(
+        self, name: str, email: str, country: str, status: str, *, code: str | None = None
+    ) -> dict[str, Any]:
+        if code is None:  # Exact numbers it, right-aligned to 18 characters: '             7'
+            taken = {a["Code"] for a in self.accounts.values()}
+            number = len(self.accounts) + 1
+            while account_code(str(number)) in taken:
+                number += 1
+            code = account_code(str(number))
         account = {
             "ID": self._guid(),
-            "Code": str(len(self.accounts) + 1),
+            "Code": code,
             "Name": name,
             "Email": email,
             "Country": country,

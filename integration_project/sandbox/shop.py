@@ -19,9 +19,10 @@
 
 Errors use Shopware's envelope (:func:`~integration_project.shopware.models.shop_error_body`).
 Orders live in memory keyed by id; tests put them into exact windows with :meth:`add_order`,
-:meth:`add_orders` and :meth:`add_raw_order`. :meth:`SandboxShop.b2b` builds the second example
-shop (a B2B storefront: own credentials, order numbers from 50001, mostly company customers,
-mixed order states).
+:meth:`add_orders` and :meth:`add_raw_order`, and entries a dict cannot carry (``null``,
+``1e400``, 5,000 levels of nesting) with :meth:`add_verbatim`. :meth:`SandboxShop.b2b` builds
+the second example shop (a B2B storefront: own credentials, order numbers from 50001, mostly
+company customers, mixed order states).
 """
 
 from __future__ import annotations
@@ -61,11 +62,16 @@ from integration_project.shopware.models import (
     RangeParameters,
     SortField,
     TokenResponse,
+    format_shop_datetime,
     format_storage_datetime,
     shop_error_body,
 )
 
 STATE_PATH = "/sandbox/state"
+#: Key that marks a search stand-in for an :meth:`SandboxShop.add_verbatim` entry, and the
+#: prefix of its placeholder in an answer (no JSON text of a real order holds a NUL).
+_VERBATIM = "\x00verbatim"
+_VERBATIM_MARK = "\x00verbatim:"
 
 #: Order fields that Shopware only loads when the criteria ask for the association, nested the
 #: same way (e.g. ``billingAddress.country``). Everything else in a stored order is always sent.
@@ -185,6 +191,10 @@ class SandboxShop:
         #: Bumped whenever an order is added; search results are cached per version.
         self._version = 0
         self._matches: dict[str, tuple[int, list[dict[str, Any] | int]]] = {}
+        #: Entries served as raw JSON text (:meth:`add_verbatim`), by key.
+        self._verbatim: dict[str, str] = {}
+        #: Their place in searches: a stand-in order with ``id``, ``createdAt`` and the key.
+        self._verbatim_places: list[dict[str, Any]] = []
 
     @classmethod
     def b2b(cls, **options: Any) -> SandboxShop:
@@ -253,6 +263,37 @@ class SandboxShop:
             self.orders[order["id"]] = copy.deepcopy(order)
             self._version += 1
             return self.orders[order["id"]]
+
+    def add_verbatim(self, created_at: datetime, text: str, *, sort_id: str | None = None) -> str:
+        """Test hook: serve ``text`` as it is, one entry of ``data``, in the order searches
+        whose ``createdAt`` range covers ``created_at``; returns the entry's key.
+
+        ``text`` is JSON (or anything else) that is neither parsed nor checked: ``null``, ``5``,
+        ``{"id": 1}``, ``{"amountTotal": 1e400}``, an order with 5,000 levels of nesting, an
+        order a dict cannot hold. The entry takes its place in the search as an order with
+        ``createdAt`` = ``created_at`` and ``id`` = ``sort_id`` would (default: after the
+        stored orders of the same millisecond); filters other than the range see nothing else
+        of it. Not in :attr:`orders` or :attr:`truth`.
+        """
+        with self._lock:
+            key = f"verbatim-{len(self._verbatim):06d}"
+            self._verbatim[key] = text
+            self._verbatim_places.append(
+                {
+                    "id": sort_id if sort_id is not None else f"~{key}",
+                    "createdAt": format_shop_datetime(created_at),
+                    _VERBATIM: key,
+                }
+            )
+            self._version += 1
+            return key
+
+    def clear_verbatim(self) -> None:
+        """Test hook: stop serving every :meth:`add_verbatim` entry."""
+        with self._lock:
+            self._verbatim.clear()
+            self._verbatim_places.clear()
+            self._version += 1
 
     def add_history(
         self, history: timedelta, orders_per_minute: float, *, until: datetime | None = None
@@ -393,7 +434,7 @@ class SandboxShop:
         except BadCriteria as bad:
             return _error(400, "Bad Request", bad.detail, bad.code)
         with self._lock:
-            orders = list(self.orders.values())
+            orders = list(self.orders.values()) + list(self._verbatim_places)
             packed, version = self._packed, self._version
         offset = (criteria.page - 1) * criteria.limit
         if packed:
@@ -420,7 +461,9 @@ class SandboxShop:
         else:  # "none": Shopware reports the size of the page
             total = len(page)
         data = [
-            _project(
+            _VERBATIM_MARK + o[_VERBATIM]
+            if _VERBATIM in o
+            else _project(
                 o,
                 LOADABLE_ASSOCIATIONS,
                 criteria.associations,
@@ -432,7 +475,17 @@ class SandboxShop:
         body = {"total": max(total, 0), "data": data, "aggregations": []}
         if fault is not None and fault.kind == "malformed_json":
             return Response(200, b'{"total": 1, "data": [{"id": "0f')  # cut off mid-body
+        if any(isinstance(o, str) for o in data):
+            return Response(200, self._with_verbatim(body))
         return Response(200, body)
+
+    def _with_verbatim(self, body: dict[str, Any]) -> bytes:
+        """The answer as JSON, each :meth:`add_verbatim` entry put in as its raw text."""
+        text = json.dumps(body, ensure_ascii=False)
+        for entry in body["data"]:
+            if isinstance(entry, str):
+                text = text.replace(json.dumps(entry), self._verbatim[entry[len(_VERBATIM_MARK) :]])
+        return text.encode("utf-8", "surrogatepass")
 
     def _cached_matches(
         self,

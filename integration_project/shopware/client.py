@@ -7,7 +7,11 @@ these calls, which are all safe to repeat (the order search is a read).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from integration_project.http import (
     safe_url,
 )
 from integration_project.shopware.models import (
+    MAX_ORDER_DEPTH,
     ORDER_SEARCH_PATH,
     TOKEN_PATH,
     ClientCredentialsGrant,
@@ -32,21 +37,30 @@ from integration_project.shopware.models import (
     ShopErrorResponse,
     TokenResponse,
     created_at_window_criteria,
+    json_path,
+    unreadable_order,
 )
 
 log = logging.getLogger(__name__)
 
 #: Renew the token this many seconds before Shopware says it expires.
 TOKEN_RENEW_MARGIN_S = 30.0
+#: An OAuth error code from a token answer may go into an error text; nothing else of its body.
+SAFE_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 
 
 @dataclass(frozen=True)
 class OrderPage:
-    """One page of an order search: the raw orders (validated later, one by one)."""
+    """One page of an order search: the raw orders (validated later, one by one).
+
+    An entry is whatever the shop sent (``null``, a number, an object without ``id`` …), or a
+    stand-in (:func:`~integration_project.shopware.models.unreadable_order`) for one that could
+    not be parsed: staging keeps each, the transforms quarantine the odd ones.
+    """
 
     page: int
     total: int | None
-    orders: list[dict[str, Any]]
+    orders: list[Any]
 
 
 class ShopwareClient:
@@ -97,16 +111,29 @@ class ShopwareClient:
         grant = ClientCredentialsGrant(client_id=self._client_id, client_secret=self._client_secret)
         self.token_requests += 1
         response = self._send("POST", url, json=grant.model_dump(), auth=False)
-        if response.status_code in (400, 401, 403):
+        # Never the answer's words in an error (they may echo the credentials sent): the
+        # status, an OAuth error code that looks like one, and what to do.
+        status = response.status_code
+        code = _oauth_error_of(response)
+        answered = f"HTTP {status}, OAuth error {code}" if code else f"HTTP {status}"
+        if status in (400, 401, 403):
             id_var, secret_var = self._credential_names
             raise AuthError(
                 f"Shopware refused the API credentials at POST {safe_url(url)} "
-                f"({response.status_code}): check {id_var} and {secret_var}",
+                f"({answered}): check {id_var} and {secret_var}",
                 method="POST",
                 url=safe_url(url),
-                status=response.status_code,
+                status=status,
             )
-        token = self._parse(response, TokenResponse, "POST", url)
+        if not response.ok:
+            raise ApiError(
+                f"POST {safe_url(url)} answered {answered}: Shopware issued no access token; "
+                "the next run tries again",
+                method="POST",
+                url=safe_url(url),
+                status=status,
+            )
+        token = self._parse(response, TokenResponse, "POST", url, body_in_errors=False)
         self._token = token.access_token
         self._token_expires_at = self._clock() + token.expires_in
         log.debug("Shopware access token renewed; valid for %s s", token.expires_in)
@@ -120,8 +147,25 @@ class ShopwareClient:
         criteria = created_at_window_criteria(start=start, end=end, page=page, limit=limit)
         url = self._base_url + ORDER_SEARCH_PATH
         response = self._authorized("POST", url, json=criteria.to_json())
-        body = self._parse(response, OrderSearchResponse, "POST", url)
-        return OrderPage(page=page, total=body.total, orders=body.data)
+        if not response.ok:
+            self._parse(response, OrderSearchResponse, "POST", url)  # raises, naming the status
+        # Not response.json(): one odd order must not cost the page (see parse_order_page).
+        try:
+            total, orders = parse_order_page(response.content)
+        except ValueError as exc:
+            where = f"POST {safe_url(url)} (page {page} of the order search)"
+            if isinstance(exc, BadOrderPage):
+                text = f"{where} answered {response.status_code} with an unexpected body: {exc}"
+            else:
+                text = (
+                    f"{where} answered {response.status_code} with a body that is not JSON "
+                    f"({exc}; content-type {response.headers.get('Content-Type')!r}): "
+                    f"{response.text[:120]!r}"
+                )
+            raise ApiError(
+                text, method="POST", url=safe_url(url), status=response.status_code
+            ) from None
+        return OrderPage(page=page, total=total, orders=orders)
 
     def iter_order_pages(
         self, *, start: datetime, end: datetime, page_size: int
@@ -194,30 +238,41 @@ class ShopwareClient:
             ) from None
 
     @staticmethod
-    def _parse(response: requests.Response, model: Any, method: str, url: str) -> Any:
+    def _parse(
+        response: requests.Response,
+        model: Any,
+        method: str,
+        url: str,
+        *,
+        body_in_errors: bool = True,
+    ) -> Any:
+        """The answer as ``model``, else an :class:`ApiError` naming the call and the status.
+
+        ``body_in_errors=False`` (the token call) keeps every word of the answer out of the
+        error: a token endpoint's answer may echo the credentials that were sent.
+        """
         where = f"{method} {safe_url(url)}"
         if not response.ok:
-            detail = ""
-            try:
-                detail = ShopErrorResponse.model_validate(response.json()).summary()
-            except (ValueError, ValidationError):
-                detail = response.text[:200]
-            raise ApiError(
-                f"{where} answered {response.status_code} {response.reason}: {detail}",
-                method=method,
-                url=safe_url(url),
-                status=response.status_code,
-            )
+            if body_in_errors:
+                try:
+                    detail = ShopErrorResponse.model_validate(response.json()).summary()
+                except (ValueError, ValidationError):
+                    detail = response.text[:200]
+                text = f"{where} answered {response.status_code} {response.reason}: {detail}"
+            else:
+                text = f"{where} answered HTTP {response.status_code}"
+            raise ApiError(text, method=method, url=safe_url(url), status=response.status_code)
         try:
             payload = response.json()
         except ValueError:
+            text = f"{where} answered {response.status_code} with a body that is not JSON"
+            if body_in_errors:
+                text += (
+                    f" (content-type {response.headers.get('Content-Type')!r}): "
+                    f"{response.text[:120]!r}"
+                )
             raise ApiError(
-                f"{where} answered {response.status_code} with a body that is not JSON "
-                f"(content-type {response.headers.get('Content-Type')!r}): "
-                f"{response.text[:120]!r}",
-                method=method,
-                url=safe_url(url),
-                status=response.status_code,
+                text, method=method, url=safe_url(url), status=response.status_code
             ) from None
         try:
             return model.model_validate(payload)
@@ -229,6 +284,226 @@ class ShopwareClient:
                 url=safe_url(url),
                 status=response.status_code,
             ) from None
+
+
+# --- reading an order search page ----------------------------------------------------------
+
+#: Integers with more digits than this stay text: Python refuses to convert past 4,300.
+MAX_INT_DIGITS = 4000
+#: A JSON string, or one structural character: enough to find an answer's parts at any depth.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[][{}:,]')
+#: Members of an order kept in a stand-in when the order itself cannot be parsed.
+_IDENTITY = ("id", "orderNumber", "createdAt")
+
+
+class BadOrderPage(ValueError):
+    """The answer is JSON, but not an order search page (no ``data`` list)."""
+
+
+def parse_order_page(body: bytes | str) -> tuple[int | None, list[Any]]:
+    """The ``total`` and the ``data`` entries of an order search answer.
+
+    Read so that no single order can cost its page:
+
+    * entries stay what the shop sent: ``null``, a number, an object without ``id``; staging
+      keeps them and the transforms quarantine them;
+    * numbers a float cannot hold (``1e400``), ``NaN`` and ``Infinity`` stay the text they were
+      sent as (``"1e400"``), and so do integers of more than :data:`MAX_INT_DIGITS` digits:
+      the transforms quarantine them like any other non-number, naming the field;
+    * bytes that are not UTF-8 are kept (as lone surrogates): staging quarantines that order;
+    * an answer nested too deeply for Python's ``json`` (it raises ``RecursionError`` near
+      1,000 levels) is cut into its ``data`` entries by a scanner that only follows strings
+      and brackets, and each entry is parsed on its own; one that still cannot be parsed
+      becomes a stand-in that keeps its ``id``, ``orderNumber`` and ``createdAt`` and says why
+      (it is quarantined under its own id, never lost).
+
+    A body that is not JSON at all raises ``ValueError`` (``json.JSONDecodeError``), one
+    without a ``data`` list :class:`BadOrderPage`: such a page is an error, never read as empty.
+    """
+    text = body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
+    try:
+        answer = _loads(text)
+    except RecursionError:
+        return _split_page(text)
+    if not isinstance(answer, dict):
+        raise BadOrderPage(f"expected a JSON object, got {_kind(answer)}")
+    data = answer.get("data")
+    if not isinstance(data, list):
+        raise BadOrderPage(f"'data' is not a list of orders (got {_kind(data)})")
+    return _total(answer.get("total")), data
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_float=_float, parse_int=_int, parse_constant=str)
+
+
+def _float(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _int(text: str) -> int | str:
+    return int(text) if len(text) <= MAX_INT_DIGITS else text
+
+
+def _total(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _split_page(text: str) -> tuple[int | None, list[Any]]:
+    """:func:`parse_order_page` for an answer too deep for ``json``: the top-level object's
+    ``total`` and ``data`` found by scanning, each ``data`` entry parsed on its own."""
+    depth = 0
+    key: str | None = None  # the top-level member being read
+    expect_key = False
+    value_start = 0
+    total: Any = None
+    entries: list[str] | None = None  # the data list's entries, as text
+    entry_start = 0
+    end = -1
+    for match in _TOKEN.finditer(text):
+        token, at = match.group(), match.start()
+        head = token[0]
+        if head == '"':
+            if depth == 1 and expect_key:
+                key, expect_key = json.loads(token), False
+        elif head in "{[":
+            if depth == 0:
+                if head != "{" or text[:at].strip():
+                    raise BadOrderPage("expected a JSON object")
+                expect_key = True
+            elif depth == 1 and key == "data":
+                if head != "[":
+                    raise BadOrderPage("'data' is not a list of orders")
+                entries, entry_start = [], match.end()
+            depth += 1
+        elif head in "}]":
+            depth -= 1
+            if depth < 0:
+                raise json.JSONDecodeError("unbalanced brackets", text, at)
+            if depth == 1 and key == "data" and entries is not None and head == "]":
+                piece = text[entry_start:at]
+                if piece.strip() or entries:
+                    entries.append(piece)
+            if depth == 0:
+                if key == "total":
+                    total = _scalar(text[value_start:at])
+                end = match.end()
+                break
+        elif head == ":":
+            if depth == 1:
+                value_start = match.end()
+        elif depth == 1:  # a comma between top-level members
+            if key == "total":
+                total = _scalar(text[value_start:at])
+            expect_key = True
+        elif depth == 2 and key == "data" and entries is not None:  # between data entries
+            entries.append(text[entry_start:at])
+            entry_start = match.end()
+    if end < 0:
+        raise json.JSONDecodeError("the answer ends before its brackets close", text, len(text))
+    if text[end:].strip():
+        raise json.JSONDecodeError("extra data after the answer", text, end)
+    if entries is None:
+        raise BadOrderPage("'data' is missing")
+    orders: list[Any] = []
+    for piece in entries:
+        if not piece.strip():
+            raise json.JSONDecodeError("an empty entry in 'data'", text, 0)
+        try:
+            orders.append(_loads(piece))
+        except (RecursionError, ValueError) as exc:
+            orders.append(_unreadable_entry(piece, exc))
+    return _total(total), orders
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return _loads(text)
+    except (RecursionError, ValueError):
+        return None
+
+
+def _unreadable_entry(piece: str, exc: Exception) -> dict[str, Any]:
+    """A stand-in for a ``data`` entry that cannot be parsed, naming the field at fault."""
+    members, deep_at = _scan_entry(piece)
+    if deep_at is not None:
+        reason = (
+            f"{deep_at}: nested deeper than {MAX_ORDER_DEPTH} levels; the shop's JSON for "
+            "this order cannot be read"
+        )
+    else:
+        reason = f"the shop's JSON for this order cannot be read: {type(exc).__name__}: {exc}"
+    digest = hashlib.sha256(piece.strip().encode("utf-8", "surrogatepass")).hexdigest()
+    return unreadable_order(reason[:500], members, raw_sha256=digest)
+
+
+def _scan_entry(piece: str) -> tuple[dict[str, Any], str | None]:
+    """The entry's top-level ``id``, ``orderNumber`` and ``createdAt`` when they are strings,
+    and the path at which it first nests deeper than :data:`MAX_ORDER_DEPTH` (None: never)."""
+    stack: list[list[Any]] = []  # per open container: [bracket, key or index, expects a key]
+    members: dict[str, Any] = {}
+    member: str | None = None  # a wanted top-level member whose value comes next
+    deep_at: str | None = None
+    for match in _TOKEN.finditer(piece):
+        token = match.group()
+        head = token[0]
+        top = stack[-1] if stack else None
+        if head == '"':
+            if top is not None and top[0] == "{" and top[2]:
+                top[1], top[2] = _text(token), False
+            elif member is not None and len(stack) == 1:
+                members[member] = _text(token)
+            member = None
+        elif head in "{[":
+            member = None
+            if deep_at is None and len(stack) >= MAX_ORDER_DEPTH:
+                deep_at = json_path([entry[1] for entry in stack])
+            stack.append([head, 0 if head == "[" else None, head == "{"])
+        elif head in "}]":
+            member = None
+            if stack:
+                stack.pop()
+        elif head == ":":
+            if top is not None and len(stack) == 1 and top[1] in _IDENTITY:
+                member = top[1]
+        else:  # a comma
+            member = None
+            if top is not None:
+                if top[0] == "[":
+                    top[1] += 1
+                else:
+                    top[2] = True
+    return members, deep_at
+
+
+def _text(token: str) -> str | None:
+    try:
+        value = json.loads(token)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _oauth_error_of(response: requests.Response) -> str | None:
+    """An OAuth error code of a token answer (``invalid_client`` …: ``error``, or the code of
+    Shopware's first ``errors`` entry) when it looks like one (``SAFE_OAUTH_ERROR``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    code = body.get("error")
+    errors = body.get("errors")
+    if not isinstance(code, str) and isinstance(errors, list) and errors:
+        first = errors[0]
+        code = first.get("code") if isinstance(first, dict) else None
+    return code if isinstance(code, str) and SAFE_OAUTH_ERROR.fullmatch(code) else None
 
 
 def _describe(exc: requests.RequestException) -> str:

@@ -11,10 +11,15 @@ reason instead of failing the whole page.
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 TOKEN_PATH = "/api/oauth/token"
 ORDER_SEARCH_PATH = "/api/search/order"
@@ -142,6 +147,16 @@ def created_at_window_criteria(
 # --- Orders --------------------------------------------------------------------------------
 
 
+def _php_empty_object(value: Any) -> Any:
+    """PHP's ``json_encode`` writes an empty object (an empty associative array) as ``[]``:
+    where Shopware sends an object, ``[]`` is the empty object, and reads as ``{}``."""
+    return {} if isinstance(value, list) and not value else value
+
+
+#: An object-typed field that also takes PHP's ``[]`` for the empty object.
+PhpObject = BeforeValidator(_php_empty_object)
+
+
 class Country(_Wire):
     id: str | None = None
     iso: str | None = None
@@ -156,7 +171,7 @@ class OrderAddress(_Wire):
     street: str | None = None
     zipcode: str | None = None
     city: str | None = None
-    country: Country | None = None
+    country: Annotated[Country | None, PhpObject] = None
 
 
 class OrderCustomer(_Wire):
@@ -176,7 +191,7 @@ class Currency(_Wire):
 
 class OrderDelivery(_Wire):
     id: str | None = None
-    shippingOrderAddress: OrderAddress | None = None
+    shippingOrderAddress: Annotated[OrderAddress | None, PhpObject] = None
 
 
 class LineItemPayload(_Wire):
@@ -191,11 +206,10 @@ class OrderLineItem(_Wire):
     quantity: Any = None
     unitPrice: Any = None
     totalPrice: Any = None
-    position: Any = None
     #: A CalculatedPrice: ``{unitPrice, quantity, totalPrice, calculatedTaxes, taxRules}``;
     #: ``calculatedTaxes`` is a list of ``{tax, taxRate, price}``, one per VAT rate.
     price: Any = None
-    payload: LineItemPayload | None = None
+    payload: Annotated[LineItemPayload | None, PhpObject] = None
 
 
 class ShopOrder(_Wire):
@@ -212,22 +226,185 @@ class ShopOrder(_Wire):
     shippingCosts: Any = None
     #: ``gross`` (prices include VAT), ``net`` (they exclude it) or ``tax-free``.
     taxStatus: str | None = None
-    currency: Currency | None = None
-    orderCustomer: OrderCustomer | None = None
-    billingAddress: OrderAddress | None = None
-    deliveries: list[OrderDelivery | None] | None = None
-    lineItems: list[OrderLineItem | None] | None = None
+    currency: Annotated[Currency | None, PhpObject] = None
+    orderCustomer: Annotated[OrderCustomer | None, PhpObject] = None
+    billingAddress: Annotated[OrderAddress | None, PhpObject] = None
+    deliveries: list[Annotated[OrderDelivery | None, PhpObject]] | None = None
+    lineItems: list[Annotated[OrderLineItem | None, PhpObject]] | None = None
 
 
 class OrderSearchResponse(_Wire):
     """``application/json`` answer of ``POST /api/search/order``.
 
-    ``data`` stays raw JSON: a malformed order must reach the transforms (and quarantine) with
-    everything the shop sent, not fail the page it came in.
+    ``data`` stays raw JSON, whatever each entry is (``null``, a number, an object without
+    ``id``): a malformed order must reach the transforms (and quarantine) with everything the
+    shop sent, not fail the page it came in. The client reads pages with
+    :func:`integration_project.shopware.client.parse_order_page`, not with this model.
     """
 
-    total: int | None = None
-    data: list[dict[str, Any]]
+    total: Any = None
+    data: list[Any]
+
+
+# --- Odd orders: what cannot be kept as it came ----------------------------------------------
+
+#: Key of a stand-in order (see :func:`unreadable_order`); never a Shopware field name.
+UNREADABLE_KEY = "_unreadable"
+#: Orders nested deeper than this are not kept as they came (a Shopware order is ~6 levels
+#: deep, custom fields a few more): Python's ``json`` cannot be trusted to read them back at
+#: every stack depth (it raises RecursionError near 1,000 levels).
+MAX_ORDER_DEPTH = 100
+#: Longest shop order id taken as a key (Shopware's are 32 hex digits).
+MAX_ORDER_ID = 64
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,60}$")
+
+
+def usable_order_id(value: Any) -> str | None:
+    """``value`` if it can key an order: text of at most :data:`MAX_ORDER_ID` printable
+    characters (no control characters, no lone surrogates), not blank; else None."""
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ORDER_ID:
+        return value if value.isprintable() else None
+    return None
+
+
+def storable_text(value: str, limit: int | None = None) -> str:
+    """``value`` as UTF-8 can hold it (a lone surrogate becomes ``\\udXXX``), cut to ``limit``."""
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def order_number_text(order: Any) -> str | None:
+    """An order's ``orderNumber`` for the ledger's ``order_number`` column and for messages:
+    the text, or the digits of a number (``10001`` and ``"10001"`` alike); else None."""
+    number = order.get("orderNumber") if isinstance(order, dict) else None
+    if isinstance(number, str) and number:
+        return storable_text(number, 255)
+    if isinstance(number, int) and not isinstance(number, bool) and abs(number) < 10**40:
+        return str(number)
+    if isinstance(number, float) and math.isfinite(number):
+        return repr(number)
+    return None
+
+
+def nested_deeper_than(text: str, limit: int = MAX_ORDER_DEPTH) -> bool:
+    """Whether the JSON ``text`` nests objects and arrays more than ``limit`` levels deep,
+    found without parsing it (no recursion: safe at any depth, and cheap for most orders)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    skeleton = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, skeleton)), default=0) > limit
+
+
+def json_problem(value: Any, max_depth: int = MAX_ORDER_DEPTH) -> str | None:
+    """Why ``value`` cannot be written as JSON (and read back): the first offending path and
+    what is wrong there, e.g. ``lineItems[0].label: not valid Unicode``; None when it can.
+
+    Iterative, so it works at any depth. Checks what :func:`json.dumps` with
+    ``allow_nan=False`` and UTF-8 need, and nesting up to ``max_depth`` levels.
+    """
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        where = json_path(path)
+        if isinstance(item, dict | list | tuple) and len(path) >= max_depth:
+            return f"{where}: nested deeper than {max_depth} levels"
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"{where}: a key that is not text ({type(key).__name__})"
+                if not _is_utf8(key):
+                    return f"{where}: a key that is not valid Unicode (a lone surrogate)"
+                children.append((child, (*path, key)))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, (*path, n)) for n, child in reversed(list(enumerate(item))))
+        elif isinstance(item, str):
+            if not _is_utf8(item):
+                return f"{where}: text that is not valid Unicode (a lone surrogate)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{where}: {item!r} is not a JSON number"
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if item.bit_length() > 14_000:  # past Python's 4,300-digit limit for writing ints
+                return f"{where}: an integer of {item.bit_length()} bits is too long to write"
+        elif item is not None and not isinstance(item, bool):
+            return f"{where}: a {type(item).__name__} is not JSON"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_path(path: Sequence[Any], shown: int = 8) -> str:
+    """``("lineItems", 0, "label")`` -> ``lineItems[0].label``; long paths are cut short."""
+    text = ""
+    for part in path[:shown]:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            name = part if _FIELD.match(part) else repr(part[:40])
+            text += f".{storable_text(name)}"
+    if len(path) > shown:
+        text += f"...({len(path) - shown} levels more)"
+    return text.lstrip(".") or "the order"
+
+
+def unreadable_order(reason: str, order: Any = None, *, raw_sha256: str | None = None) -> dict:
+    """A stand-in for a shop order that cannot be kept as it came (it cannot be parsed, or
+    written back as JSON). It keeps the order's ``id``, ``orderNumber`` and ``createdAt`` when
+    those are usable, and ``reason``: the transforms quarantine it with that reason, so the
+    order stays visible in the ledger instead of failing its page or vanishing."""
+    standin: dict[str, Any] = {}
+    if isinstance(order, dict):
+        order_id = usable_order_id(order.get("id"))
+        if order_id is not None:
+            standin["id"] = order_id
+        number = order_number_text(order)
+        if number is not None:
+            standin["orderNumber"] = number
+        created = order.get("createdAt")
+        if isinstance(created, str) and len(created) <= 64 and created.isprintable():
+            standin["createdAt"] = created
+    if raw_sha256 is not None:
+        standin["rawSha256"] = raw_sha256
+    standin[UNREADABLE_KEY] = storable_text(reason, 500)
+    return standin
+
+
+def order_json(order: Any) -> tuple[Any, str]:
+    """The order as staging can keep it, and its JSON text: the order itself when it can be
+    written as JSON and read back (any shape: ``null``, a number, an object without ``id``),
+    else a stand-in (:func:`unreadable_order`) naming the field at fault, e.g. a ``NaN``, text
+    that is not valid Unicode or nesting deeper than :data:`MAX_ORDER_DEPTH` levels."""
+    try:
+        text = json.dumps(order, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        text = None
+    if text is not None and not nested_deeper_than(text):
+        return order, text
+    problem = json_problem(order) or "cannot be written as JSON"
+    standin = unreadable_order(f"{problem}; the shop's order cannot be kept as it came", order)
+    return standin, json.dumps(standin, ensure_ascii=False)
+
+
+def unreadable_reason(order: Any) -> str | None:
+    """The reason of a stand-in made by :func:`unreadable_order`; None for any other value."""
+    if isinstance(order, dict):
+        reason = order.get(UNREADABLE_KEY)
+        if isinstance(reason, str) and reason:
+            return reason
+    return None
 
 
 # --- Errors --------------------------------------------------------------------------------
