@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from integration_project.assets import RouteAssets
 from integration_project.exact.client import BudgetExhausted, RateLimited
@@ -202,8 +201,6 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
-    reconcile_key = dg.AssetCheckKey(assets.erp_delivered_orders.key, RECONCILE_CHECK)
-
     @dg.asset_check(
         asset=assets.erp_delivered_orders,
         name=RECONCILE_CHECK,
@@ -217,11 +214,11 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext,
     ) -> dg.AssetCheckResult:
         now = datetime.now(UTC)
-        carried = _carry_forward(context, reconcile_key, now)
+        ledger = ledger_for(context)
+        carried = _carry_forward(ledger, now)
         if carried is not None:
             return carried
         erp: ErpResource = getattr(context.resources, erp_key)
-        ledger = ledger_for(context)
         sample = ledger.recent_delivered(RECONCILE_SAMPLE)
         missing: list[str] = []
         checked = 0
@@ -264,6 +261,8 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
                 description="Could not look anything up in the ERP; tried again next run.",
             )
         metadata["sampled_at"] = now.timestamp()
+        if sample:  # nothing delivered yet is no sample: look again next run
+            ledger.record_sample(RECONCILE_CHECK, now, not missing, metadata)
         return dg.AssetCheckResult(passed=not missing, metadata=metadata)
 
     return [
@@ -276,33 +275,21 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
     ]
 
 
-def _carry_forward(
-    context: dg.AssetCheckExecutionContext, key: dg.AssetCheckKey, now: datetime
-) -> dg.AssetCheckResult | None:
+def _carry_forward(ledger: Ledger, now: datetime) -> dg.AssetCheckResult | None:
     """The last reconciliation's result again if it sampled the ERP less than
-    :data:`RECONCILE_EVERY` ago (so a failure stays visible), else None: time to sample."""
-    history = context.instance.event_log_storage.get_asset_check_execution_history(
-        key,
-        limit=1,
-        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
-    )
-    event = history[0].event if history else None
-    evaluation = event.dagster_event.event_specific_data if event and event.dagster_event else None
-    if not isinstance(evaluation, dg.AssetCheckEvaluation):
+    :data:`RECONCILE_EVERY` ago (so a failure stays visible), else None: time to sample. The
+    sample is the ledger's (``check_samples``), not Dagster's event history."""
+    last = ledger.last_sample(RECONCILE_CHECK)
+    if last is None:
         return None
-    sampled_at = evaluation.metadata.get("sampled_at")
-    value = getattr(sampled_at, "value", None)
-    if not isinstance(value, int | float):
-        return None
-    last = datetime.fromtimestamp(value, UTC)
-    if now - last >= RECONCILE_EVERY:
+    sampled_at, passed, metadata = last
+    if now - sampled_at >= RECONCILE_EVERY:
         return None
     return dg.AssetCheckResult(
-        passed=evaluation.passed,
-        severity=evaluation.severity,
-        metadata={**evaluation.metadata, "carried_forward": True},
-        description=f"Last sampled at {last.isoformat(timespec='seconds')}; samples again after "
-        f"{(last + RECONCILE_EVERY).isoformat(timespec='seconds')}.",
+        passed=passed,
+        metadata={**metadata, "carried_forward": True},
+        description=f"Last sampled at {sampled_at.isoformat(timespec='seconds')}; samples again "
+        f"after {(sampled_at + RECONCILE_EVERY).isoformat(timespec='seconds')}.",
     )
 
 

@@ -183,6 +183,16 @@ CREATE TABLE IF NOT EXISTS route_endpoints (
     erp_division VARCHAR,
     bound_at     TIMESTAMPTZ NOT NULL
 );
+-- The last ERP sample of a route's sampled asset check (erp_holds_delivered_orders): it
+-- samples at most every half hour and shows this result in between.
+CREATE TABLE IF NOT EXISTS check_samples (
+    route_id   VARCHAR NOT NULL,
+    check_name VARCHAR NOT NULL,
+    sampled_at TIMESTAMPTZ NOT NULL,
+    passed     BOOLEAN NOT NULL,
+    metadata   JSON NOT NULL,
+    PRIMARY KEY (route_id, check_name)
+);
 ALTER TABLE staged_orders ADD COLUMN IF NOT EXISTS shop_host VARCHAR;
 ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS erp_host VARCHAR;
 ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS erp_division VARCHAR;
@@ -1158,6 +1168,27 @@ class Ledger:
                 [self.route_id, limit],
             ).fetchall()
         return int(total), [(str(r[0]), r[1]) for r in rows]
+
+    def last_sample(self, check_name: str) -> tuple[datetime, bool, dict[str, Any]] | None:
+        """The route's last ERP sample for a sampled check: (when, passed, metadata)."""
+        self.ensure_schema()
+        with self._conn() as con:
+            row = con.execute(
+                "SELECT sampled_at, passed, metadata FROM check_samples "
+                "WHERE route_id = ? AND check_name = ?",
+                [self.route_id, check_name],
+            ).fetchone()
+        return None if row is None else (row[0], bool(row[1]), json.loads(row[2]))
+
+    def record_sample(
+        self, check_name: str, sampled_at: datetime, passed: bool, metadata: dict[str, Any]
+    ) -> None:
+        self.ensure_schema()
+        with self._conn() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO check_samples VALUES (?, ?, ?, ?, ?)",
+                [self.route_id, check_name, sampled_at, passed, json.dumps(metadata)],
+            )
 
     def recent_delivered(self, limit: int = 10) -> list[tuple[str, str, str | None]]:
         """The most recently delivered rows: (order number, YourRef, ERP OrderID)."""

@@ -185,11 +185,14 @@ def test_failed_orders_are_a_warning_naming_them(resources, ledger):
     ]
 
 
-def test_reconciliation_fails_when_the_erp_lost_a_delivered_order(sandbox, resources, ledger):
+def test_reconciliation_fails_when_the_erp_lost_a_delivered_order(
+    sandbox, resources, ledger, monkeypatch
+):
     sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END, shipping_country="FR")
     assert fetch_and_map(resources).success
-    assert deliver(resources).success
+    assert deliver(resources).success  # its checks sampled the ERP: all there
     lost = sandbox.erp.sales_orders.pop(1)  # deleted in the ERP behind the ledger's back
+    monkeypatch.setattr(route_checks, "RECONCILE_EVERY", timedelta(0))  # the next sample is due
 
     reconcile = run_checks(resources, RECONCILE_CHECK)[RECONCILE_CHECK]
     assert not reconcile.passed and reconcile.severity == dg.AssetCheckSeverity.ERROR
@@ -203,13 +206,14 @@ def test_reconciliation_samples_at_most_every_interval_and_keeps_a_failure_visib
 ):
     sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="AT")
     assert fetch_and_map(resources).success
-    assert deliver(resources).success
-    instance = dg.DagsterInstance.ephemeral()
-
-    first = run_checks(resources, RECONCILE_CHECK, instance=instance)[RECONCILE_CHECK]
+    # The delivery run's checks sample the ERP; the ledger keeps that sample (check_samples),
+    # so a later run, in any process or Dagster instance, carries it forward until it is due.
+    first = evaluations(deliver(resources))[RECONCILE_CHECK]
     assert first.passed and "carried_forward" not in first.metadata
+    assert meta(first)["sampled"] == 2
     sandbox.erp.sales_orders.pop()
     asked = sandbox.erp.calls["salesorders_get"]
+    instance = dg.DagsterInstance.ephemeral()  # another instance: the sample is the ledger's
 
     again = run_checks(resources, RECONCILE_CHECK, instance=instance)[RECONCILE_CHECK]
     assert again.passed and meta(again)["carried_forward"] is True  # not due: no ERP call
@@ -223,10 +227,11 @@ def test_reconciliation_samples_at_most_every_interval_and_keeps_a_failure_visib
     assert not kept.passed and meta(kept)["carried_forward"] is True  # the failure stays
 
 
-def test_reconciliation_stops_when_the_erp_budget_runs_low(sandbox, resources, ledger):
+def test_reconciliation_stops_when_the_erp_budget_runs_low(sandbox, resources, ledger, monkeypatch):
     sandbox.shop.add_orders(5, start=WINDOW_START, end=WINDOW_END, shipping_country="BE")
     assert fetch_and_map(resources).success
     assert deliver(resources).success
+    monkeypatch.setattr(route_checks, "RECONCILE_EVERY", timedelta(0))  # the next sample is due
     sandbox.erp.set_rate_limit(per_minute=route_checks.RECONCILE_RESERVE_MINUTE + 1)
     asked = sandbox.erp.calls["salesorders_get"]
 
@@ -236,3 +241,15 @@ def test_reconciliation_stops_when_the_erp_budget_runs_low(sandbox, resources, l
     assert info["sampled"] == 2 and info["sample_size"] == 5
     assert "minute budget" in info["stopped_early"]
     assert sandbox.erp.calls["salesorders_get"] - asked == 2
+
+
+def test_a_reconciliation_with_nothing_delivered_is_not_carried_forward(sandbox, resources):
+    """Comparing nothing is no sample: the first delivery is looked up at once, not after
+    half an hour of a green check that never looked."""
+    empty = run_checks(resources, RECONCILE_CHECK)[RECONCILE_CHECK]
+    assert meta(empty)["sample_size"] == 0
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="NL")
+    assert fetch_and_map(resources).success
+    sampled = evaluations(deliver(resources))[RECONCILE_CHECK]
+    assert "carried_forward" not in sampled.metadata
+    assert (meta(sampled)["sampled"], meta(sampled)["sample_size"]) == (2, 2)
