@@ -33,6 +33,7 @@ from integration_project.assets import RouteAssets
 from integration_project.exact.client import BudgetExhausted, RateLimited
 from integration_project.http import ApiError
 from integration_project.ledger import Ledger
+from integration_project.redact import mask_emails
 from integration_project.resources import ErpResource, erp_client, open_ledger
 
 #: A row in ``sending`` older than this is reported: a delivery run resolves its own in seconds.
@@ -167,14 +168,16 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             context.log.error(
                 "%s orders are in conflict with what the ERP holds, e.g. %s",
                 total,
-                "; ".join(f"{number}: {why}" for number, why in sample[:3]),
+                "; ".join(f"{number}: {mask_emails(why or '')}" for number, why in sample[:3]),
             )
         return dg.AssetCheckResult(
             passed=total == 0,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
                 "conflicts": total,
-                "orders": [{"order_number": n, "reason": why or ""} for n, why in sample],
+                "orders": [
+                    {"order_number": n, "reason": mask_emails(why or "")} for n, why in sample
+                ],
             },
         )
 
@@ -195,7 +198,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             metadata={
                 "failed": failed,
                 "failed_orders": [
-                    {"order_number": number, "erp_message": (error or "")[:200]}
+                    {"order_number": number, "erp_message": mask_emails(error or "")[:200]}
                     for number, error in sample
                 ],
             },

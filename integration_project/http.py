@@ -45,14 +45,16 @@ def build_session(
     total: int = 4,
     read_retries: int = 0,
     backoff_factor: float = 0.5,
+    retry_class: type[Retry] = Retry,
 ) -> requests.Session:
     """One session per client, retrying only the methods the caller declares safe.
 
     Retries honour ``Retry-After``. A create POST must never be listed in ``retry_methods``:
     a timeout there means "unknown", not "failed". Read timeouts are retried only when the
-    caller says the call is a pure read (``read_retries``).
+    caller says the call is a pure read (``read_retries``). ``retry_class``: a ``Retry``
+    subclass, e.g. one that caps how long ``Retry-After`` may make it wait.
     """
-    retry = Retry(
+    retry = retry_class(
         total=total,
         connect=total,
         read=read_retries,

@@ -1141,31 +1141,26 @@ class Ledger:
     def failed_orders(self, limit: int = 20) -> tuple[int, list[tuple[str, str | None]]]:
         """Rows the ERP refused: (count, sample of (order number, the ERP's message)),
         most recent first."""
-        self.ensure_schema()
-        where = "WHERE route_id = ? AND status = 'failed'"
-        with self._conn() as con:
-            total = con.execute(
-                f"SELECT count(*) FROM delivered_orders {where}", [self.route_id]
-            ).fetchone()[0]
-            rows = con.execute(
-                f"SELECT order_number, last_error FROM delivered_orders {where} "
-                "ORDER BY updated_at DESC, order_number LIMIT ?",
-                [self.route_id, limit],
-            ).fetchall()
-        return int(total), [(str(r[0]), r[1]) for r in rows]
+        return self._rows_with_status("failed", limit)
 
     def conflicts(self, limit: int = 20) -> tuple[int, list[tuple[str, str | None]]]:
         """Rows in ``conflict``: (count, sample of (order number, why)), most recent first."""
+        return self._rows_with_status("conflict", limit)
+
+    def _rows_with_status(
+        self, status: str, limit: int
+    ) -> tuple[int, list[tuple[str, str | None]]]:
         self.ensure_schema()
-        where = "WHERE route_id = ? AND status = 'conflict'"
+        where = "WHERE route_id = ? AND status = ?"
+        params = [self.route_id, status]
         with self._conn() as con:
             total = con.execute(
-                f"SELECT count(*) FROM delivered_orders {where}", [self.route_id]
+                f"SELECT count(*) FROM delivered_orders {where}", params
             ).fetchone()[0]
             rows = con.execute(
                 f"SELECT order_number, last_error FROM delivered_orders {where} "
                 "ORDER BY updated_at DESC, order_number LIMIT ?",
-                [self.route_id, limit],
+                [*params, limit],
             ).fetchall()
         return int(total), [(str(r[0]), r[1]) for r in rows]
 

@@ -19,12 +19,11 @@ from urllib.parse import quote, quote_plus, urlsplit
 
 import dagster as dg
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from integration_project import settings
 from integration_project.assets import DELIVERY_TAG, RouteAssets
-from integration_project.http import USER_AGENT, safe_url
+from integration_project.http import build_session, safe_url
 from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.schedules import ACTIVE_RUN_STATUSES
 
@@ -242,26 +241,16 @@ class _AlertRetry(Retry):
 
 
 def _alert_session() -> requests.Session:
-    """A session retrying the alert POST on connection errors, 429 and 5xx, with backoff and
-    ``Retry-After``. An alert may then arrive twice, but one hiccup never loses it."""
-    retry = _AlertRetry(
+    """A session retrying the alert POST on connection errors, read errors, 429 and 5xx, with
+    backoff and ``Retry-After``. An alert may then arrive twice, but one hiccup never loses it."""
+    return build_session(
+        retry_methods={"POST"},
+        retry_statuses=ALERT_RETRY_STATUSES,
         total=ALERT_RETRIES,
-        connect=ALERT_RETRIES,
-        read=ALERT_RETRIES,
-        status=ALERT_RETRIES,
-        other=0,
+        read_retries=ALERT_RETRIES,
         backoff_factor=ALERT_BACKOFF_FACTOR,
-        status_forcelist=ALERT_RETRY_STATUSES,
-        allowed_methods=frozenset({"POST"}),
-        respect_retry_after_header=True,
-        raise_on_status=False,
+        retry_class=_AlertRetry,
     )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
 
 
 def _attempts(response: requests.Response) -> int:

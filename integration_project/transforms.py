@@ -665,7 +665,8 @@ def _template(template: str, values: Mapping[str, str], what: str) -> str:
         raise _Reject(f"{what} template {template!r} cannot be filled: {exc}") from None
 
 
-_DIGITS = re.compile(r"[0-9]+")
+#: What ``source.order_number_format: digits`` promises of every order number (ASCII digits).
+ORDER_NUMBER_DIGITS = re.compile(r"[0-9]+")
 
 
 def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> MappedOrder:
@@ -674,7 +675,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
         raise _Reject("orderNumber is missing")
     if len(number) > MAX_YOUR_REF:
         raise _Reject(f"orderNumber is longer than the ERP's YourRef ({MAX_YOUR_REF})")
-    if rules.order_number_digits_only and not _DIGITS.fullmatch(number):
+    if rules.order_number_digits_only and not ORDER_NUMBER_DIGITS.fullmatch(number):
         raise _Reject(
             f"orderNumber {_show(number)} is not all digits, and the route says its shop numbers "
             "orders with digits only (source.order_number_format: digits); set it to 'any' and "

@@ -253,3 +253,14 @@ def test_a_reconciliation_with_nothing_delivered_is_not_carried_forward(sandbox,
     sampled = evaluations(deliver(resources))[RECONCILE_CHECK]
     assert "carried_forward" not in sampled.metadata
     assert (meta(sampled)["sampled"], meta(sampled)["sample_size"]) == (2, 2)
+
+
+def test_check_metadata_masks_e_mail_addresses_in_the_erps_messages(resources, ledger):
+    ledger.record_mapping([bad_row("f-2", "90031")], "run-1")
+    [order] = ledger.pending()
+    ledger.claim(order, "run-2")
+    ledger.mark_failed(order.shop_order_id, "Email: 'anna.berg@example.org' is not valid")
+    failed = run_checks(resources, FAILED_CHECK)[FAILED_CHECK]
+    [shown] = meta(failed)["failed_orders"]
+    assert "anna.berg@example.org" not in shown["erp_message"]
+    assert "@example.org" in shown["erp_message"]  # masked, still telling which address

@@ -31,7 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from integration_project import settings
 from integration_project.exact.models import MAX_VAT_CODE
-from integration_project.transforms import TEMPLATE_FIELDS, MappingRules, VatPin
+from integration_project.transforms import (
+    TEMPLATE_FIELDS,
+    MappingRules,
+    VatPin,
+)
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -374,10 +378,6 @@ def url_problem(url: str) -> str | None:
 
 # --- YourRef: can two routes' templates render the same value? -----------------------------
 
-#: What ``source.order_number_format: digits`` means: ASCII digits, at least one. The mapping
-#: quarantines an order whose number does not ``fullmatch`` this (Shopware's ``{n}`` range).
-ORDER_NUMBER_DIGITS = re.compile(r"[0-9]+")
-
 #: A character class of the template languages: ("lit", c) the character c, ("digit", "")
 #: 0-9, ("hex", "") 0-9a-f, ("any", "") any character.
 _CharClass = tuple[str, str]
@@ -552,9 +552,9 @@ class RouteConfig(_Strict):
 
     @property
     def order_number_digits_only(self) -> bool:
-        """``source.order_number_format == "digits"``: the mapping must quarantine an order
-        whose number does not fullmatch :data:`ORDER_NUMBER_DIGITS` (the YourRef collision check
-        between routes relies on it)."""
+        """``source.order_number_format == "digits"``: the mapping quarantines an order whose
+        number does not fullmatch ``transforms.ORDER_NUMBER_DIGITS`` (the YourRef collision
+        check between routes relies on it)."""
         return self.source.order_number_format == "digits"
 
     def rules(self) -> MappingRules:
