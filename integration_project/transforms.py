@@ -374,14 +374,22 @@ def _tax_parts(
     """
     taxes = price.get("calculatedTaxes") if isinstance(price, Mapping) else None
     if tax_status == "tax-free":
-        if isinstance(taxes, list):
-            for n, entry in enumerate(taxes):
-                tax = entry.get("tax") if isinstance(entry, Mapping) else None
-                if tax not in (None, 0, 0.0, "0", "0.00"):
-                    raise _Reject(
-                        f"{where}.calculatedTaxes[{n}] ({what}): a tax-free order charges "
-                        f"tax {_show(tax)}"
-                    )
+        if not isinstance(taxes, list):
+            # Shopware always sends the list (``[]`` when empty): without it nothing says
+            # the line carries no VAT.
+            if total == 0:
+                return []
+            raise _Reject(
+                f"{where}.calculatedTaxes ({what}) is missing: a tax-free order's line must "
+                "still say it carries no tax"
+            )
+        for n, entry in enumerate(taxes):
+            tax = entry.get("tax") if isinstance(entry, Mapping) else None
+            if tax not in (None, 0, 0.0, "0", "0.00"):
+                raise _Reject(
+                    f"{where}.calculatedTaxes[{n}] ({what}): a tax-free order charges "
+                    f"tax {_show(tax)}"
+                )
         return [_TaxPart(None, total, Decimal(0))]
     if not isinstance(taxes, list) or not taxes:
         if total == 0:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from integration_project.exact.models import VatCode
-from integration_project.sandbox.data import OrderFactory, SandboxData
+from integration_project.sandbox.data import VAT_RATES, OrderFactory, SandboxData
 from integration_project.settings import DISCOUNT_ITEM_CODE, EU_27, SHIPPING_ITEM_CODE
 from integration_project.transforms import (
     MappedOrder,
@@ -345,6 +345,16 @@ def test_a_line_without_calculated_taxes_is_quarantined_naming_it() -> None:
     assert text.startswith("lineItems[0].price.calculatedTaxes (A) is missing")
 
 
+def test_a_tax_free_line_without_calculated_taxes_is_quarantined_naming_it() -> None:
+    line = product("A", 2, 10.00, 19.0, "tax-free", 1)
+    line["price"]["calculatedTaxes"] = None
+    raw = order([line], status="tax-free", country="NL")
+
+    text = reason(raw, MappingRules(tax_free_vat_code="ICL"))
+
+    assert text.startswith("lineItems[0].price.calculatedTaxes (A) is missing")
+
+
 def test_taxes_that_do_not_add_up_to_the_line_are_quarantined() -> None:
     line = product("A", 2, 11.90, 19.0, "gross", 1)
     line["price"]["calculatedTaxes"][0]["price"] = 20.0
@@ -404,17 +414,40 @@ def test_every_mapped_sandbox_order_is_invoiced_at_what_the_customer_paid(shop: 
     factory = OrderFactory(
         data, stream=f"vat-{shop}", sales_channel=shop, company_share=0.85 if b2b else None
     )
-    rules = MappingRules(tax_free_vat_code="ICL", allowed_countries=EU_27 | {"CH", "GB"})
+    allowed = EU_27 | {"CH", "GB"}
+    rules = MappingRules(tax_free_vat_code="ICL", allowed_countries=allowed)
     start = datetime(2026, 11, 20, tzinfo=UTC)
     statuses: dict[str, int] = {}
-    checked = 0
+    rates: set[Decimal | None] = set()
+    mixed = split_discounts = split_shipping = checked = 0
     for n in range(1500):
         raw = factory.make_order(start + timedelta(seconds=n), malformed="random", countries="mix")
         outcome = evaluate_order(raw, rules)
+        truth = factory.truth[raw["id"]]
+        if truth.malformed is None and truth.shipping_country in allowed:
+            # Every well-formed order the route takes is mapped: none quarantined because
+            # its rates, promotion or shipping were hard to split.
+            assert isinstance(outcome, MappedOrder), (truth, outcome)
         if isinstance(outcome, MappedOrder):
             assert_invoice_is_paid(outcome)
             statuses[outcome.tax_status] = statuses.get(outcome.tax_status, 0) + 1
             checked += 1
+            rates |= {line.vat_rate for line in outcome.lines}
+            mixed += len({line.vat_rate for line in outcome.lines}) > 1
+            for kind in ("discount", "shipping"):
+                kind_rates = {line.vat_rate for line in outcome.lines if line.kind == kind}
+                if len(kind_rates) > 1:
+                    split_discounts += kind == "discount"
+                    split_shipping += kind == "shipping"
     assert checked > 1000
     expected = {"gross", "tax-free"} if not b2b else {"net", "tax-free"}
     assert expected <= statuses.keys(), statuses
+    # The invariant was checked on the cases the docstring names, many times each: every
+    # destination rate, orders mixing rates, promotions and shipping split over two rates.
+    every_rate = {Decimal(str(r)) for pair in VAT_RATES.values() for r in pair}
+    assert every_rate | {None} <= rates, sorted(every_rate - rates)
+    assert mixed > 150 and split_discounts > 30 and split_shipping > 20, (
+        mixed,
+        split_discounts,
+        split_shipping,
+    )
