@@ -26,6 +26,7 @@ from integration_project.assets import RouteAssets, build_route_assets
 from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.routes.config import RouteConfig
 from integration_project.sandbox import Sandbox
+from integration_project_tests import skips
 
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
@@ -115,9 +116,16 @@ FIGURE_PROPERTIES = ("chaos",)
 _figures: list[str] = []
 
 
+_skipped: list[tuple[str, str]] = []
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call":
         _figures.extend(str(v) for k, v in report.user_properties if k in FIGURE_PROPERTIES)
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        why = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+        _skipped.append((report.nodeid, why))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -125,3 +133,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("figures")
         for line in _figures:
             terminalreporter.write_line(line)
+    if skips.in_ci() and (bad := skips.unexpected(_skipped)):
+        terminalreporter.section("skipped in CI, not on the allow-list (skips.ALLOWED_SKIPS)")
+        for nodeid, why in bad:
+            terminalreporter.write_line(f"{nodeid}: {why}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skip that is not on the allow-list fails the run: a test that turned itself off
+    (a start-up that hung, a missing tool) must not leave CI green."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller decides
+        return
+    if skips.in_ci() and skips.unexpected(_skipped) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

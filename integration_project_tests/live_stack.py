@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 
 class StackUnavailable(RuntimeError):
-    """``dagster dev`` or the sandbox cannot start here for a reason outside the project."""
+    """``dagster dev`` or the sandbox cannot start here for a reason that is the machine's,
+    not the project's: an executable missing, a port in use, no permission, a full disk. A
+    start-up that hangs or crashes otherwise is a plain failure."""
 
 
 def free_port() -> int:
@@ -158,9 +160,9 @@ def _wait_until(
             return
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
-    raise StackUnavailable(
-        f"{name} did not answer {url} within {timeout:.0f} s:\n{stack.output(name)}"
-    )
+    # A start-up that hangs is the project's failure (a change made it slow or stuck), not
+    # the machine's: fail, never skip.
+    raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f} s:\n{stack.output(name)}")
 
 
 def wait_for_location(stack: LiveStack, timeout: float = 60.0) -> None:
