@@ -45,6 +45,7 @@ from integration_project.sensors import (
 )
 from integration_project.shopware.client import ShopwareClient
 from integration_project_tests.conftest import shipped_route
+from integration_project_tests.log_lines import Lines
 
 pytestmark = pytest.mark.integration
 
@@ -124,24 +125,6 @@ def failing_probe() -> None:
 
 PROBE_JOB = dg.define_asset_job("acme_route__alert_probe_job", [failing_probe])
 SENSOR = build_run_failure_alert_sensor([HARMLESS_NAME, ENCODED_NAME])
-
-
-class Lines(logging.Handler):
-    """What the sensor logs, as an operator reads it (tick log, daemon output)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def at(self, level: int) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(r.getMessage() for r in self.records)
 
 
 @dataclass

@@ -92,7 +92,14 @@ def test_every_check_passes_on_a_healthy_route(sandbox, resources, ledger):
 
     [event] = result.get_asset_materialization_events()
     latency = event.materialization.metadata["latency_seconds_max"].value
-    assert isinstance(latency, float) and 0 <= latency < 120
+    # The longest wait from mapping to the ERP among this run's orders, as the ledger has it.
+    with resources["duckdb"].get_connection() as con:
+        waits = con.execute(
+            "SELECT epoch(d.delivered_at) - epoch(e.mapped_at) FROM delivered_orders d "
+            "JOIN erp_orders e USING (route_id, shop_order_id) WHERE d.status = 'delivered'"
+        ).fetchall()
+    assert len(waits) == 4
+    assert latency == round(max(w for (w,) in waits), 3) > 0
 
 
 def test_a_mapped_order_outside_the_allowed_countries_blocks_delivery(sandbox, resources, ledger):
@@ -262,5 +269,5 @@ def test_check_metadata_masks_e_mail_addresses_in_the_erps_messages(resources, l
     ledger.mark_failed(order.shop_order_id, "Email: 'anna.berg@example.org' is not valid")
     failed = run_checks(resources, FAILED_CHECK)[FAILED_CHECK]
     [shown] = meta(failed)["failed_orders"]
-    assert "anna.berg@example.org" not in shown["erp_message"]
-    assert "@example.org" in shown["erp_message"]  # masked, still telling which address
+    # Masked, still telling which address; the rest of the ERP's message as it was.
+    assert shown["erp_message"] == "Email: 'a***@example.org' is not valid"

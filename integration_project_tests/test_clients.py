@@ -126,6 +126,8 @@ def test_erp_refreshes_again_only_when_the_access_token_expires(
     sandbox.erp.min_refresh_interval_s = 0.5
     with exact_client(sandbox, ledger) as client:
         client.find_item_id("SHIPPING")
+        client.find_item_id("DISCOUNT")  # the access token is still good: no refresh
+        assert sandbox.erp.token_refreshes == 1
         time.sleep(1.2)
         client.find_item_id("SHIPPING")
     assert sandbox.erp.token_refreshes == 2

@@ -89,15 +89,24 @@ def test_two_delivery_processes_with_lost_answers_still_send_nothing_twice(
     resources = _mapped_orders(sb, duckdb_path, 60)
     sb.erp.faults.add("lost_after_commit", path_contains="SalesOrders", method="POST", times=2)
     spec = delivery_runner.resource_spec(resources)
-    _run_all([delivery_runner.start(spec, dagster_home)])  # leaves two rows in `sending`
+    [lossy] = _run_all([delivery_runner.start(spec, dagster_home)])
+    assert lossy.get("success"), lossy
+    ledger = open_ledger(resources["duckdb"], DEFAULT.route.id)
+    assert int(lossy["metadata"]["unknown_outcome"]) == 2
+    assert ledger.delivery_counts() == {"delivered": 58, "sending": 2}
+    assert len(sb.erp.sales_orders) == 60  # the ERP did store the two lost ones
 
     outputs = _run_all([delivery_runner.start(spec, dagster_home) for _ in range(2)])
 
     assert all(out.get("success") for out in outputs), outputs
     assert sb.erp.duplicate_refs() == {}
     assert len(sb.erp.sales_orders) == 60
-    ledger = open_ledger(resources["duckdb"], DEFAULT.route.id)
+    # The two were found by their YourRef, between the two runs, not sent again.
+    assert sum(int(out["metadata"].get("found_in_erp", 0)) for out in outputs) == 2
+    assert sum(int(out["metadata"].get("sent", 0)) for out in outputs) == 0
     assert ledger.delivery_counts() == {"delivered": 60}
+    erp_ids = {o["YourRef"]: o["OrderID"] for o in sb.erp.sales_orders}
+    assert {r["order_number"]: r["erp_order_id"] for r in ledger.delivered_rows()} == erp_ids
 
 
 def test_fetch_and_delivery_processes_write_duckdb_at_the_same_time(
@@ -122,8 +131,21 @@ def test_fetch_and_delivery_processes_write_duckdb_at_the_same_time(
     assert fetch.get("success"), fetch
     ledger = open_ledger(resources["duckdb"], DEFAULT.route.id)
     assert ledger.count_staged(WINDOW_END, later) == ORDERS  # staged in full
-    assert int(delivery["metadata"]["sent"]) >= ORDERS
+    # The delivery sent the first window in full (and whatever of the next one the fetch had
+    # mapped by then); what it reports, what reached the ERP and what the ledger holds agree.
+    sent = int(delivery["metadata"]["sent"])
+    first_window = {t.order_number for t in sb.shop.truth_between(WINDOW_START, WINDOW_END)}
+    assert len(first_window) == ORDERS
+    assert first_window <= {o["YourRef"] for o in sb.erp.sales_orders}
+    assert len(sb.erp.sales_orders) == sent
+    assert ledger.delivery_counts() == {"delivered": sent}
     assert sb.erp.duplicate_refs() == {}
+    # The fetch process's mapping was kept too: the next delivery sends the rest, once each.
+    rest = dg.materialize([DEFAULT.erp_delivered_orders], resources=resources)
+    assert _sent(rest) == 2 * ORDERS - sent
+    assert len(sb.erp.sales_orders) == 2 * ORDERS
+    assert sb.erp.duplicate_refs() == {}
+    assert ledger.delivery_counts() == {"delivered": 2 * ORDERS}
 
 
 # --- the delivery lease after a crash ---------------------------------------------------------

@@ -239,6 +239,7 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
         "SELECT count(*), count(*) FILTER (WHERE cached_at < ?) FROM erp_accounts",
         [moment],
     )[0]
+    assert 0 < accounts[1] < accounts[0]  # accounts cached on both sides of `moment`
 
     # 30 days after `moment`: only what was delivered or skipped before it is old enough.
     retention = ROUTE.route.personal_data_retention

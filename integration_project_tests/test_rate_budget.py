@@ -33,7 +33,12 @@ def test_steady_state_delivery_paces_itself_and_never_earns_a_429(sandbox, resou
     meta = metadata(deliver(resources), "erp_delivered_orders")
     assert meta["sent"] == 10 and meta["pending_left"] == 0
     assert sandbox.erp.statuses[429] == 0
-    assert meta["erp_calls_left_minute"] >= 0
+    # What the last answer announced, not the limit or a guess: the client reports the ERP.
+    announced = sandbox.erp.last_announced
+    assert announced is not None
+    assert meta["erp_calls_left_minute"] == announced.minutely_remaining
+    assert meta["erp_calls_left_day"] == announced.daily_remaining
+    assert announced.minutely_remaining < 4  # this run used the minute it ended in
 
 
 class SharedTokens:

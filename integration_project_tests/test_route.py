@@ -205,8 +205,16 @@ def test_unmappable_erp_order_fails_once_and_is_not_resent(sandbox, resources, l
     assert failed["order_number"] == bad["orderNumber"]
     assert "XAU" in failed["last_error"]
 
+    posts = sandbox.erp.calls["salesorders_post"]
     second = metadata(deliver(resources), "erp_delivered_orders")
     assert (second["sent"], second["failed"]) == (0, 0)
+    # Nor after the next tick's look-back maps the window again (the order is unchanged).
+    assert fetch_and_map(resources).success
+    third = metadata(deliver(resources), "erp_delivered_orders")
+    assert (third["sent"], third["failed"]) == (0, 0)
+    assert sandbox.erp.calls["salesorders_post"] == posts  # no POST after the first run's
+    [row] = [r for r in ledger.delivered_rows() if r["order_number"] == bad["orderNumber"]]
+    assert (row["status"], row["attempts"]) == ("failed", 1)
     assert bad["orderNumber"] not in erp_refs(sandbox)
 
 
@@ -257,7 +265,12 @@ def test_response_lost_after_commit_is_recovered_by_your_ref(sandbox, resources,
     assert second["sent"] == 0
     refs = erp_refs(sandbox)
     assert len(refs) == 3 and set(refs.values()) == {1}
-    assert {r["status"] for r in ledger.delivered_rows()} == {"delivered"}
+    rows = ledger.delivered_rows()
+    assert {r["status"] for r in rows} == {"delivered"}
+    # The recovered row records the sales order the ERP holds, found by its YourRef.
+    erp_ids = {o["YourRef"]: o["OrderID"] for o in sandbox.erp.sales_orders}
+    assert {r["order_number"]: r["erp_order_id"] for r in rows} == erp_ids
+    assert all(r["attempts"] == 1 for r in rows)  # found, not sent a second time
 
 
 def test_shop_http_error_fails_the_run_naming_url_and_status_and_keeps_staging(
@@ -325,6 +338,9 @@ def test_delivery_paces_itself_under_a_tight_rate_limit(sandbox, resources):
     meta = metadata(deliver(resources), "erp_delivered_orders")
     assert meta["sent"] == 6
     assert len(sandbox.erp.sales_orders) == 6
+    # Paced, not pushed: it waited for each minute's reset instead of earning 429s and
+    # waiting those out (which would also end with six orders sent).
+    assert sandbox.erp.statuses[429] == 0
 
 
 def test_missing_secret_for_a_real_shop_names_the_variable(
@@ -394,8 +410,19 @@ def test_a_transient_erp_error_defers_one_order_without_failing_the_window(
 
 
 def test_unknown_items_are_not_asked_for_every_tick(sandbox, resources):
-    sandbox.shop.add_order(WINDOW_START, malformed="unknown_sku")
-    assert fetch_and_map(resources).success
+    order = sandbox.shop.add_order(WINDOW_START, malformed="unknown_sku")
+    first = metadata(fetch_and_map(resources), "erp_orders")
+    assert (first["mapped"], first["quarantined"]) == (0, 1)
     asked = sandbox.erp.calls["items_get"]
-    assert fetch_and_map(resources).success  # the next tick's look-back maps it again
+    # The next tick's look-back maps it again (quarantined again, for the same unknown item),
+    # without asking the ERP about that item a second time.
+    again = metadata(fetch_and_map(resources), "erp_orders")
+    assert (again["mapped"], again["quarantined"]) == (0, 1)
+    [unknown] = [
+        number
+        for li in order["lineItems"]
+        if (number := (li.get("payload") or {}).get("productNumber", "")).startswith("SW999")
+    ]  # the product number no ERP item has
+    assert unknown in again["quarantined_preview"]
     assert sandbox.erp.calls["items_get"] == asked
+    assert not sandbox.erp.sales_orders

@@ -335,6 +335,14 @@ def test_dry_run_previews_payloads_and_sends_nothing(sandbox: Sandbox, resources
     assert '"YourRef"' in meta["payload_preview"]
     assert not sandbox.erp.sales_orders
     assert sandbox.erp.calls.get("salesorders_post", 0) == 0
+    # Nothing was claimed either: the ledger holds no delivery, and the next real run sends all.
+    duckdb, erp = resources["duckdb"], resources["erp"]
+    ledger = open_ledger(duckdb, DEFAULT.route.id, erp.token_key)
+    assert ledger.delivery_counts() == {}
+    result = dg.materialize([DEFAULT.erp_delivered_orders], resources=resources)
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["sent"].value == 3
+    assert len(sandbox.erp.sales_orders) == 3
 
 
 @pytest.mark.integration

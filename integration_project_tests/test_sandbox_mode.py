@@ -307,12 +307,27 @@ def test_env_problems_outside_and_inside_sandbox_mode() -> None:
     assert route.env_problems(sandbox=True, environ={**real, "ERP_DIVISION": " "}) == [
         "target.division_env: environment variable ERP_DIVISION is not set"
     ]
+    # Every unset variable, and only those, by the setting that names it.
+    target = [
+        ("target.division_env", "ERP_DIVISION"),
+        ("target.client_id_env", "ERP_CLIENT_ID"),
+        ("target.client_secret_env", "ERP_CLIENT_SECRET"),
+        ("target.refresh_token_env", "ERP_REFRESH_TOKEN"),
+    ]
     missing = route.missing_env(sandbox=False, environ={"ERP_API_URL": "https://e.example"})
-    assert ("source.api_url_env", "SHOP_API_URL") in missing
-    assert ("target.refresh_token_env", "ERP_REFRESH_TOKEN") in missing
-    assert ("target.api_url_env", "ERP_API_URL") not in missing
+    assert missing == [
+        ("source.api_url_env", "SHOP_API_URL"),
+        ("source.client_id_env", "SHOP_CLIENT_ID"),
+        ("source.client_secret_env", "SHOP_CLIENT_SECRET"),
+        *target,
+    ]
+    # A target pinned off the sandbox needs all its variables in sandbox mode; the shop side
+    # still uses the sandbox and needs none.
     pinned = RouteConfig.model_validate({"name": "R", "target": {"sandbox": "none"}})
-    assert ("target.api_url_env", "ERP_API_URL") in pinned.missing_env(sandbox=True, environ={})
+    assert pinned.missing_env(sandbox=True, environ={}) == [
+        ("target.api_url_env", "ERP_API_URL"),
+        *target,
+    ]
 
 
 # --- https -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def test_no_secret_reaches_logs_metadata_errors_or_the_ledger(
     sb = secret_sandbox
     caplog.set_level("DEBUG")
     sb.shop.add_orders(6, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    refused = sb.shop.add_order(WINDOW_START + timedelta(minutes=2), shipping_country="DE")
+    refused["currency"]["isoCode"] = "XAU"  # the ERP refuses it: an error recorded and logged
     resources = secret_resources(sb, duckdb_path)
     run_ids = []
     result = dg.materialize(
@@ -93,6 +96,13 @@ def test_no_secret_reaches_logs_metadata_errors_or_the_ledger(
         )
         run_ids.append(result.run_id)
     assert len(sb.erp.sales_orders) == 6
+    ledger = open_ledger(resources["duckdb"], DEFAULT.route.id, resources["erp"].token_key)
+    [failed] = [r for r in ledger.delivered_rows() if r["status"] == "failed"]
+    assert failed["order_number"] == refused["orderNumber"] and "XAU" in failed["last_error"]
+    # The access tokens the route used so far: revoking forgets them, the search must not.
+    used_access = set(sb.erp._access_tokens)
+    assert used_access  # the ERP runs above did use one
+    used_refresh = {sb.erp.refresh_token}  # the rotated refresh token the ledger now holds
     sb.erp.revoke_access_tokens()  # the next run refreshes: the rotated token is new again
     # Runs that fail on credentials: wrong shop secret, wrong ERP secret.
     wrong_shop = secret_resources(sb, duckdb_path, shop_secret=SHOP_SECRET[::-1])
@@ -114,10 +124,10 @@ def test_no_secret_reaches_logs_metadata_errors_or_the_ledger(
         run_ids.append(result.run_id)
 
     rotated = {sb.erp.refresh_token, *(t for t in [sb.erp.previous_refresh_token] if t)}
-    access = set(sb.erp._access_tokens)  # every ERP access token handed out in this test
-    secrets = {SHOP_SECRET, ERP_SECRET, ERP_REFRESH, *rotated, *access}
+    access = used_access | set(sb.erp._access_tokens)  # every ERP access token handed out
+    secrets = {SHOP_SECRET, ERP_SECRET, ERP_REFRESH, *rotated, *used_refresh, *access}
     secrets |= {SHOP_SECRET[::-1], ERP_SECRET[::-1]}  # the wrong ones must not leak either
-    assert len(secrets) >= 5
+    assert ERP_REFRESH not in used_refresh  # it did rotate: the new token is searched for too
 
     event_log = "\n".join(
         dg.serialize_value(entry)
@@ -158,15 +168,20 @@ def test_client_errors_name_the_variable_never_the_value(
     shop = ShopwareClient(
         base_url=sb.shop_url, client_id=SHOP_ID, client_secret=SHOP_SECRET + "-wrong"
     )
-    for call in (
-        lambda: erp.find_item_id("SHIPPING"),
-        lambda: shop.search_orders_page(start=WINDOW_START, end=WINDOW_END, page=1, limit=5),
+    for call, variable in (
+        (lambda: erp.find_item_id("SHIPPING"), "ERP_CLIENT_SECRET"),
+        (
+            lambda: shop.search_orders_page(start=WINDOW_START, end=WINDOW_END, page=1, limit=5),
+            "SHOP_CLIENT_SECRET",
+        ),
     ):
         with pytest.raises(ApiError) as raised:
             call()
         text = f"{raised.value}\n{raised.value!r}\n{raised.getrepr()}"
         for secret in (SHOP_SECRET, ERP_SECRET, ERP_REFRESH):
             assert secret not in text
+        # What to fix is named: the variable holding the secret.
+        assert variable in str(raised.value)
 
 
 # --- TLS ------------------------------------------------------------------------------------

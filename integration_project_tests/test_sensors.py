@@ -1,6 +1,7 @@
 """The delivery sensor (evaluated with ``build_sensor_context``) and the run-failure alert
 sensor (a real failed run in the session instance, the alert received by the sandbox ERP)."""
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from integration_project.sensors import (
     build_run_failure_alert_sensor,
 )
 from integration_project_tests.conftest import shipped_route
+from integration_project_tests.log_lines import Lines
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +189,9 @@ def test_a_failed_run_is_posted_to_the_webhook_without_secrets(
     assert alert["run_id"] == failure_context.dagster_run.run_id
     assert alert["job"] == "eu_orders_shopware_to_exact__alert_probe_job"
     assert alert["route"] == "eu_orders_shopware_to_exact"
-    assert 0 < len(alert["error"]) <= 500
+    # The failure's first 500 characters, the exception itself among them, its secret replaced.
+    assert len(alert["error"]) == 500
+    assert "RuntimeError: ERP refused the token <ERP_CLIENT_SECRET> xxx" in alert["error"]
     assert SECRET not in str(alert) and "<ERP_CLIENT_SECRET>" in alert["error"]
     state = requests.get(f"{sandbox.erp_url}/sandbox/state", timeout=5).json()
     assert state["webhooks"] == 1
@@ -195,15 +199,38 @@ def test_a_failed_run_is_posted_to_the_webhook_without_secrets(
 
 def test_without_a_webhook_url_the_failure_is_only_logged(sandbox, failure_context, monkeypatch):
     monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
+    lines = Lines()
+    failure_context.log.addHandler(lines)
     ALERT_SENSOR(failure_context)
+    run_id = failure_context.dagster_run.run_id
+    # What an operator sees in the sensor's tick log: the failure itself, then why no alert.
+    [error] = lines.at(logging.ERROR)
+    assert error.startswith(f"Run {run_id} of eu_orders_shopware_to_exact__alert_probe_job failed")
+    assert "ERP refused the token" in error and SECRET not in error
+    assert lines.at(logging.INFO) == [f"{ALERT_WEBHOOK_ENV} is not set; the failure is only logged"]
     assert sandbox.erp.webhooks == []
 
 
 def test_a_webhook_that_fails_never_breaks_the_sensor(sandbox, failure_context, monkeypatch):
+    lines = Lines()
+    failure_context.log.addHandler(lines)
+    run_id = failure_context.dagster_run.run_id
     monkeypatch.setenv(ALERT_WEBHOOK_ENV, "http://127.0.0.1:9/unreachable")
     ALERT_SENSOR(failure_context)  # retried, then logged, not raised
-    monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"{sandbox.erp_url}/sandbox/no-such-path")
+    hook = f"{sandbox.erp_url}/sandbox/no-such-path"
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, hook)
     ALERT_SENSOR(failure_context)  # a 404 answer (not retried): logged, not raised
+    unreachable, refused = lines.at(logging.WARNING)
+    assert unreachable.startswith(
+        f"Could not post the alert for run {run_id} to {ALERT_WEBHOOK_ENV}"
+    )
+    assert "ConnectionError" in unreachable
+    assert refused == (
+        f"The alert webhook ({ALERT_WEBHOOK_ENV}) answered HTTP 404 after 1 attempt(s); "
+        f"the alert for run {run_id} was not delivered"
+    )
+    for leak in ("127.0.0.1", "unreachable", "no-such-path", hook):
+        assert leak not in lines.text  # the status, never the URL (it may hold a token)
     assert sandbox.erp.webhooks == []
 
 

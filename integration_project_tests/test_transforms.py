@@ -1075,13 +1075,29 @@ def test_order_state_filter_skips_other_states() -> None:
 
 def test_amount_and_sales_channel_filters() -> None:
     raw = make_order(amountTotal=49.9, salesChannelId="b2b")
-    assert isinstance(evaluate_order(raw, MappingRules(min_amount=Decimal(50))), Skipped)
-    assert isinstance(evaluate_order(raw, MappingRules(max_amount=Decimal(40))), Skipped)
-    assert isinstance(
-        evaluate_order(raw, MappingRules(sales_channel_ids=frozenset({"storefront"}))), Skipped
+
+    def reason(rules: MappingRules) -> str:
+        outcome = evaluate_order(raw, rules)
+        assert type(outcome) is Skipped, outcome
+        return outcome.reason
+
+    assert reason(MappingRules(min_amount=Decimal(50))) == "amountTotal 49.90 is below 50"
+    assert reason(MappingRules(max_amount=Decimal(40))) == "amountTotal 49.90 is above 40"
+    assert reason(MappingRules(sales_channel_ids=frozenset({"storefront"}))) == (
+        "sales channel 'b2b' is not delivered by this route"
     )
-    assert isinstance(
-        evaluate_order(raw, MappingRules(sales_channel_ids=frozenset({"b2b"}))), MappedOrder
+    # Inside the bounds, and on them (both are inclusive), the order is mapped.
+    for rules in (
+        MappingRules(min_amount=Decimal("49.90")),
+        MappingRules(max_amount=Decimal("49.90")),
+        MappingRules(min_amount=Decimal(40), max_amount=Decimal(50)),
+        MappingRules(sales_channel_ids=frozenset({"b2b", "storefront"})),
+    ):
+        assert type(evaluate_order(raw, rules)) is MappedOrder, rules
+    # An order without a sales channel is not one of the route's channels.
+    del raw["salesChannelId"]
+    assert reason(MappingRules(sales_channel_ids=frozenset({"b2b"}))) == (
+        "sales channel None is not delivered by this route"
     )
 
 

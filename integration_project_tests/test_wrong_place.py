@@ -127,10 +127,11 @@ def test_recovery_records_an_identical_order_it_finds_as_delivered(sandbox, reso
     _post(resources, ledger, first.payload)  # the POST did reach the ERP before the kill
 
     result = deliver(resources)
-    assert metadata(result, "erp_delivered_orders")["found_in_erp"] == 1
-    assert metadata(result, "erp_delivered_orders")["conflicts"] == 0
+    shown = metadata(result, "erp_delivered_orders")
+    assert (shown["found_in_erp"], shown["conflicts"], shown["sent"]) == (1, 0, 1)
     assert _erp_rows(ledger)[first.order_number]["status"] == "delivered"
     assert len(sandbox.erp.orders_with_ref(first.your_ref)) == 1
+    assert len(sandbox.erp.sales_orders) == 2  # the found one and the other order, once each
 
 
 @pytest.mark.parametrize("difference", ["another account", "other lines"])
@@ -217,22 +218,27 @@ def test_an_e_mail_several_erp_accounts_share_is_quarantined_naming_them(sandbox
     orders = _window(sandbox, 4)
     shared = next(o for o in orders if "@" in (o["orderCustomer"].get("email") or ""))
     email = shared["orderCustomer"]["email"]
-    sandbox.erp.add_account("Anna Example GmbH", email, code="4711")
-    sandbox.erp.add_account("Anna Example (private)", email.upper(), code="4712")
+    shared_accounts = [
+        sandbox.erp.add_account("Anna Example GmbH", email, code="4711"),
+        sandbox.erp.add_account("Anna Example (private)", email.upper(), code="4712"),
+    ]
 
     mapped = fetch_and_map(resources)
     assert mapped.success
     ledger = open_ledger(resources["duckdb"], DEFAULT_ROUTE.id, resources["erp"].token_key)
     rows = {r.order_number: r for r in ledger.pending()}
-    assert shared["orderNumber"] not in rows
-    assert len(rows) >= 3  # the rest of the window went through
+    # Exactly the shared address's order is held back; the rest of the window went through.
+    assert set(rows) == {o["orderNumber"] for o in orders} - {shared["orderNumber"]}
     shown = metadata(mapped, "erp_orders")
-    assert shown["quarantined"] >= 1
+    assert (shown["quarantined"], shown["mapped"]) == (1, len(orders) - 1)
     preview = shown["quarantined_preview"]
     assert "4711" in preview and "4712" in preview and "ERP accounts have" in preview
     assert email not in preview
     assert deliver(resources).success
-    assert shared["orderNumber"] not in {o["YourRef"] for o in sandbox.erp.sales_orders}
+    assert {o["YourRef"] for o in sandbox.erp.sales_orders} == set(rows)
+    assert all(
+        o["OrderedBy"] not in {a["ID"] for a in shared_accounts} for o in sandbox.erp.sales_orders
+    )
 
 
 def test_accounts_found_by_customer_number_are_created_with_it_as_their_code(sandbox, resources):
@@ -250,10 +256,12 @@ def test_accounts_found_by_customer_number_are_created_with_it_as_their_code(san
     assert dg.materialize([route.erp_delivered_orders], resources=resources).success
     booked = {o["YourRef"]: o["OrderedBy"] for o in sandbox.erp.sales_orders}
     by_number = {o["orderNumber"]: o["orderCustomer"]["customerNumber"] for o in orders}
+    assert booked.keys() == by_number.keys()  # every order booked, none left out
     for ref, account_id in booked.items():
         account = sandbox.erp.accounts[account_id]
         assert account["Code"] == by_number[ref].rjust(ACCOUNT_CODE_WIDTH)
-    assert by_hand["ID"] in booked.values()  # found by its code, not created twice
+    [known_order] = [n for n, number in by_number.items() if number == known]
+    assert booked[known_order] == by_hand["ID"]  # found by its code, not created twice
     codes = [a["Code"] for a in sandbox.erp.accounts.values()]
     assert len(codes) == len(set(codes))
 
@@ -271,7 +279,10 @@ def test_windows_after_the_first_reuse_the_cached_account_by_customer_number(san
     created = len(sandbox.erp.accounts)
     second = fetch_and_map(resources, assets=route, partition_key="2026-11-20-10:05")
     shown = metadata(second, "erp_orders")
-    assert shown["mapped"] >= 1 and shown["erp_accounts_created"] == 0
+    # Both orders: the new one and, through the look-back, the first window's again.
+    assert shown["mapped"] == 2 and shown["erp_accounts_created"] == 0
+    # Found in the ledger's cache: not looked up in the ERP again, let alone created.
+    assert shown["erp_lookups"] == 0
     assert len(sandbox.erp.accounts) == created
 
 

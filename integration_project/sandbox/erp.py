@@ -278,6 +278,8 @@ class SandboxErp:
         self.accounts: dict[str, dict[str, Any]] = {}
         #: Every sales order that reached the ERP, in arrival order (duplicates included).
         self.sales_orders: list[dict[str, Any]] = []
+        #: The rate limits the last data call's answer announced (None before the first).
+        self.last_announced: RateLimit | None = None
         #: JSON bodies POSTed to ``/sandbox/webhook`` (alerts), in arrival order.
         self.webhooks: list[Any] = []
         for product in self.data.products:
@@ -565,6 +567,7 @@ class SandboxErp:
             if allowed:
                 self.calls[call_key(request.method, resource)] += 1
         headers = budget.to_headers()
+        self.last_announced = budget  # what the client was last told (tests compare with it)
         if not allowed:
             message = "Too many requests: the API rate limit of this division is used up"
             return Response(429, error_body(message), headers)
