@@ -789,22 +789,24 @@ def _sales_order_problem(body: Any) -> str | None:
     return None
 
 
-def _checked_before_send(before_send: Hook | None, order: PendingOrder) -> tuple[Any, str | None]:
-    """The body to send for ``order`` after the route's before_send hook, or (None, why) when
-    the hook raised or returned what cannot be sent: not a dict, not plain JSON, or a
-    ``YourRef`` other than the mapped one (the look-up key of the exactly-once protocol)."""
+def _checked_before_send(
+    before_send: Hook | None, payload: dict[str, Any]
+) -> tuple[Any, str | None]:
+    """The body to send for a mapped ``payload`` after the route's before_send hook, or
+    (None, why) when the hook raised or returned what cannot be sent: not a dict, not plain
+    JSON, or a ``YourRef`` other than the mapped one (the exactly-once look-up key)."""
     if before_send is None:
-        return order.payload, None
+        return payload, None
     name = _hook_name("before_send", before_send)
     try:
-        body = before_send(dict(order.payload))
+        body = before_send(dict(payload))
     except Exception as exc:
         return None, f"{name} raised {_error_text(exc)}"
     problem = _sales_order_problem(body)
-    if problem is None and body.get("YourRef") != order.payload.get("YourRef"):
+    if problem is None and body.get("YourRef") != payload.get("YourRef"):
         problem = (
             f"a sales order with YourRef {body.get('YourRef')!r} instead of "
-            f"{order.payload.get('YourRef')!r}: it is the key that keeps the order from being "
+            f"{payload.get('YourRef')!r}: it is the key that keeps the order from being "
             "sent twice"
         )
     if problem is not None:
@@ -826,7 +828,7 @@ def _preview(
     pending = ledger.pending(limit=limit, countries=allowed)
     rows = []
     for order in pending[:PREVIEW_ROWS]:
-        body, error = _checked_before_send(before_send, order)
+        body, error = _checked_before_send(before_send, order.payload)
         shown = f"would fail: {error}" if error else json.dumps(body, ensure_ascii=False)
         rows.append([order.order_number, shown])
     context.log.info("Dry run: %s orders would be sent; nothing was sent", len(pending))
@@ -900,11 +902,9 @@ def _matching_erp_order(
     the same account, with the same items in the same quantities as the payload it was claimed
     for. (None, why) when none is."""
     expected = row.payload
-    if expected is not None and before_send is not None:
-        try:
-            expected = before_send(dict(expected))
-        except Exception:
-            expected = row.payload  # compare with what was mapped; the hook is checked on send
+    if expected is not None:
+        # What was sent is what the hook made of it; a hook that fails now: what was mapped.
+        expected = _checked_before_send(before_send, expected)[0] or expected
     if not isinstance(expected, dict):
         return None, (
             f"the ERP holds an order with YourRef {row.your_ref} but the mapped order it was "
@@ -1019,7 +1019,7 @@ def _deliver(
                 for order in chunk:
                     _renew_lease(ledger, lease, run_id)
                     unsent.remove(order)
-                    body, error = _checked_before_send(before_send, order)
+                    body, error = _checked_before_send(before_send, order.payload)
                     if error is not None:  # nothing is sent; a person fixes the hook
                         outcomes.append(Outcome(order.shop_order_id, "failed", error))
                         tally["failed"] += 1
