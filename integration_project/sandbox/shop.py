@@ -1,14 +1,18 @@
 """The sandbox shop: the subset of Shopware 6's Admin API this project speaks.
 
 - ``POST /api/oauth/token`` (client credentials, JSON or form body) issues opaque bearer tokens
-  with a configurable lifetime. The endpoint is rate limited (sliding window) because the real
-  one is: a client that fetches a token per call gets 429s here before it gets them in production.
+  with a configurable lifetime. The client id and secret come from the body or, per parameter
+  when the body lacks one, from HTTP Basic auth, and refusals carry league/oauth2-server's
+  codes in Shopware's envelope, as Shopware 6.5/6.6 does (:meth:`SandboxShop._refuse_client`).
+  The endpoint is rate limited (sliding window) because the real one is: a client that fetches
+  a token per call gets 429s here before it gets them in production.
 - ``POST /api/search/order`` takes a Shopware ``Criteria`` body: ``page``/``limit``,
   ``total-count-mode`` (names or the legacy integers), ``filter`` (``range``, ``equals``,
   ``equalsAny``; on any dotted field, e.g. ``stateMachineState.technicalName`` or
   ``salesChannelId``), ``sort``, ``ids`` and ``associations``. Association fields (order state,
-  line items, currency, customer, addresses, deliveries) are only filled when requested, as
-  Shopware 6.6 does (6.5 still autoloaded ``stateMachineState``); otherwise they are ``null``.
+  line items, currency, addresses, deliveries) are only filled when requested, as Shopware 6.6
+  does (6.5 still autoloaded ``stateMachineState``); otherwise they are ``null``. The order's
+  customer (``orderCustomer``, a one-to-one association) is autoloaded, as in both versions.
   Filters see the whole stored order, loaded or not. To-many associations (``lineItems``) come
   back in a shuffled order, fixed per order, unless the association is sorted in the criteria
   (``"associations": {"lineItems": {"sort": [{"field": "position"}]}}``): the database
@@ -27,6 +31,7 @@ company customers, mixed order states).
 
 from __future__ import annotations
 
+import base64
 import copy
 import hmac
 import itertools
@@ -58,7 +63,6 @@ from integration_project.settings import (
 from integration_project.shopware.models import (
     ORDER_SEARCH_PATH,
     TOKEN_PATH,
-    ClientCredentialsGrant,
     RangeParameters,
     SortField,
     TokenResponse,
@@ -74,12 +78,12 @@ _VERBATIM = "\x00verbatim"
 _VERBATIM_MARK = "\x00verbatim:"
 
 #: Order fields that Shopware only loads when the criteria ask for the association, nested the
-#: same way (e.g. ``billingAddress.country``). Everything else in a stored order is always sent.
+#: same way (e.g. ``billingAddress.country``). Everything else in a stored order is always sent,
+#: ``orderCustomer`` included: ``OneToOneAssociationField`` autoloads unless told otherwise.
 LOADABLE_ASSOCIATIONS: dict[str, dict[str, Any]] = {
     "stateMachineState": {},
     "lineItems": {},
     "currency": {},
-    "orderCustomer": {},
     "billingAddress": {"country": {}},
     "deliveries": {"shippingOrderAddress": {"country": {}}},
 }
@@ -91,6 +95,27 @@ TOTAL_COUNT_MODES = {"none": "none", "exact": "exact", "next-pages": "next-pages
 _RANGE_OPERATORS = frozenset(RangeParameters.model_fields)
 _FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error"})
 _FAULTS_SEARCH = frozenset({"500", "503", "429", "slow", "malformed_json"})
+#: league/oauth2-server 8.5 ``OAuthServerException`` factories the token endpoint raises:
+#: (status, code, message, hint). ``invalidClient`` has no hint; ``unsupportedGrantType``'s is
+#: fixed; ``invalidRequest``'s names the parameter (:func:`oauth_invalid_request`).
+OAUTH_INVALID_CLIENT = (401, "4", "Client authentication failed", None)
+OAUTH_UNSUPPORTED_GRANT_TYPE = (
+    400,
+    "2",
+    "The authorization grant type is not supported by the authorization server.",
+    "Check that all required parameters have been provided",
+)
+
+
+def oauth_invalid_request(parameter: str) -> tuple[int, str, str, str]:
+    """``OAuthServerException::invalidRequest($parameter)``: (status, code, message, hint)."""
+    message = (
+        "The request is missing a required parameter, includes an invalid parameter value, "
+        "includes a parameter more than once, or is otherwise malformed."
+    )
+    return 400, "3", message, f"Check the `{parameter}` parameter"
+
+
 #: ``states`` of a shop: the state of its generated (history, arrivals) orders.
 SHOP_STATES = frozenset({"open", "mixed"})
 #: How the second sandbox shop (B2B storefront) differs from the first: see :meth:`SandboxShop.b2b`.
@@ -385,23 +410,9 @@ class SandboxShop:
                 wait = (self._token_attempts[0] - window_start).total_seconds()
                 return _too_many_requests(max(1, math.ceil(wait)))
             self._token_attempts.append(now)
-        try:
-            body = _form_or_json(request)
-        except ValueError:
-            return _error(400, "Bad Request", "The request body is not valid JSON.", "3")
-        if body.get("grant_type") != "client_credentials":
-            detail = "The authorization grant type is not supported by the authorization server."
-            return _error(400, "Bad Request", detail, "2")
-        try:
-            grant = ClientCredentialsGrant.model_validate(body)
-        except ValidationError:
-            detail = "The request is missing a required parameter (client_id, client_secret)."
-            return _error(400, "Bad Request", detail, "3")
-        if not (
-            hmac.compare_digest(grant.client_id, self.client_id)
-            and hmac.compare_digest(grant.client_secret, self.client_secret)
-        ):
-            return _error(401, "Unauthorized", "Client authentication failed", "4")
+        refused = self._refuse_client(request)
+        if refused is not None:
+            return refused
         with self._lock:
             token = secrets.token_urlsafe(32)
             now = self.clock()
@@ -412,6 +423,44 @@ class SandboxShop:
             token_type="Bearer", expires_in=self.token_lifetime_s, access_token=token
         )
         return Response(200, answer.model_dump())
+
+    def _refuse_client(self, request: Request) -> Response | None:
+        """Why a token request is refused (None: the client is authenticated), in the order
+        league/oauth2-server 8.5 and Shopware's ``ClientRepository`` check it.
+
+        ``grant_type`` must be ``client_credentials``; the client id and secret each come from
+        the body, else from HTTP Basic auth (per parameter: the body wins); no id is
+        ``invalid_request`` (400); an unknown id or a wrong secret ``invalid_client`` (401, with
+        ``WWW-Authenticate`` when the request carried an ``Authorization`` header); an id
+        without any secret ``unsupported_grant_type`` (400: Shopware's ``validateClient``).
+        Shopware wraps each in its ``errors`` envelope. No answer repeats what was sent.
+        """
+        try:
+            body = _token_parameters(request)
+        except ValueError:
+            return _error(400, "Bad Request", "The JSON payload is malformed.", "0")
+        if body.get("grant_type") != "client_credentials":
+            return _oauth_error(*OAUTH_UNSUPPORTED_GRANT_TYPE)
+        basic_id, basic_secret = _basic_credentials(request.headers.get("authorization", ""))
+        client_id = body.get("client_id")
+        client_id = basic_id if client_id is None else client_id
+        if client_id is None:
+            return _oauth_error(*oauth_invalid_request("client_id"))
+        client_secret = body.get("client_secret")
+        client_secret = basic_secret if client_secret is None else client_secret
+        if client_secret is not None and not isinstance(client_secret, str):
+            return _oauth_error(*oauth_invalid_request("client_secret"))
+        if not isinstance(client_id, str) or not hmac.compare_digest(
+            client_id.encode("utf-8", "surrogatepass"), self.client_id.encode()
+        ):
+            return _invalid_client(request)
+        if client_secret is None:
+            return _oauth_error(*OAUTH_UNSUPPORTED_GRANT_TYPE)
+        if not hmac.compare_digest(
+            client_secret.encode("utf-8", "surrogatepass"), self.client_secret.encode()
+        ):
+            return _invalid_client(request)
+        return None
 
     def _search(self, request: Request) -> Response:
         with self._lock:
@@ -827,13 +876,51 @@ def _fault_answer(fault: Injection) -> Response | None:
     return None  # malformed_json: applied to the answer
 
 
-def _form_or_json(request: Request) -> dict[str, Any]:
-    if "application/x-www-form-urlencoded" in request.headers.get("content-type", ""):
-        return dict(parse_qsl(request.body.decode("utf-8")))
+def _token_parameters(request: Request) -> dict[str, Any]:
+    """The token request's parameters as Shopware parses them: a form body, or a JSON object
+    body sent as ``application/json`` (anything else JSON gives no parameters); ``ValueError``
+    for a body typed JSON that is not (``JsonRequestTransformerListener``)."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(request.body.decode("utf-8", "replace")))
+    if not content_type.startswith("application/json") or not request.body:
+        return {}
     body = request.json()
-    if not isinstance(body, dict):
-        raise ValueError("not a JSON object")
-    return body
+    return body if isinstance(body, dict) else {}
+
+
+def _basic_credentials(header: str) -> tuple[str | None, str | None]:
+    """Id and secret of an ``Authorization: Basic`` header, as league's
+    ``getBasicAuthCredentials`` reads it: ``(None, None)`` unless it starts with ``"Basic "``
+    and decodes to text with a colon; split at the first colon."""
+    if not header.startswith("Basic "):
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:].strip() + "==", validate=False).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not decoded or decoded == "0" or ":" not in decoded:
+        return None, None
+    client_id, _, client_secret = decoded.partition(":")
+    return client_id, client_secret
+
+
+def _oauth_error(
+    status: int, code: str, message: str, hint: str | None, headers: dict[str, str] | None = None
+) -> Response:
+    """An ``OAuthServerException`` as Shopware answers it: ``ErrorResponseFactory`` puts the
+    exception's message in ``title`` and its hint in ``detail`` (``null`` when it has none)."""
+    error = {"code": code, "status": str(status), "title": message, "detail": hint}
+    return Response(status, {"errors": [error]}, headers or {})
+
+
+def _invalid_client(request: Request) -> Response:
+    headers = {}
+    authorization = request.headers.get("authorization", "")
+    if authorization:  # RFC 6749 5.2, as league's getHttpHeaders does it
+        scheme = "Bearer" if authorization.startswith("Bearer") else "Basic"
+        headers["WWW-Authenticate"] = f'{scheme} realm="OAuth"'
+    return _oauth_error(*OAUTH_INVALID_CLIENT, headers)
 
 
 def _is_int(value: Any) -> bool:

@@ -489,9 +489,20 @@ def _text(token: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+#: league/oauth2-server's exception codes for the errors of a client-credentials token call.
+#: Shopware sends the number as the ``code`` of its ``errors`` entry (``ErrorResponseFactory``).
+LEAGUE_OAUTH_CODES = {
+    "2": "unsupported_grant_type",
+    "3": "invalid_request",
+    "4": "invalid_client",
+    "5": "invalid_scope",
+}
+
+
 def _oauth_error_of(response: requests.Response) -> str | None:
     """An OAuth error code of a token answer (``invalid_client`` …: ``error``, or the code of
-    Shopware's first ``errors`` entry) when it looks like one (``SAFE_OAUTH_ERROR``)."""
+    Shopware's first ``errors`` entry, league's number named) when it looks like one
+    (``SAFE_OAUTH_ERROR``)."""
     try:
         body = response.json()
     except ValueError:
@@ -503,6 +514,7 @@ def _oauth_error_of(response: requests.Response) -> str | None:
     if not isinstance(code, str) and isinstance(errors, list) and errors:
         first = errors[0]
         code = first.get("code") if isinstance(first, dict) else None
+        code = LEAGUE_OAUTH_CODES.get(code, code) if isinstance(code, str) else code
     return code if isinstance(code, str) and SAFE_OAUTH_ERROR.fullmatch(code) else None
 
 
