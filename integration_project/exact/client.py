@@ -20,6 +20,9 @@ Knows nothing of Dagster or of the ledger's tables: the durable token store is h
   when the daily budget is spent, :class:`BudgetExhausted` stops the caller.
 * Every client error counts toward Exact's block (ten an hour per endpoint): 401s, and the
   token endpoint's 4xx under ``POST oauth2/token``, as well.
+* A refresh Exact refuses as too early (400 ``access_denied``, ``Reason:
+  TooEarlyToRefreshTokens``: within 570 s of the last) leaves the tokens valid: the run stops
+  as transient, without trying ``ERP_REFRESH_TOKEN``.
 * A refresh token Exact refuses (``invalid_grant``, the configured one as well) is stored as
   "authorisation needed" for its chain: no later run calls Exact (which also caps token calls
   per day) until ``ERP_REFRESH_TOKEN`` is set to a newly authorised token.
@@ -97,6 +100,8 @@ MAX_RATE_WAIT_S = 65.0
 TOKEN_ENDPOINT = "POST oauth2/token"
 #: The OAuth error of a refresh token Exact will never accept again (RFC 6749 §5.2).
 REFUSED_GRANT = "invalid_grant"
+#: The ``Reason`` header's code when a refresh comes within 570 s of the last one.
+TOO_EARLY_REASON = "TooEarlyToRefreshTokens"
 #: Longest piece of an ERP error text put into a message.
 MAX_ERROR_TEXT = 500
 #: What of a token endpoint's answer may go into an error text: never its body's words (they
@@ -503,6 +508,20 @@ class ExactClient:
                     url=safe_url(url),
                     status=response.status_code,
                 )
+            if _too_early(response):
+                # Exact refuses a refresh within 570 s of the last one with 400 access_denied,
+                # Reason TooEarlyToRefreshTokens (websmurf/laravel-exact-online#31), and the
+                # tokens stay valid: not a verdict on this refresh token, so the configured
+                # one is not tried (it would be refused too, or count as one more error).
+                raise ApiError(
+                    f"Exact Online refused the token refresh at POST {safe_url(url)} "
+                    f"({last_error}): the last refresh of this authorisation was less than "
+                    f"{MIN_REFRESH_INTERVAL_S} s ago (another process or app using it?); the "
+                    "tokens stay valid and the next run tries again",
+                    method="POST",
+                    url=safe_url(url),
+                    status=response.status_code,
+                )
         grant_refused = bool(refused) and all(code == REFUSED_GRANT for code in refused)
         if interrupted is not None:
             message = (
@@ -761,6 +780,18 @@ def _oauth_error_of(response: requests.Response) -> str | None:
     except ValueError:
         return None
     return code if code is not None and SAFE_OAUTH_ERROR.fullmatch(code) else None
+
+
+def _too_early(response: requests.Response) -> bool:
+    """Exact's answer to a refresh within 570 s of the last one: 400, ``Reason:
+    TooEarlyToRefreshTokens: ...`` (OAuth error ``access_denied``), the tokens left valid."""
+    reason = SAFE_REASON.match(response.headers.get("Reason") or "")
+    return (
+        response.status_code == 400
+        and reason is not None
+        and reason.group(1) == TOO_EARLY_REASON
+        and _oauth_error_of(response) != REFUSED_GRANT
+    )
 
 
 def _token_error_text(response: requests.Response) -> str:

@@ -19,6 +19,11 @@ ITEMS = "logistics/Items"
 SALES_ORDERS = "salesorder/SalesOrders"
 SALES_ORDER_LINES = "salesorder/SalesOrderLines"
 VAT_CODES = "vat/VATCodes"
+#: The user's divisions (``Code`` = the division number in data URLs).
+DIVISIONS = "hrm/Divisions"
+#: Who the token belongs to and its ``CurrentDivision``: the one data URL without a division
+#: (``GET /api/v1/current/Me``; ossobv ``api/v1division.py`` ``get_divisions``, picqer ``Me.php``).
+ME = "current/Me"
 #: Exact's VAT codes are at most three characters.
 MAX_VAT_CODE = 3
 #: Exact's account ``Code`` is at most 18 characters, right-aligned: ``'              1068'``.
@@ -173,18 +178,6 @@ def guid_eq_filter(field: str, guid: str) -> str:
     if not _GUID.match(guid):
         raise ValueError(f"not a GUID: {guid!r}")
     return f"{field} eq guid'{guid}'"
-
-
-_EQ_FILTER = re.compile(r"^\s*([A-Za-z]+)\s+eq\s+(?:guid)?'((?:[^']|'')*)'\s*$")
-
-
-def parse_eq_filter(expression: str) -> tuple[str, str]:
-    """Parse ``Field eq 'value'`` or ``Field eq guid'value'`` (the filter forms this project
-    sends)."""
-    match = _EQ_FILTER.match(expression)
-    if not match:
-        raise ValueError(f"unsupported $filter expression: {expression!r}")
-    return match.group(1), match.group(2).replace("''", "'")
 
 
 def results(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,11 +8,22 @@
   ``min_refresh_interval_s`` of the last successful one is refused (400 ``access_denied``,
   header ``Reason: TooEarlyToRefreshTokens``) and leaves the current tokens valid.
   ``expires_in`` is a string, as Exact sends it.
-- ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``: OData
-  ``$filter`` (only ``Field eq 'literal'``, compared case-insensitively like Exact's SQL
-  collation), ``$select``, ``$top``, paging by 60 with ``__next`` / ``$skiptoken``; POST creates
-  accounts and sales orders after Exact-style validation. ``YourRef`` is NOT deduplicated (the
-  real ERP does not either), which is how tests see a route that sends twice.
+- ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``,
+  ``salesorder/SalesOrderLines``: OData ``$filter`` (a subset of OData v2, see
+  :func:`compile_filter`: ``eq ne gt ge lt le``, ``and or not``, parentheses, typed literals
+  ``'text'`` / ``guid'…'`` / ``datetime'…'`` / numbers, ``trim()``; text compared
+  case-insensitively like Exact's SQL collation; a literal of the wrong type or anything else
+  is a 400 in Exact's words), ``$select``, ``$top``, ``$expand=SalesOrderLines``, paging by 60
+  with ``__next`` / ``$skiptoken``. POST creates accounts (only ``Name`` required; a ``Code``
+  sent is kept, right-aligned to 18) and sales orders (only ``OrderedBy`` and lines with
+  ``Item`` and ``Quantity`` required: the date, the division's currency, the item's price and
+  description are filled in). ``PUT crm/Accounts(guid'…')`` updates the fields sent (204, no
+  body). A GET of sales orders gives their lines as a ``__deferred`` link
+  (``SalesOrders(guid'…')/SalesOrderLines``, served too) unless ``$expand``-ed. ``YourRef`` is
+  NOT deduplicated (the real ERP does not either), which is how tests see a route that sends
+  twice.
+- ``GET /api/v1/current/Me`` (no division in the path: how a client finds its
+  ``CurrentDivision``) and ``hrm/Divisions`` (the division and ``other_divisions``).
 - ``vat/VATCodes`` (GET, same OData options) lists the division's VAT codes (see
   :func:`_seed_vat_codes`: one sales code per rate the sandbox orders carry, 0 % codes ``ICL``
   and ``EXP``, and traps at 21 %). A sales order line's VAT comes from its ``VATCode``, else
@@ -42,6 +53,7 @@ the OAuth form only (:func:`~integration_project.exact.models.oauth_error_body`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import math
 import random
@@ -51,16 +63,19 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from integration_project.exact.models import (
     ACCOUNTS,
+    DIVISIONS,
     ITEMS,
+    MAX_VAT_CODE,
+    ME,
     MIN_REFRESH_INTERVAL_S,
     SALES_ORDER_LINES,
     SALES_ORDERS,
@@ -76,10 +91,9 @@ from integration_project.exact.models import (
     account_code,
     error_body,
     oauth_error_body,
-    parse_eq_filter,
 )
 from integration_project.sandbox.common import Clock, Request, Response, system_clock
-from integration_project.sandbox.data import ORDER_TAX_RATES, SandboxData
+from integration_project.sandbox.data import ORDER_TAX_RATES, VAT_RATES, SandboxData
 from integration_project.sandbox.faults import FaultPlan, Injection
 from integration_project.settings import (
     CURRENCIES,
@@ -96,8 +110,11 @@ STATE_PATH = "/sandbox/state"
 #: Receives alert webhooks (no auth), so the run-failure sensor can be tried out locally.
 WEBHOOK_PATH = "/sandbox/webhook"
 _DATA_PATH = re.compile(r"^/api/v1/([^/]+)/(.+)$")
+#: ``crm/Accounts(guid'…')`` (one entity) and ``salesorder/SalesOrders(guid'…')/SalesOrderLines``
+#: (a navigation property: the ``__deferred`` link of an order's lines).
+_ENTITY_PATH = re.compile(r"^([A-Za-z]+/[A-Za-z]+)\(guid'([0-9a-fA-F-]{36})'\)(?:/([A-Za-z]+))?$")
 _SKIPTOKEN = re.compile(r"^(?:guid)?'?([0-9a-fA-F-]{36})'?$")
-_QUERY_OPTIONS = frozenset({"$filter", "$select", "$top", "$skiptoken"})
+_QUERY_OPTIONS = frozenset({"$filter", "$select", "$top", "$skiptoken", "$expand"})
 _FAULTS_TOKEN = frozenset({"500", "503", "429", "slow", "token_error", "token_lost"})
 _FAULTS_DATA = frozenset({"500", "503", "429", "slow"})
 
@@ -108,6 +125,17 @@ def _fields(*models: type[BaseModel], extra: str = "") -> frozenset[str]:
 
 #: resource -> (key field, OData type name, fields a client may $filter / $select on)
 RESOURCES: dict[str, tuple[str, str, frozenset[str]]] = {
+    # Read-only: who the token belongs to (``GET /api/v1/current/Me``), and their divisions.
+    ME: (
+        "UserID",
+        "Exact.Web.Api.System.Me",
+        frozenset({"UserID", "CurrentDivision", "FullName", "UserName", "Email"}),
+    ),
+    DIVISIONS: (
+        "Code",
+        "Exact.Web.Api.Models.HRM.Division",
+        frozenset({"Code", "Description", "Currency", "Country"}),
+    ),
     ACCOUNTS: ("ID", "Exact.Web.Api.Models.Account", _fields(AccountCreate, extra="ID Code")),
     ITEMS: (
         "ID",
@@ -128,9 +156,74 @@ RESOURCES: dict[str, tuple[str, str, frozenset[str]]] = {
     SALES_ORDER_LINES: (
         "ID",
         "Exact.Web.Api.Models.SalesOrderLine",
-        _fields(SalesOrderLineRef, extra="ID LineNumber ItemCode Description VATAmount AmountFC"),
+        _fields(
+            SalesOrderLineRef,
+            extra="ID LineNumber ItemCode Description VATAmount VATPercentage AmountFC "
+            "AmountFCExclVat",
+        ),
     ),
 }
+
+_G, _I, _D, _T, _B = "Edm.Guid", "Edm.Int32", "Edm.Double", "Edm.DateTime", "Edm.Boolean"
+#: resource -> field -> Edm type (fields not named here are Edm.String), for ``$filter``.
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    ME: {"UserID": _G, "CurrentDivision": _I},
+    DIVISIONS: {"Code": _I},
+    ACCOUNTS: {"ID": _G},
+    ITEMS: {"ID": _G},
+    SALES_ORDERS: {
+        "OrderID": _G, "OrderedBy": _G, "OrderNumber": _I, "Status": _I, "AmountFC": _D,
+        "AmountFCExclVat": _D, "VATAmount": _D, "OrderDate": _T, "Created": _T,
+    },
+    SALES_ORDER_LINES: {
+        "ID": _G, "OrderID": _G, "Item": _G, "LineNumber": _I, "Quantity": _D, "NetPrice": _D,
+        "VATAmount": _D, "VATPercentage": _D, "AmountFC": _D, "AmountFCExclVat": _D,
+    },
+    VAT_CODES: {"ID": _G, "Percentage": _D, "IsBlocked": _B},
+}  # fmt: skip
+
+
+def field_types(resource: str) -> dict[str, str]:
+    """Every filterable field of ``resource`` with its Edm type."""
+    typed = FIELD_TYPES.get(resource, {})
+    return {name: typed.get(name, "Edm.String") for name in RESOURCES[resource][2]}
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _AccountPost(_Lenient):
+    """What Exact requires to create an account: a ``Name``. ``Email`` and ``Country`` are
+    optional (ossobv's ``ExactCustomer`` sends neither; its sample account has ``'Email':
+    None``); a ``Code`` sent is kept, right-aligned."""
+
+    Name: str
+    Email: str | None = None
+    Country: str | None = None
+    Status: str = "C"
+    Code: str | None = None
+
+
+class _SalesOrderLinePost(_Lenient):
+    Item: str
+    Quantity: float
+    NetPrice: float | None = None  # None: the item's sales price
+    Description: str | None = None  # None: the item's description
+    VATCode: str | None = Field(default=None, max_length=MAX_VAT_CODE)
+
+
+class _SalesOrderPost(_Lenient):
+    """What Exact requires to create a sales order: ``OrderedBy`` and ``SalesOrderLines`` (each
+    with ``Item`` and ``Quantity``); it fills the rest (``OrderDate`` today, the division's
+    currency, the item's price and description)."""
+
+    OrderedBy: str
+    SalesOrderLines: list[_SalesOrderLinePost] = Field(min_length=1)
+    YourRef: str | None = None
+    OrderDate: str | None = None
+    Description: str | None = None
+    Currency: str | None = None
 
 
 def _rate_code(rate: float) -> str:
@@ -265,6 +358,13 @@ class SandboxErp:
         self.blocked_until: datetime | None = None
         #: Further divisions the same authorisation reaches (their data is the same).
         self.other_divisions: set[str] = set()
+        #: The division's currency: what a sales order without ``Currency`` is in.
+        self.currency = "EUR"
+        #: The user the tokens belong to (``current/Me``); not drawn from the seed's stream.
+        self.user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-erp-user:{seed}"))
+        #: Item ID -> its sales price excluding VAT: the ``NetPrice`` of a line that names
+        #: none (the catalogue's German gross price, less German VAT; 0 for shipping/discount).
+        self.item_prices: dict[str, Decimal] = {}
         self._access_tokens: dict[str, datetime] = {}
         self._minute_start: float | None = None
         self._minute_used = 0
@@ -283,7 +383,9 @@ class SandboxErp:
         #: JSON bodies POSTed to ``/sandbox/webhook`` (alerts), in arrival order.
         self.webhooks: list[Any] = []
         for product in self.data.products:
-            self._add_item(product.sku, product.name)
+            item = self._add_item(product.sku, product.name)
+            rate = Decimal(str(VAT_RATES["DE"][0 if product.tax_class == "standard" else 1]))
+            self.item_prices[item["ID"]] = _cents(Decimal(str(product.price)) / (1 + rate / 100))
         self._add_item(SHIPPING_ITEM_CODE, "Versandkosten / Shipping")
         self._add_item(DISCOUNT_ITEM_CODE, "Rabatt / Discount")
         for customer in self.data.customers:
@@ -308,7 +410,7 @@ class SandboxErp:
     def duplicate_refs(self) -> dict[str, int]:
         """``YourRef`` values that reached the ERP more than once (should stay empty)."""
         with self._lock:
-            counts = Counter(o["YourRef"] for o in self.sales_orders)
+            counts = Counter(o["YourRef"] for o in self.sales_orders if o["YourRef"] is not None)
         return {ref: n for ref, n in counts.items() if n > 1}
 
     def account_by_email(self, email: str) -> dict[str, Any] | None:
@@ -344,7 +446,7 @@ class SandboxErp:
         with self._lock:
             out: dict[str, Invoice] = {}
             for order in self.sales_orders:
-                if order["YourRef"] not in out:
+                if order["YourRef"] is not None and order["YourRef"] not in out:
                     out[order["YourRef"]] = Invoice(
                         total=Decimal(str(order["AmountFC"])),
                         excl_vat=Decimal(str(order["AmountFCExclVat"])),
@@ -427,8 +529,11 @@ class SandboxErp:
         if (request.method, request.path) == ("POST", WEBHOOK_PATH):
             return self._webhook(request)
         if match := _DATA_PATH.match(request.path):
-            response = self._data(request, match.group(1), match.group(2))
-            self._count(response, call_key(request.method, match.group(2)))
+            division, resource = match.group(1), unquote(match.group(2))
+            if (division, resource) == ("current", "Me"):
+                resource = ME
+            response = self._data(request, division, resource)
+            self._count(response, call_key(request.method, _endpoint(resource)))
             return response
         return Response(404, error_body(f"Not found: {request.method} {request.path}"))
 
@@ -551,6 +656,7 @@ class SandboxErp:
         return Response(200, answer.model_dump())
 
     def _data(self, request: Request, division: str, resource: str) -> Response:
+        endpoint = _endpoint(resource)
         with self._lock:
             token = request.bearer()
             expiry = self._access_tokens.get(token) if token else None
@@ -561,11 +667,13 @@ class SandboxErp:
                 self.previous_refresh_token = None  # the newest pair is in use: older ones die
             if (blocked := self._block_message()) is not None:
                 return Response(403, error_body(blocked))
-            if division != self.division and division not in self.other_divisions:
+            # current/Me names no division: it is how a client finds one.
+            known = division == self.division or division in self.other_divisions
+            if resource != ME and not known:
                 return Response(403, error_body(f"Forbidden: no access to division {division}"))
             allowed, budget = self._budget(consume=True)
             if allowed:
-                self.calls[call_key(request.method, resource)] += 1
+                self.calls[call_key(request.method, endpoint)] += 1
         headers = budget.to_headers()
         self.last_announced = budget  # what the client was last told (tests compare with it)
         if not allowed:
@@ -586,6 +694,9 @@ class SandboxErp:
         return response
 
     def _resource(self, request: Request, division: str, resource: str) -> Response:
+        if entity := _ENTITY_PATH.match(resource):
+            name, key, nav = entity.group(1), entity.group(2).lower(), entity.group(3)
+            return self._entity(request, division, name, key, nav)
         if resource not in RESOURCES:
             return Response(404, error_body(f"Resource not found: {resource}"))
         if request.method == "GET":
@@ -600,27 +711,62 @@ class SandboxErp:
             return self._create_sales_order(request, division, body)
         return Response(405, error_body(f"Method not allowed: {request.method} {resource}"))
 
-    def _query(self, request: Request, division: str, resource: str) -> Response:
-        key, _, fields = RESOURCES[resource]
+    def _entity(
+        self, request: Request, division: str, resource: str, key: str, nav: str | None
+    ) -> Response:
+        """``resource(guid'key')`` and its navigation ``…/SalesOrderLines``."""
+        where = f"{resource}(guid'{key}')" + (f"/{nav}" if nav else "")
+        if resource not in RESOURCES:
+            return Response(404, error_body(f"Resource not found: {resource}"))
+        if nav is not None:
+            if (resource, nav) != (SALES_ORDERS, "SalesOrderLines"):
+                return Response(404, error_body(f"Resource not found: {where}"))
+            if request.method != "GET":
+                return Response(405, error_body(f"Method not allowed: {request.method} {where}"))
+            with self._lock:
+                order = next((o for o in self.sales_orders if o["OrderID"] == key), None)
+                lines = [] if order is None else self._lines_of(order)
+            if order is None:
+                return Response(404, error_body(f"Sales order {key} does not exist: {where}"))
+            return self._query(request, division, SALES_ORDER_LINES, rows=lines)
+        if request.method == "PUT" and resource == ACCOUNTS:
+            return self._update_account(request, key)
+        if request.method == "GET":
+            # Clients filter instead (ossobv, picqer: ``$filter=ID eq guid'…'``); not modelled.
+            message = f"Not implemented in the sandbox: GET {where}; use $filter=ID eq guid'…'"
+            return Response(501, error_body(message))
+        return Response(405, error_body(f"Method not allowed: {request.method} {where}"))
+
+    def _query(
+        self,
+        request: Request,
+        division: str,
+        resource: str,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> Response:
+        key, type_name, fields = RESOURCES[resource]
         unknown = {p for p in request.query if p.startswith("$")} - _QUERY_OPTIONS
         if unknown:
             return Response(400, error_body(f"Query option not supported: {sorted(unknown)}"))
-        with self._lock:
-            rows = list(self._collection(resource))
+        if rows is None:
+            with self._lock:
+                rows = list(self._collection(resource))
         if expression := request.param("$filter"):
             try:
-                field, literal = parse_eq_filter(expression)
-            except ValueError as exc:
-                return Response(400, error_body(f"Invalid $filter: {exc}"))
-            if field not in fields:
-                return Response(400, error_body(f"Property '{field}' does not exist"))
-            rows = [row for row in rows if _eq(row.get(field), literal)]
+                matches = compile_filter(expression, field_types(resource), type_name)
+            except FilterError as exc:
+                return Response(400, error_body(str(exc)))
+            rows = [row for row in rows if matches(row)]
         select = [f.strip() for f in (request.param("$select") or "").split(",") if f.strip()]
         if missing := [f for f in select if f not in fields and f != "*"]:
             return Response(400, error_body(f"Property '{missing[0]}' does not exist"))
+        expand = [f.strip() for f in (request.param("$expand") or "").split(",") if f.strip()]
+        if bad := [e for e in expand if (resource, e) != (SALES_ORDERS, "SalesOrderLines")]:
+            message = f"'{bad[0]}' is not a navigation property of type '{type_name}'"
+            return Response(400, error_body(message))
         if skiptoken := request.param("$skiptoken"):
             match = _SKIPTOKEN.match(skiptoken)
-            keys = [row[key] for row in rows]
+            keys = [str(row[key]) for row in rows]
             if not match or match.group(1).lower() not in keys:
                 return Response(400, error_body(f"Invalid $skiptoken: {skiptoken}"))
             rows = rows[keys.index(match.group(1).lower()) + 1 :]
@@ -628,9 +774,10 @@ class SandboxErp:
         if top is not None and not top.isdigit():
             return Response(400, error_body(f"Invalid $top: {top}"))
         page = rows[: min(int(top), self.page_size) if top else self.page_size]
-        body: dict[str, Any] = {
-            "results": [self._render(request, division, resource, row, select) for row in page]
-        }
+        render = functools.partial(
+            self._render, request, division, resource, select=select, expand_lines=bool(expand)
+        )
+        body: dict[str, Any] = {"results": [render(row) for row in page]}
         if top is None and len(rows) > len(page):
             query = {k: v[0] for k, v in request.query.items() if k != "$skiptoken"}
             query["$skiptoken"] = f"guid'{page[-1][key]}'"
@@ -640,39 +787,75 @@ class SandboxErp:
 
     def _create_account(self, request: Request, division: str, body: Any) -> Response:
         try:
-            account = AccountCreate.model_validate(body)
+            account = _AccountPost.model_validate(body)
         except ValidationError as exc:
             return Response(400, error_body(_validation_message(exc)))
-        problems = [f"{f}: Mandatory" for f in ("Name", "Email") if not getattr(account, f).strip()]
-        if account.Country not in ISO_COUNTRIES:
+        problems = [] if account.Name.strip() else ["Name: Mandatory"]
+        country = (account.Country or "").strip() or None  # Exact pads codes: 'NL '
+        if country is not None and country not in ISO_COUNTRIES:
             problems.append(f"Country: '{account.Country}' is not a known country code")
-        if problems:
-            return Response(400, error_body("; ".join(problems)))
         code = None
         if account.Code is not None:
             try:
                 code = account_code(account.Code)  # kept as sent, right-aligned like Exact's
             except ValueError:
-                return Response(400, error_body(f"Code: '{account.Code}' is not a valid code"))
+                problems.append(f"Code: '{account.Code}' is not a valid code")
+        if problems:
+            return Response(400, error_body("; ".join(problems)))
         with self._lock:
             if code is not None and any(a["Code"] == code for a in self.accounts.values()):
                 return Response(400, error_body(f"Code: '{code.strip()}' already exists"))
-            row = self._add_account(
-                account.Name, account.Email, account.Country, account.Status, code=code
-            )
+            row = self._add_account(account.Name, account.Email, country, account.Status, code=code)
             row.update({k: v for k, v in account.model_dump().items() if k not in row})
         return self._created(request, division, ACCOUNTS, row)
 
+    def _update_account(self, request: Request, key: str) -> Response:
+        """``PUT crm/Accounts(guid'…')``: the fields sent replace the stored ones (the rest stay,
+        as ossobv's ``relations.update(guid, {'Name': …})`` relies on); 204 without a body."""
+        try:
+            body = request.json()
+        except ValueError:
+            return Response(400, error_body("The request body is not valid JSON"))
+        if not isinstance(body, dict):
+            return Response(400, error_body("The request body is not a JSON object"))
+        changes = {k: v for k, v in body.items() if k not in ("ID", "__metadata")}
+        problems = []
+        if "Name" in changes and not str(changes["Name"] or "").strip():
+            problems.append("Name: Mandatory")
+        if "Country" in changes:
+            country = str(changes["Country"] or "").strip() or None
+            if country is not None and country not in ISO_COUNTRIES:
+                problems.append(f"Country: '{changes['Country']}' is not a known country code")
+            changes["Country"] = country
+        if "Code" in changes:
+            try:
+                changes["Code"] = account_code(str(changes["Code"] or ""))
+            except ValueError:
+                problems.append(f"Code: '{changes['Code']}' is not a valid code")
+        with self._lock:
+            row = self.accounts.get(key)
+            if row is None:
+                return Response(404, error_body(f"Account {key} does not exist"))
+            code = changes.get("Code")
+            taken = any(a["Code"] == code for a in self.accounts.values() if a is not row)
+            if not problems and code is not None and taken:
+                problems.append(f"Code: '{code.strip()}' already exists")
+            if problems:
+                return Response(400, error_body("; ".join(problems)))
+            row.update(changes)
+        return Response(204)
+
     def _create_sales_order(self, request: Request, division: str, body: Any) -> Response:
         try:
-            order = SalesOrderCreate.model_validate(body)
+            order = _SalesOrderPost.model_validate(body)
         except ValidationError as exc:
             return Response(400, error_body(_validation_message(exc)))
         with self._lock:
             problems = []
             if order.OrderedBy.lower() not in self.accounts:
                 problems.append(f"OrderedBy: account {order.OrderedBy} does not exist")
-            if order.Currency not in CURRENCIES:
+            currency = order.Currency if order.Currency is not None else self.currency
+            if currency not in CURRENCIES:
                 problems.append(f"Currency: '{order.Currency}' is not a known currency")
             vat_codes = {v["Code"].strip(): v for v in self.vat_codes.values()}
             line_vat: list[dict[str, Any]] = []
@@ -701,19 +884,29 @@ class SandboxErp:
                     line_vat.append(vat)
             if problems:
                 return Response(400, error_body("; ".join(problems)))
-            lines = [
-                {
-                    **line.model_dump(),
-                    "ID": self._guid(),
-                    "LineNumber": n,
-                    "Item": line.Item.lower(),
-                    "ItemCode": self.items[line.Item.lower()]["Code"],
-                    **_line_amounts(line.Quantity, line.NetPrice, vat),
-                }
-                for n, (line, vat) in enumerate(
-                    zip(order.SalesOrderLines, line_vat, strict=True), start=1
+            lines = []
+            for n, (line, vat) in enumerate(
+                zip(order.SalesOrderLines, line_vat, strict=True), start=1
+            ):
+                item = self.items[line.Item.lower()]
+                # Exact fills what the line leaves out from the item.
+                price = line.NetPrice
+                if price is None:
+                    price = float(self.item_prices.get(item["ID"], Decimal(0)))
+                lines.append(
+                    {
+                        **line.model_dump(),
+                        "NetPrice": price,
+                        "Description": (
+                            item["Description"] if line.Description is None else line.Description
+                        ),
+                        "ID": self._guid(),
+                        "LineNumber": n,
+                        "Item": item["ID"],
+                        "ItemCode": item["Code"],
+                        **_line_amounts(line.Quantity, price, vat),
+                    }
                 )
-            ]
             excl = sum((Decimal(str(line["AmountFCExclVat"])) for line in lines), Decimal(0))
             vat_total = sum((Decimal(str(line["VATAmount"])) for line in lines), Decimal(0))
             row = {
@@ -722,6 +915,9 @@ class SandboxErp:
                 "OrderNumber": self._next_order_number,
                 "OrderedBy": order.OrderedBy.lower(),
                 "OrderedByName": self.accounts[order.OrderedBy.lower()]["Name"],
+                # Exact's defaults: today's date, the division's currency.
+                "OrderDate": order.OrderDate or self.clock().date().isoformat(),
+                "Currency": currency,
                 "Status": 12,  # open
                 "AmountFC": float(excl + vat_total),  # what will be invoiced, VAT included
                 "AmountFCExclVat": float(excl),
@@ -771,30 +967,64 @@ class SandboxErp:
             return Response(429, error_body(message), exhausted.to_headers())
         return None  # lost_after_commit: applied after the work is done
 
+    def _lines_of(self, order: dict[str, Any]) -> list[dict[str, Any]]:
+        """An order's lines as ``salesorder/SalesOrderLines`` rows. Hold the lock."""
+        return [{**line, "OrderID": order["OrderID"]} for line in order["SalesOrderLines"]]
+
     def _collection(self, resource: str) -> list[dict[str, Any]]:
+        if resource == ME:
+            return [
+                {
+                    "UserID": self.user_id,
+                    "CurrentDivision": int(self.division),
+                    "FullName": "Sandbox ERP user",
+                    "UserName": "sandbox",
+                    "Email": "erp-user@sandbox.invalid",
+                }
+            ]
+        if resource == DIVISIONS:
+            return [
+                {
+                    "Code": int(division),
+                    "Description": f"Sandbox division {division}",
+                    "Currency": self.currency,
+                    "Country": "NL",
+                }
+                for division in [self.division, *sorted(self.other_divisions)]
+            ]
         if resource == SALES_ORDERS:
             return self.sales_orders
         if resource == VAT_CODES:
             return list(self.vat_codes.values())
         if resource == SALES_ORDER_LINES:
-            return [
-                {**line, "OrderID": order["OrderID"]}
-                for order in self.sales_orders
-                for line in order["SalesOrderLines"]
-            ]
+            return [line for order in self.sales_orders for line in self._lines_of(order)]
         return list((self.accounts if resource == ACCOUNTS else self.items).values())
 
     def _render(
-        self, request: Request, division: str, resource: str, row: dict[str, Any], select: list[str]
+        self,
+        request: Request,
+        division: str,
+        resource: str,
+        row: dict[str, Any],
+        select: list[str],
+        *,
+        expand_lines: bool = False,
     ) -> dict[str, Any]:
+        """One entity as Exact answers it. An order's ``SalesOrderLines`` is a navigation
+        property: a ``__deferred`` link to its lines unless ``$expand``-ed (``expand_lines``)."""
         key, type_name, _ = RESOURCES[resource]
-        uri = f"http://{request.host}/api/v1/{division}/{resource}(guid'{row[key]}')"
+        is_guid = FIELD_TYPES.get(resource, {}).get(key) == _G
+        literal = f"guid'{row[key]}'" if is_guid else str(row[key])
+        where = resource if resource == ME else f"{division}/{resource}"
+        uri = f"http://{request.host}/api/v1/{where}({literal})"
         names = list(row) if not select or "*" in select else select
         out: dict[str, Any] = {"__metadata": {"uri": uri, "type": type_name}}
         for name in names:
             value = row.get(name)
-            # Sandbox simplification: lines come inline (as if $expand-ed), not deferred.
-            out[name] = {"results": value} if name == "SalesOrderLines" else value
+            if name == "SalesOrderLines":
+                deferred = {"__deferred": {"uri": f"{uri}/SalesOrderLines"}}
+                value = {"results": value} if expand_lines else deferred
+            out[name] = value
         return out
 
     def _created(
@@ -802,7 +1032,7 @@ class SandboxErp:
     ) -> Response:
         """201 for a POST. The whole entity only with ``Prefer: return=representation``; without
         it, as Exact does, the fields posted (lines: their posted fields) and the key."""
-        full = self._render(request, division, resource, row, [])
+        full = self._render(request, division, resource, row, [], expand_lines=True)
         if _wants_representation(request):
             return Response(201, {"d": full})
         try:
@@ -839,7 +1069,13 @@ class SandboxErp:
         return item
 
     def _add_account(
-        self, name: str, email: str, country: str, status: str, *, code: str | None = None
+        self,
+        name: str,
+        email: str | None,
+        country: str | None,
+        status: str,
+        *,
+        code: str | None = None,
     ) -> dict[str, Any]:
         if code is None:  # Exact numbers it, right-aligned to 18 characters: '             7'
             taken = {a["Code"] for a in self.accounts.values()}
@@ -857,6 +1093,346 @@ class SandboxErp:
         }
         self.accounts[account["ID"]] = account
         return account
+
+
+# --- OData $filter: the subset of OData v2 that clients send to Exact ---------------------
+#
+# Exact evaluates ``$filter`` as OData v2 (WCF Data Services): comparisons ``eq ne gt ge lt
+# le``, ``and`` / ``or`` / ``not``, parentheses, and typed literals: ``'text'`` (quotes doubled
+# inside), ``guid'…'``, ``datetime'…'``, numbers, ``true`` / ``false`` / ``null``. A literal of
+# the wrong type is refused, in Exact's words: ``Code eq 200184`` -> 400 "Operator 'eq'
+# incompatible with operand types 'System.String' and 'System.Int32' at position 5."
+# (picqer/exact-php-client#173), ``Account eq '<guid>'`` -> the same for Guid and String
+# (picqer#52). ``trim(Field)`` is Exact's documented way to match a code without its padding.
+# Text compares case-insensitively (Exact's SQL collation). Other functions (``substringof``,
+# ``startswith`` …) exist at Exact but not here: the sandbox refuses them, naming them.
+
+EDM_GUID, EDM_INT, EDM_DOUBLE = "Edm.Guid", "Edm.Int32", "Edm.Double"
+EDM_DATETIME, EDM_BOOL, EDM_STRING, EDM_NULL = "Edm.DateTime", "Edm.Boolean", "Edm.String", "null"
+_NUMERIC = frozenset({EDM_INT, EDM_DOUBLE})
+_SYSTEM_TYPE = {
+    EDM_GUID: "System.Guid",
+    EDM_INT: "System.Int32",
+    EDM_DOUBLE: "System.Double",
+    EDM_DATETIME: "System.DateTime",
+    EDM_BOOL: "System.Boolean",
+    EDM_STRING: "System.String",
+    EDM_NULL: "null",
+}
+_COMPARISONS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
+_FUNCTIONS = frozenset({"trim"})
+_KNOWN_ELSEWHERE = frozenset(
+    {"substringof", "startswith", "endswith", "indexof", "tolower", "toupper", "length",
+     "substring", "replace", "concat", "year", "month", "day", "hour", "minute", "second",
+     "round", "floor", "ceiling", "isof", "cast", "any", "all"}
+)  # fmt: skip
+_FILTER_TOKEN = re.compile(
+    r"""(?P<guid>guid'(?P<guid_v>[^']*)')
+      | (?P<datetime>datetime'(?P<datetime_v>[^']*)')
+      | (?P<string>'(?P<string_v>(?:[^']|'')*+)')
+      | (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?[mMdDfFlL]?)(?![A-Za-z0-9_'])
+      | (?P<open>\()
+      | (?P<close>\))
+      | (?P<comma>,)
+      | (?P<name>[A-Za-z_][A-Za-z0-9_]*)""",
+    re.VERBOSE,
+)
+_GUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+class FilterError(ValueError):
+    """A ``$filter`` Exact would refuse (400); the message names what was not understood."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tok:
+    kind: str  # guid datetime string number open close comma name end
+    value: Any
+    pos: int
+
+
+def _filter_tokens(text: str) -> list[_Tok]:
+    tokens: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        match = _FILTER_TOKEN.match(text, pos)
+        if match is None:
+            if text[pos] == "'" or text[pos:].startswith(("guid'", "datetime'")):
+                raise FilterError(f"Unterminated string literal at position {pos} in '{text}'.")
+            raise FilterError(f"Syntax error: '{text[pos]}' at position {pos} in '{text}'.")
+        kind = match.lastgroup or ""
+        if kind.endswith("_v"):
+            kind = kind[:-2]
+        raw = match.group(kind)
+        value: Any = raw
+        if kind == "guid":
+            value = match.group("guid_v")
+            if not _GUID_TEXT.match(value):
+                raise FilterError(f"Unrecognized 'Edm.Guid' literal '{raw}' at position {pos}.")
+            value = value.lower()
+        elif kind == "datetime":
+            try:
+                value = _naive_utc(datetime.fromisoformat(match.group("datetime_v")))
+            except ValueError:
+                raise FilterError(
+                    f"Unrecognized 'Edm.DateTime' literal '{raw}' at position {pos}."
+                ) from None
+        elif kind == "string":
+            value = match.group("string_v").replace("''", "'")
+        elif kind == "number":
+            body = raw.rstrip("mMdDfFlL")
+            is_int = re.fullmatch(r"-?\d+", body) is not None and raw[-1:] not in "mMdDfF"
+            value = int(body) if is_int else float(body)
+        tokens.append(_Tok(kind, value, pos))
+        pos = match.end()
+    tokens.append(_Tok("end", None, len(text)))
+    return tokens
+
+
+#: A compiled filter: row -> bool (None = unknown, treated as no match).
+Predicate = Any
+
+
+class _FilterParser:
+    """Recursive descent over :func:`_filter_tokens`; type-checks as it goes."""
+
+    def __init__(self, text: str, types: dict[str, str], type_name: str) -> None:
+        self.text = text
+        self.types = types
+        self.type_name = type_name
+        self.tokens = _filter_tokens(text)
+        self.i = 0
+
+    def parse(self) -> Predicate:
+        kind, evaluate = self._or()
+        end = self._peek()
+        if end.kind != "end":
+            raise FilterError(
+                f"Syntax error at position {end.pos} in '{self.text}': "
+                f"unexpected '{self._show(end)}'."
+            )
+        if kind != EDM_BOOL:
+            raise FilterError(f"Expression of type '{kind}' expected to be 'Edm.Boolean'.")
+        return evaluate
+
+    # -- grammar: or > and > not > comparison > operand ------------------------------------
+
+    def _or(self) -> tuple[str, Predicate]:
+        kind, left = self._and()
+        while self._keyword("or"):
+            pos = self._next().pos
+            left = self._logical("or", pos, (kind, left), self._and())
+            kind = EDM_BOOL
+        return kind, left
+
+    def _and(self) -> tuple[str, Predicate]:
+        kind, left = self._not()
+        while self._keyword("and"):
+            pos = self._next().pos
+            left = self._logical("and", pos, (kind, left), self._not())
+            kind = EDM_BOOL
+        return kind, left
+
+    def _not(self) -> tuple[str, Predicate]:
+        if self._keyword("not"):
+            pos = self._next().pos
+            kind, inner = self._not()
+            if kind != EDM_BOOL:
+                raise FilterError(f"Operator 'not' incompatible with operand type '{kind}' at "
+                                  f"position {pos}.")  # fmt: skip
+            return EDM_BOOL, lambda row: None if (v := inner(row)) is None else not v
+        return self._comparison()
+
+    def _comparison(self) -> tuple[str, Predicate]:
+        left = self._operand()
+        token = self._peek()
+        if token.kind == "name" and token.value.lower() in _COMPARISONS:
+            self._next()
+            op = token.value.lower()
+            right = self._operand()
+            return EDM_BOOL, self._compare(op, token.pos, left, right)
+        if token.kind == "name" and token.value.lower() not in ("and", "or"):
+            raise FilterError(
+                f"Syntax error at position {token.pos} in '{self.text}': "
+                f"'{token.value}' is not an operator this filter understands "
+                "(eq, ne, gt, ge, lt, le, and, or, not)."
+            )
+        return left
+
+    def _operand(self) -> tuple[str, Predicate]:
+        token = self._next()
+        if token.kind == "open":
+            inner = self._or()
+            close = self._next()
+            if close.kind != "close":
+                raise FilterError(
+                    f"Syntax error at position {close.pos} in '{self.text}': ')' expected."
+                )
+            return inner
+        literal_kinds = {
+            "guid": EDM_GUID, "datetime": EDM_DATETIME, "string": EDM_STRING,
+        }  # fmt: skip
+        if token.kind in literal_kinds:
+            value = token.value
+            return literal_kinds[token.kind], lambda row: value
+        if token.kind == "number":
+            value = token.value
+            return (EDM_INT if isinstance(value, int) else EDM_DOUBLE), lambda row: value
+        if token.kind != "name":
+            raise FilterError(
+                f"Syntax error at position {token.pos} in '{self.text}': "
+                f"expression expected, found '{self._show(token)}'."
+            )
+        word = token.value
+        if word in ("true", "false"):
+            flag = word == "true"
+            return EDM_BOOL, lambda row: flag
+        if word == "null":
+            return EDM_NULL, lambda row: None
+        if self._peek().kind == "open":
+            return self._function(token)
+        if word not in self.types:
+            raise FilterError(
+                f"No property '{word}' exists in type '{self.type_name}' at position {token.pos}."
+            )
+        kind = self.types[word]
+        return kind, lambda row: _field_value(row.get(word), kind)
+
+    def _function(self, name: _Tok) -> tuple[str, Predicate]:
+        function = name.value
+        if function not in _FUNCTIONS:
+            known = "an OData function the sandbox does not evaluate" if (
+                function in _KNOWN_ELSEWHERE
+            ) else "not a known function"  # fmt: skip
+            raise FilterError(
+                f"Unsupported $filter at position {name.pos}: '{function}' is {known} "
+                "(the sandbox evaluates eq, ne, gt, ge, lt, le, and, or, not, trim)."
+            )
+        self._next()  # (
+        kind, argument = self._or()
+        close = self._next()
+        if close.kind != "close":
+            raise FilterError(
+                f"Syntax error at position {close.pos} in '{self.text}': ')' expected."
+            )
+        if kind != EDM_STRING:
+            raise FilterError(
+                f"No function signature for the function with name '{function}' matches the "
+                f"argument type '{kind}' at position {name.pos}."
+            )
+        return EDM_STRING, lambda row: None if (v := argument(row)) is None else v.strip()
+
+    # -- semantics ---------------------------------------------------------------------------
+
+    def _logical(
+        self, op: str, pos: int, left: tuple[str, Predicate], right: tuple[str, Predicate]
+    ) -> Predicate:
+        for kind, _ in (left, right):
+            if kind != EDM_BOOL:
+                raise FilterError(
+                    f"Operator '{op}' incompatible with operand types '{_SYSTEM_TYPE[left[0]]}' "
+                    f"and '{_SYSTEM_TYPE[right[0]]}' at position {pos}."
+                )
+        a, b = left[1], right[1]
+        if op == "and":
+            return lambda row: _and3(a(row), b(row))
+        return lambda row: _or3(a(row), b(row))
+
+    def _compare(
+        self, op: str, pos: int, left: tuple[str, Predicate], right: tuple[str, Predicate]
+    ) -> Predicate:
+        (lk, lf), (rk, rf) = left, right
+        same = lk == rk or EDM_NULL in (lk, rk) or (lk in _NUMERIC and rk in _NUMERIC)
+        ordered = op in ("eq", "ne") or lk not in (EDM_GUID, EDM_BOOL)
+        if not same or not ordered:
+            raise FilterError(
+                f"Operator '{op}' incompatible with operand types '{_SYSTEM_TYPE[lk]}' and "
+                f"'{_SYSTEM_TYPE[rk]}' at position {pos}."
+            )
+
+        def compare(row: dict[str, Any]) -> bool | None:
+            a, b = lf(row), rf(row)
+            if a is None or b is None:  # C# null semantics, as Exact's LINQ provider
+                return (a is None and b is None) == (op == "eq") if op in ("eq", "ne") else False
+            if isinstance(a, str):
+                a, b = a.casefold(), b.casefold()
+            return {
+                "eq": a == b, "ne": a != b, "gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b,
+            }[op]  # fmt: skip
+
+        return compare
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def _peek(self) -> _Tok:
+        return self.tokens[self.i]
+
+    def _next(self) -> _Tok:
+        token = self.tokens[self.i]
+        if token.kind == "end":
+            raise FilterError(f"Syntax error: '{self.text}' ends where an expression was expected.")
+        self.i += 1
+        return token
+
+    def _keyword(self, word: str) -> bool:
+        token = self._peek()
+        return token.kind == "name" and token.value.lower() == word
+
+    def _show(self, token: _Tok) -> str:
+        return self.text[token.pos :].split(" ", 1)[0] or "end of the filter"
+
+
+def _and3(a: bool | None, b: bool | None) -> bool | None:
+    if a is False or b is False:
+        return False
+    return None if a is None or b is None else True
+
+
+def _or3(a: bool | None, b: bool | None) -> bool | None:
+    if a is True or b is True:
+        return True
+    return None if a is None or b is None else False
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+_JSON_DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+
+
+def _field_value(value: Any, kind: str) -> Any:
+    """A row's value as the filter compares it (None when absent or not of that type)."""
+    if value is None:
+        return None
+    try:
+        if kind == EDM_STRING:
+            return str(value)
+        if kind == EDM_GUID:
+            return str(value).lower()
+        if kind in _NUMERIC:
+            return float(value)
+        if kind == EDM_BOOL:
+            return bool(value)
+        if kind == EDM_DATETIME:
+            if isinstance(value, datetime):
+                return _naive_utc(value)
+            if match := _JSON_DATE.match(str(value)):
+                return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC).replace(tzinfo=None)
+            return _naive_utc(datetime.fromisoformat(str(value)))
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def compile_filter(text: str, types: dict[str, str], type_name: str) -> Predicate:
+    """``$filter`` text -> a predicate over rows; :class:`FilterError` when Exact would refuse
+    it (or the sandbox cannot evaluate it). ``types``: field -> Edm type of the entity."""
+    predicate = _FilterParser(text, types, type_name).parse()
+    return lambda row: predicate(row) is True
 
 
 _HOUR = timedelta(hours=1)
@@ -888,6 +1464,12 @@ def _line_amounts(quantity: float, net_price: float, vat: dict[str, Any]) -> dic
         "AmountFC": float(amount),
         "AmountFCExclVat": float(excl),
     }
+
+
+def _endpoint(resource: str) -> str:
+    """The endpoint a path is counted under: ``crm/Accounts(guid'…')`` -> ``crm/Accounts``."""
+    entity = _ENTITY_PATH.match(resource)
+    return entity.group(1) if entity else resource
 
 
 def call_key(method: str, resource: str) -> str:
