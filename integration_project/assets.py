@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from integration_project import settings
 from integration_project.exact.client import (
     BudgetExhausted,
     ExactClient,
@@ -74,6 +75,8 @@ MAX_CONSECUTIVE_DEFERRED = 5
 #: Orders claimed per DuckDB write during delivery (at most this many are looked up after a
 #: delivery process is killed).
 CLAIM_BATCH = 10
+#: A long delivery run reports its progress (an observation and a log line) every this many.
+PROGRESS_EVERY = 5 * CLAIM_BATCH
 #: Older staged-but-never-mapped orders one erp_orders run maps besides its window.
 CATCH_UP_LIMIT = 2000
 #: The division's VAT codes are fetched again after this long (or when a rate has no code).
@@ -145,8 +148,8 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
     before_send = _hook(route.hooks.before_send)
     windows = dg.TimeWindowPartitionsDefinition(
         cron_schedule=route.schedule.incoming,
-        start=route.partitions_start,
-        fmt="%Y-%m-%d-%H:%M",
+        start=route.partitions_start or settings.default_partitions_start(),
+        fmt=settings.PARTITION_FORMAT,
         timezone="UTC",
     )
 
@@ -319,6 +322,19 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                         )
                 ledger.record_mapping(rows, context.run_id)
         staged_total = sum(counts.values())
+        context.log.info(
+            "Mapped %s of %s orders for [%s, %s): %s outside the route's countries, %s "
+            "quarantined, %s deferred; %s ERP look-ups, %s ERP accounts created",
+            counts["mapped"],
+            staged_total,
+            window.start.isoformat(),
+            window.end.isoformat(),
+            counts["skipped"],
+            counts["quarantined"],
+            deferred,
+            resolver.erp_lookups,
+            resolver.accounts_created,
+        )
         if counts["quarantined"]:
             context.log.warning(
                 "%s of %s orders quarantined; see the 'quarantined_preview' metadata",
@@ -379,8 +395,20 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         if holder is not None:
             # The run queue keeps delivery runs apart; this covers runs that bypass it (the CLI).
             context.log.warning("Delivery run %s holds the lease; this run sends nothing", holder)
+            counts = ledger.delivery_counts()
+            pending_left, _ = ledger.waiting(allowed)
+            # The ledger's totals, so this materialisation does not hide what the sending run
+            # is doing behind "sent 0" and an empty row count.
             return dg.MaterializeResult(
-                metadata={"skipped": f"delivery run {holder} was already sending", "sent": 0}
+                metadata={
+                    "skipped": f"delivery run {holder} was already sending",
+                    "sent": 0,
+                    "sending_run": holder,
+                    "pending_left": pending_left,
+                    "ledger_delivered": counts.get("delivered", 0),
+                    "ledger_sending": counts.get("sending", 0),
+                    "dagster/row_count": counts.get("delivered", 0),
+                }
             )
         tally: Counter[str] = Counter()
         sent_preview: list[list[Any]] = []
@@ -412,6 +440,18 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                 held_back,
                 ", ".join(f"{number} ({country})" for number, country in held_sample),
             )
+        context.log.info(
+            "Sent %s orders to the ERP (%s already there, %s conflicts, %s failed, %s unknown); "
+            "%s wait; the ledger holds %s delivered; %s ERP calls",
+            tally["sent"],
+            tally["found_in_erp"],
+            tally["conflict"],
+            tally["failed"],
+            tally["unknown"],
+            pending_left,
+            counts.get("delivered", 0),
+            client.calls if client else 0,
+        )
         if stopped:
             context.log.warning("Delivery stopped early: %s; %s orders wait", stopped, pending_left)
         rate = client.rate_limit if client else None
@@ -605,7 +645,7 @@ class _Resolver:
                     "Account for order %s was created; its answer was lost", order.order_number
                 )
             self.accounts_created += 1
-            self._log.info("Created ERP account for order %s", order.order_number)
+            self._log.debug("Created ERP account for order %s", order.order_number)
         self._ledger.cache_account(key, account_id)
         self._accounts[key] = account_id
         return account_id
@@ -945,6 +985,28 @@ def _line_signature(lines: Any) -> list[tuple[str, float]]:
     return sorted(out)
 
 
+def _observe_progress(
+    context: dg.AssetExecutionContext, tally: Counter[str], done: int, total: int
+) -> None:
+    """An observation of the delivery asset mid-run: what this run sent so far, so the asset's
+    page does not show only the last run's figures while a long run is sending."""
+    context.log.info(
+        "Delivery in progress: %s of %s orders handled, %s sent", done, total, tally["sent"]
+    )
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=context.asset_key,
+            metadata={
+                "in_progress_run": context.run_id,
+                "handled": done,
+                "of": total,
+                "sent_so_far": tally["sent"],
+                "failed_so_far": tally["failed"],
+            },
+        )
+    )
+
+
 def _deliver(
     context: dg.AssetExecutionContext,
     ledger: Ledger,
@@ -1006,6 +1068,8 @@ def _deliver(
                 _renew_lease(ledger, lease, run_id)
                 # Step 3/5 + step 1; a YourRef another route already used here is a conflict.
                 conflicts = ledger.record_outcomes(outcomes, run_id, claim=chunk)
+                if first and first % PROGRESS_EVERY == 0:  # while a long run sends
+                    _observe_progress(context, tally, first, len(orders))
                 for order in chunk:
                     if order.shop_order_id in conflicts:
                         tally["conflict"] += 1

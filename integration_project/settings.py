@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 # --- Sandbox mode: the local sandbox only when asked for ---------------------------------------
@@ -84,8 +84,37 @@ SANDBOX_ERP_REFRESH_TOKEN = "sandbox-initial-refresh-token"
 
 #: One partition per window of the shop's createdAt, UTC, half-open [start, end).
 WINDOW = timedelta(minutes=5)
-#: The first window the partitions definition knows about (backfills can reach back to it).
+#: The first window the partitions definition knows about (backfills can reach back to it),
+#: for a route whose file sets no ``partitions_start``.
 PARTITIONS_START = "2026-11-01-00:00"
+#: Set by ``dev.py up``: when the sandbox world it started begins (the first window of the shop's
+#: history, ``YYYY-MM-DD-HH:MM`` UTC). In sandbox mode it is the first window of every route
+#: whose file sets no ``partitions_start``, so the catalog shows that world's windows only.
+SANDBOX_START_ENV = "INTEGRATION_SANDBOX_START"
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+def default_partitions_start(environ: Mapping[str, str] | None = None) -> str:
+    """The first window of a route whose file names none: the sandbox world's start
+    (``INTEGRATION_SANDBOX_START``) in sandbox mode, else :data:`PARTITIONS_START`. Read when
+    called (definitions load), never at import; a malformed value raises ``ValueError``
+    naming the variable."""
+    env = os.environ if environ is None else environ
+    value = env.get(SANDBOX_START_ENV, "").strip()
+    if not value or not sandbox_mode(env):
+        return PARTITIONS_START
+    try:
+        parse_window_start(value)
+    except ValueError:
+        raise ValueError(
+            f"{SANDBOX_START_ENV}={value[:40]!r} is not a window start like '2026-12-02-06:15'"
+        ) from None
+    return value
+
+
+def parse_window_start(value: str) -> datetime:
+    """``YYYY-MM-DD-HH:MM`` (a partition key) as an aware UTC datetime; ``ValueError`` if not."""
+    return datetime.strptime(value, PARTITION_FORMAT).replace(tzinfo=UTC)
 DEFAULT_PAGE_SIZE = 100
 
 #: The shop's time zone when a route names none: ``OrderDate`` is the calendar date there.

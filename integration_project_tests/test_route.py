@@ -317,6 +317,9 @@ def test_wrong_shop_secret_names_the_variable_not_the_value(sandbox, duckdb_path
 def test_a_second_delivery_run_waits_while_one_holds_the_lease(sandbox, resources, ledger):
     sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END)
     assert fetch_and_map(resources).success
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 2
+    sandbox.shop.add_orders(1, start=WINDOW_START, end=WINDOW_END)
+    assert fetch_and_map(resources).success
     assert (
         ledger.acquire_lease(
             f"erp_delivery:{DEFAULT.route.id}", "another-run", timedelta(minutes=3)
@@ -326,9 +329,33 @@ def test_a_second_delivery_run_waits_while_one_holds_the_lease(sandbox, resource
     blocked = metadata(deliver(resources), "erp_delivered_orders")
     assert blocked["sent"] == 0
     assert "another-run" in blocked["skipped"]
-    assert not sandbox.erp.sales_orders
+    # The ledger's totals, not an empty row count hiding what the sending run does.
+    assert blocked["sending_run"] == "another-run"
+    assert blocked["dagster/row_count"] == blocked["ledger_delivered"] == 2
+    assert blocked["pending_left"] == 1
+    assert len(sandbox.erp.sales_orders) == 2
     ledger.release_lease(f"erp_delivery:{DEFAULT.route.id}", "another-run")
-    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 2
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 1
+
+
+def test_a_long_delivery_reports_its_progress_while_it_sends(sandbox, resources):
+    """Every 50 orders a delivery run records an observation of the asset (the UI's asset
+    events) and logs a line, so a run sending hundreds is visible before it ends."""
+    sandbox.erp.minute_limit = 10_000  # 60 orders' accounts and items: no minute waits
+    sandbox.shop.add_orders(60, start=WINDOW_START, end=WINDOW_END)
+    assert fetch_and_map(resources).success
+    mapped = len(expected_refs(sandbox))
+    assert mapped > 50
+    result = deliver(resources)
+    [observation] = [
+        e.asset_observation_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    progress = {k: v.value for k, v in observation.metadata.items()}
+    assert progress["handled"] == 50 and progress["of"] == mapped
+    assert progress["sent_so_far"] == 50 and progress["in_progress_run"] == result.run_id
+    assert metadata(result, "erp_delivered_orders")["sent"] == mapped
 
 
 def test_delivery_paces_itself_under_a_tight_rate_limit(sandbox, resources):

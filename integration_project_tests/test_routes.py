@@ -81,6 +81,7 @@ def test_slugs_are_valid_dagster_names() -> None:
             "no callable",
         ),
         ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
+        ({"partitions_start": "2026-11-01"}, "partitions_start", "YYYY-MM-DD-HH:MM"),
         ({"name": "***"}, "name", "no letters or digits"),
     ],
 )
@@ -169,6 +170,52 @@ def test_a_new_route_in_under_ten_lines_of_yaml(tmp_path: Path) -> None:
         # Personal data older than the route's retention is blanked once a day.
         "nl_orders__personal_data_retention_schedule",
     }
+
+
+def test_partitions_start_where_the_route_file_says_else_at_the_sandbox_worlds_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route file's ``partitions_start`` wins; without one, sandbox mode starts the windows
+    where ``dev.py up``'s sandbox world starts (``INTEGRATION_SANDBOX_START``), so the catalog
+    shows that world's windows, not weeks of empty ones; outside sandbox mode the fixed
+    default applies."""
+    root = make_project(
+        tmp_path,
+        {
+            "pinned": "attributes:\n  name: Pinned\n  partitions_start: 2026-10-05-08:30\n",
+            "unpinned": "attributes:\n  name: Unpinned\n"
+            "  mapping:\n    your_ref: 'U-{order_number}'\n",
+        },
+    )
+
+    def starts() -> dict[str, str]:
+        if str(root) not in sys.path:  # load_project takes it out again
+            sys.path.insert(0, str(root))
+        defs = dg.Definitions.merge(
+            load_project(root),
+            dg.Definitions(resources={"duckdb": DuckDBResource(database=":memory:")}),
+        )
+        return {
+            route: defs.resolve_assets_def(dg.AssetKey([route, "source_orders"]))
+            .partitions_def.start.strftime("%Y-%m-%d-%H:%M")
+            for route in ("pinned", "unpinned")
+        }
+
+    monkeypatch.setenv(settings.SANDBOX_START_ENV, "2026-12-02-04:00")
+    assert starts() == {"pinned": "2026-10-05-08:30", "unpinned": "2026-12-02-04:00"}
+    monkeypatch.setenv(settings.SANDBOX_START_ENV, "yesterday")
+    with pytest.raises(Exception) as raised:
+        starts()
+    assert "INTEGRATION_SANDBOX_START='yesterday' is not a window start" in error_text(raised.value)
+    monkeypatch.setenv(settings.SANDBOX_START_ENV, "2026-12-02-04:00")
+    monkeypatch.setenv(settings.SANDBOX_MODE_ENV, "0")
+    for name in ("SHOP", "ERP"):
+        monkeypatch.setenv(f"{name}_API_URL", f"https://{name.lower()}.example.com")
+    for name in ("SHOP_CLIENT_ID", "SHOP_CLIENT_SECRET", "ERP_DIVISION", "ERP_CLIENT_ID"):
+        monkeypatch.setenv(name, "1234")
+    monkeypatch.setenv("ERP_CLIENT_SECRET", "x")
+    monkeypatch.setenv("ERP_REFRESH_TOKEN", "x")
+    assert starts() == {"pinned": "2026-10-05-08:30", "unpinned": settings.PARTITIONS_START}
 
 
 def test_a_broken_route_file_fails_loudly_naming_file_line_and_field(tmp_path: Path) -> None:

@@ -508,8 +508,11 @@ class RouteConfig(_Strict):
         default=timedelta(0),
         description="Also re-read this much before each window, for orders that arrive late",
     )
-    partitions_start: str = Field(
-        default=settings.PARTITIONS_START, description="First window, 'YYYY-MM-DD-HH:MM' (UTC)"
+    partitions_start: str | None = Field(
+        default=None,
+        description="First window, 'YYYY-MM-DD-HH:MM' (UTC): how far back the UI and backfills "
+        "reach. Unset: the sandbox world's start under `dev.py up`, else "
+        f"{settings.PARTITIONS_START}",
     )
     personal_data_retention: timedelta = Field(
         default=timedelta(days=30),
@@ -524,6 +527,19 @@ class RouteConfig(_Strict):
         if duration < timedelta(0) or duration > timedelta(days=7):
             raise ValueError("expected a look-back between 0 and 7 days")
         return duration
+
+    @field_validator("partitions_start")
+    @classmethod
+    def _window_start(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            settings.parse_window_start(value)
+        except ValueError:
+            raise ValueError(
+                f"expected a window start 'YYYY-MM-DD-HH:MM' (UTC), got {value!r}"
+            ) from None
+        return value
 
     @field_validator("personal_data_retention", mode="before")
     @classmethod
