@@ -6,10 +6,17 @@
     python3 dev.py bench   # venv + install, the one-day backfill benchmark (bench/backfill.py)
 
 All three run in sandbox mode (INTEGRATION_SANDBOX=1): a route whose URL variable is unset talks
-to the local sandbox. ``up`` starts the sandbox and keeps its ledger in data/sandbox.duckdb
-(whatever INTEGRATION_DUCKDB_PATH says); with INTEGRATION_SANDBOX=0 it starts no sandbox
-and every route variable must be set (real systems). ``test`` and ``bench`` always use the
-sandbox.
+to the local sandbox. Every ``up`` starts a fresh sandbox world: shops with two hours of order
+history, an empty ERP, a new ledger in data/sandbox.duckdb (whatever INTEGRATION_DUCKDB_PATH
+says), partitions that start with that history, and one backfill that fetches it. Dagster runs
+with `dg dev`, its instance in .dagster_home/ (kept across starts); .dagster_home/quickstart.env
+holds the variables for command-line runs against it. Ctrl-C (or SIGTERM) pauses schedules
+and sensors (reset on the next start), lets runs in progress finish (15 s) or cancels them, and
+stops everything. With INTEGRATION_SANDBOX=0, ``up`` starts no sandbox and every
+route variable must be set (real systems). ``test`` and ``bench`` always use the sandbox.
+
+DAGSTER_PORT (3000) sets the UI's port; SANDBOX_HISTORY_MINUTES (120) the sandbox's history;
+DEV_STATE_DIR (the repository) where .dagster_home/ and data/ go.
 
 The virtual environment lives in .venv/ (override with DEV_VENV=path) and is (re)installed
 when pyproject.toml changes. Only the standard library is used here (and
@@ -19,14 +26,18 @@ integration_project/settings.py, which is standard library only itself).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import venv
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -55,6 +66,12 @@ def ensure_venv() -> None:
     )
     subprocess.run([PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"], check=True, cwd=ROOT)
     stamp.write_text(digest)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
@@ -86,64 +103,339 @@ def sandbox_env(env: dict[str, str], *, force: bool = False) -> bool:
         sys.exit(str(exc))
 
 
+#: How much order history each sandbox shop starts with (and how far back the partitions go).
+#: Whole windows (5 minutes), at least one.
+HISTORY = timedelta(
+    minutes=max(5, 5 * round(float(os.environ.get("SANDBOX_HISTORY_MINUTES") or 120) / 5))
+)
+ACTIVE_RUN_STATUSES = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
+
+
+def state_dir() -> Path:
+    """Where ``up`` keeps ``.dagster_home/`` and ``data/``: the repository, or ``DEV_STATE_DIR``
+    (the tests use a temp folder)."""
+    return Path(os.environ.get("DEV_STATE_DIR") or ROOT).resolve()
+
+
+def fresh_sandbox_world(env: dict[str, str], data: Path, now: datetime) -> datetime:
+    """Every ``up`` in sandbox mode is a new world: the sandbox shops regenerate their history
+    and the sandbox ERP starts empty, so the ledger starts empty too (the last one is kept as
+    ``sandbox.previous.duckdb``). The world starts ``HISTORY`` before the current window; that
+    is the routes' first partition (``INTEGRATION_SANDBOX_START``)."""
+    from integration_project import settings
+
+    data.mkdir(parents=True, exist_ok=True)
+    ledger = data / "sandbox.duckdb"
+    previous = data / "sandbox.previous.duckdb"
+    for suffix in ("", ".wal"):
+        old = Path(f"{ledger}{suffix}")
+        if old.exists():
+            old.replace(f"{previous}{suffix}")
+        elif Path(f"{previous}{suffix}").exists():
+            Path(f"{previous}{suffix}").unlink()
+    window = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
+    start = window - HISTORY
+    env[settings.DUCKDB_PATH_ENV] = str(ledger)
+    env[settings.SANDBOX_START_ENV] = start.strftime(settings.PARTITION_FORMAT)
+    return start
+
+
+def write_env_file(path: Path, env: dict[str, str], names: list[str]) -> None:
+    """The variables a shell needs to reach this instance and ledger (``source`` it): the
+    README's command-line examples then run against what the UI shows."""
+    lines = ["# Written by `python3 dev.py up`: `source` it to run dagster/dg commands against the"]
+    lines.append("# quick start's instance, ledger and sandbox world. Rewritten on every start.")
+    lines += [f"export {name}={shlex.quote(env[name])}" for name in names if name in env]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+    """POST a query to the Dagster webserver; its ``data`` (GraphQL errors raise)."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        result = json.load(answer)
+    if result.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {result['errors']}")
+    return result["data"]
+
+
+def wait_for_location(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> bool:
+    """Until the code location has loaded (True) or failed to load (False, with the reason)."""
+    query = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+        name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            entries = graphql(url, query)["workspaceOrError"].get("locationEntries") or []
+        except (OSError, RuntimeError):
+            entries = []
+        loaded = [e for e in entries if e["loadStatus"] == "LOADED"]
+        if entries and len(loaded) == len(entries):
+            failed = [
+                e
+                for e in loaded
+                if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"
+            ]
+            for entry in failed:
+                say(f"code location {entry['name']} failed to load (see the UI):")
+                print(entry["locationOrLoadError"]["message"][:2000], flush=True)  # noqa: T201
+            return not failed
+        time.sleep(0.5)
+    return False
+
+
+def launch_history_backfill(url: str, start: datetime) -> None:
+    """One backfill of every partitioned asset over the world's history (single-run backfill
+    policy: one run per route), so the catalog is filled and orders reach the ERP within
+    minutes instead of waiting for the first 5-minute tick."""
+    nodes = graphql(url, "{ assetNodes { assetKey { path } isPartitioned } }")["assetNodes"]
+    keys = [{"path": n["assetKey"]["path"]} for n in nodes if n["isPartitioned"]]
+    if not keys:
+        return
+    mutation = """mutation($params: LaunchBackfillParams!) {
+        launchPartitionBackfill(backfillParams: $params) { __typename
+            ... on LaunchBackfillSuccess { backfillId }
+            ... on PythonError { message } } }"""
+    params = {
+        "assetSelection": keys,
+        "allPartitions": True,
+        "title": "sandbox history",
+        "description": f"The sandbox shops' order history since {start:%H:%M} UTC (dev.py up)",
+    }
+    result = graphql(url, mutation, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] == "LaunchBackfillSuccess":
+        say(
+            f"backfilling the sandbox's history since {start:%H:%M} UTC: "
+            f"{url}/runs/b/{result['backfillId']}"
+        )
+    else:
+        say(f"could not launch the history backfill: {result.get('message', result)}")
+
+
+AUTOMATION = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    name location { name }
+    schedules { name scheduleState { id status } }
+    sensors { name sensorState { id status } } } } } }"""
+
+
+def pause_automation(url: str, record: Path) -> None:
+    """Stop every running schedule and sensor, so that nothing launches a run while the runs in
+    flight are cancelled; their names go to ``record`` and the next ``up`` resets them to what
+    the code says (:func:`resume_automation`). A schedule someone stopped is left alone."""
+    paused = []
+    for repo in graphql(url, AUTOMATION)["repositoriesOrError"].get("nodes", []):
+        where = {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"]}
+        for kind, state_key in (("schedule", "scheduleState"), ("sensor", "sensorState")):
+            for item in repo[f"{kind}s"]:
+                state = item[state_key]
+                if state["status"] != "RUNNING":
+                    continue
+                mutation = (
+                    "mutation($id: String) { stopRunningSchedule(id: $id) { __typename } }"
+                    if kind == "schedule"
+                    else "mutation($id: String) { stopSensor(id: $id) { __typename } }"
+                )
+                graphql(url, mutation, {"id": state["id"]})
+                paused.append({"kind": kind, "name": item["name"], **where})
+    record.write_text(json.dumps(paused))
+
+
+def resume_automation(url: str, record: Path) -> None:
+    """Reset the schedules and sensors the last stop paused to their status in code."""
+    if not record.exists():
+        return
+    for item in json.loads(record.read_text() or "[]"):
+        where = {k: item[k] for k in ("repositoryName", "repositoryLocationName")}
+        if item["kind"] == "schedule":
+            query = """mutation($s: ScheduleSelector!) {
+                resetSchedule(scheduleSelector: $s) { __typename } }"""
+            selector = {**where, "scheduleName": item["name"]}
+        else:
+            query = (
+                "mutation($s: SensorSelector!) { resetSensor(sensorSelector: $s) { __typename } }"
+            )
+            selector = {**where, "sensorName": item["name"]}
+        graphql(url, query, {"s": selector})
+    record.unlink()
+
+
+def cancel_in_flight(url: str, grace: float = 15, timeout: float = 45) -> None:
+    """Cancel backfills and queued runs through the webserver, give runs in progress ``grace``
+    seconds to finish (a delivery run takes seconds), cancel what still runs, and wait until
+    every run has ended: a run cut off by the shutdown would be recorded as failed. A cancelled
+    run is safe (the ledger finishes or looks up what a cancelled delivery was sending)."""
+    backfills = graphql(
+        url,
+        """{ partitionBackfillsOrError(status: REQUESTED) {
+            ... on PartitionBackfills { results { id } } } }""",
+    )["partitionBackfillsOrError"].get("results", [])
+    for backfill in backfills:
+        graphql(
+            url,
+            "mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }",
+            {"id": backfill["id"]},
+        )
+    runs_query = """query($statuses: [RunStatus!]) { runsOrError(filter: {statuses: $statuses}) {
+        ... on Runs { results { runId status } } } }"""
+    started = time.monotonic()
+    asked: set[str] = set()
+    said = False
+    while time.monotonic() < started + timeout:
+        runs = graphql(url, runs_query, {"statuses": ACTIVE_RUN_STATUSES})["runsOrError"]
+        active = runs.get("results", [])
+        if not active:
+            return
+        running = [r for r in active if r["status"] in ("STARTING", "STARTED")]
+        if running and not said:
+            say(f"waiting up to {grace:.0f} s for {len(running)} run(s) in progress to finish")
+            said = True
+        late = time.monotonic() > started + grace
+        cancel = [
+            r["runId"]
+            for r in active
+            if r["runId"] not in asked
+            and r["status"] != "CANCELING"
+            and (late or r["status"] in ("QUEUED", "NOT_STARTED"))
+        ]
+        if cancel:
+            say(f"cancelling {len(cancel)} run(s)")
+            graphql(
+                url,
+                """mutation($ids: [String!]!) { terminateRuns(runIds: $ids,
+                    terminatePolicy: SAFE_TERMINATE) { __typename } }""",
+                {"ids": cancel},
+            )
+            asked.update(cancel)
+        time.sleep(0.5)
+    say(f"runs still in progress after {timeout:.0f} s; stopping anyway")
+
+
 def up(args: list[str]) -> int:
     ensure_venv()
+    # Ctrl-C and SIGTERM stop everything, even when the shell that started us in the background
+    # left SIGINT ignored (children inherit an ignored SIGINT, a handler resets on exec).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop)
-    home = ROOT / ".dagster_home"
-    home.mkdir(exist_ok=True)
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    state = state_dir()
+    home = state / ".dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    # `dg` checks that the project's virtual environment is the active one.
+    env = {**os.environ, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(VENV)}
     sandbox = sandbox_env(env)
+    from integration_project import settings
+
+    start = None
     if sandbox:
-        # The sandbox's ledger in the repo (``data/`` is git-ignored), never a real route's.
-        ledger = ROOT / "data" / "sandbox.duckdb"
-        env["INTEGRATION_DUCKDB_PATH"] = str(ledger)
-        say(f"sandbox mode: ledger in {ledger.relative_to(ROOT)}")
+        start = fresh_sandbox_world(env, state / "data", datetime.now(UTC))
+        say(
+            f"sandbox mode: a fresh sandbox world with history since {start:%H:%M} UTC, an empty "
+            f"ERP and a new ledger in {_shown(Path(env[settings.DUCKDB_PATH_ENV]))}"
+        )
     else:
         say("sandbox mode is off (INTEGRATION_SANDBOX): every route variable must be set")
+    env_file = home / "quickstart.env"
+    paused = home / "paused-by-dev.json"  # schedules and sensors the last stop paused
+    names = ["DAGSTER_HOME", "VIRTUAL_ENV", settings.SANDBOX_MODE_ENV, settings.DUCKDB_PATH_ENV]
+    write_env_file(env_file, env, [*names, settings.SANDBOX_START_ENV])
+    port = os.environ.get("DAGSTER_PORT", "3000")
+    url = f"http://127.0.0.1:{port}"
+    busy = [p for p in ([8801, 8802, 8803] if sandbox else []) + [int(port)] if port_in_use(p)]
+    if busy:
+        sys.exit(f"port {busy[0]} is in use (another `dev.py up`?): stop it first")
     procs: list[subprocess.Popen[bytes]] = []
+    dagster: subprocess.Popen[bytes] | None = None
     try:
         if sandbox:
             say("starting the sandbox shops (:8801, :8803) and ERP (:8802)")
-            procs.append(
-                subprocess.Popen(
-                    [BIN / "integration-sandbox"], cwd=ROOT, env=env, start_new_session=True
-                )
-            )
+            minutes = (datetime.now(UTC) - start).total_seconds() / 60  # type: ignore[operator]
+            argv = [BIN / "integration-sandbox", "--history-minutes", f"{minutes:.2f}"]
+            procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True))
             wait_for_port(8801)
             wait_for_port(8802)
             wait_for_port(8803)
-        port = os.environ.get("DAGSTER_PORT", "3000")
-        say(f"starting Dagster: open http://127.0.0.1:{port} (Ctrl-C stops everything)")
-        procs.append(
-            subprocess.Popen(
-                [BIN / "dagster", "dev", "-h", "127.0.0.1", "-p", port, *args],
-                cwd=ROOT,
-                env=env,
-                # Its own process group, so stopping it stops the webserver and daemon too.
-                start_new_session=True,
-            )
+        say(f"starting Dagster (dg dev): open {url} (Ctrl-C stops everything)")
+        dagster = subprocess.Popen(
+            # Its services log warnings and errors (not every sensor tick); runs log at INFO
+            # what they did (deploy/dagster.yaml, python_logs).
+            [BIN / "dg", "dev", "-h", "127.0.0.1", "-p", port, "--log-level", "warning", *args],
+            cwd=ROOT,
+            env=env,
+            # Its own process group: the code server and run workers it starts are in it, so
+            # the stop below can wait for them and clear up what is left.
+            start_new_session=True,
         )
+        procs.append(dagster)
+        if wait_for_location(url, dagster):
+            resume_automation(url, paused)
+            if sandbox and start is not None:
+                launch_history_backfill(url, start)
+            say(f"command line against this instance: source {_shown(env_file)} (README)")
         while all(p.poll() is None for p in procs):
             time.sleep(1)
         return next(p.returncode for p in procs if p.returncode is not None) or 0
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in reversed(procs):
-            _signal_group(proc, signal.SIGINT)
-        for proc in reversed(procs):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        say("stopping")
+        if dagster is not None and dagster.poll() is None:
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
+                pause_automation(url, paused)
+                cancel_in_flight(url)
+            except (OSError, RuntimeError) as exc:
+                say(f"could not ask the webserver to cancel runs: {exc}")
+        for proc in reversed(procs):
+            _stop_group(proc)
+        say("stopped")
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _shown(path: Path) -> str:
     try:
-        os.killpg(proc.pid, sig)  # the process and everything it started
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGINT to the process (``dg dev`` shuts its webserver and daemon down; the sandbox
+    exits), then the same to what is left of its group (code servers, which would otherwise
+    linger until their heartbeat times out, keeping their sockets), then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        say(f"pid {proc.pid} did not stop within {timeout:.0f} s; killing it")
+    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
+        if not _signal_group(proc, sig):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _group_alive(proc):
+            time.sleep(0.2)
+        if not _group_alive(proc):
+            return
+
+
+def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
+    proc.poll()  # reap the leader if it exited
+    try:
+        os.killpg(proc.pid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    return True
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
+    """Signal the process and everything it started; False when nothing of it is left."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test(args: list[str]) -> int:
@@ -173,6 +465,10 @@ def bench(args: list[str]) -> int:
 COMMANDS = {"up": up, "test": test, "bench": bench}
 
 if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help", "help"):
+        print(__doc__)  # noqa: T201
+        sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        sys.exit(__doc__)
+        print(__doc__, file=sys.stderr)  # noqa: T201
+        sys.exit(2)
     sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))

@@ -327,7 +327,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
             "quarantined, %s deferred; %s ERP look-ups, %s ERP accounts created",
             counts["mapped"],
             staged_total,
-            window.start.isoformat(),
+            (window.start - lookback).isoformat(),
             window.end.isoformat(),
             counts["skipped"],
             counts["quarantined"],

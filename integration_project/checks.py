@@ -264,9 +264,19 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
                 description="Could not look anything up in the ERP; tried again next run.",
             )
         metadata["sampled_at"] = now.timestamp()
-        if sample:  # nothing delivered yet is no sample: look again next run
-            ledger.record_sample(RECONCILE_CHECK, now, not missing, metadata)
-        return dg.AssetCheckResult(passed=not missing, metadata=metadata)
+        if not sample:  # nothing delivered yet is no sample: look again next run
+            return dg.AssetCheckResult(
+                passed=True,
+                metadata=metadata,
+                description="The ledger holds no delivered order yet: nothing to compare.",
+            )
+        ledger.record_sample(RECONCILE_CHECK, now, not missing, metadata)
+        description = (
+            f"{len(missing)} of {checked} delivered orders sampled are missing in the ERP."
+            if missing
+            else f"All {checked} delivered orders sampled are in the ERP."
+        )
+        return dg.AssetCheckResult(passed=not missing, metadata=metadata, description=description)
 
     return [
         mapped_country_allowed,

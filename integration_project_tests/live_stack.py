@@ -1,6 +1,6 @@
 """The real thing, started as an operator would: the sandbox CLI (``integration-sandbox``) and
-``dagster dev`` (webserver + daemon) on free ports, with a temp ``DAGSTER_HOME`` holding the
-repo's ``dagster.yaml`` and a temp ledger. Used by ``test_smoke.py`` and
+``dg dev`` (webserver + daemon) on free ports, with a temp ``DAGSTER_HOME`` holding the
+repo's ``deploy/dagster.yaml`` and a temp ledger. Used by ``test_smoke.py`` and
 ``scripts/screenshots.py``.
 
 Every process it starts runs in a session of its own and carries a marker in its environment
@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST ``query`` to the webserver at ``url``; the answer's ``data`` (errors raise)."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        result = json.load(answer)
+    if result.get("errors"):
+        raise AssertionError(f"GraphQL errors: {result['errors']}")
+    return result["data"]
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes (of this user) whose environment carries ``MARKER=marker``."""
+    needle = f"{MARKER}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours
+            continue
+    return found
+
+
 def _get(url: str, timeout: float = 2.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as answer:
         return answer.read()
@@ -67,15 +96,7 @@ class LiveStack:
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST ``/graphql``; the ``data`` of the answer (errors raise, with the messages)."""
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            result = json.load(answer)
-        if result.get("errors"):
-            raise AssertionError(f"GraphQL errors: {result['errors']}")
-        return result["data"]
+        return graphql(self.url, query, variables)
 
     def output(self, name: str, tail: int = 4000) -> str:
         """The end of a started process's combined output (``sandbox`` or ``dagster``)."""
@@ -84,22 +105,12 @@ class LiveStack:
 
     def marked_pids(self) -> list[int]:
         """Processes (of this user) whose environment carries this stack's marker."""
-        needle = f"{MARKER}={self.marker}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:  # gone, or not ours
-                continue
-        return found
+        return marked_pids(self.marker)
 
     def stop(self, timeout: float = 8.0) -> list[int]:
-        """SIGINT to each started process (``dagster dev`` shuts its webserver, daemon and code
+        """SIGINT to each started process (``dg dev`` shuts its webserver, daemon and code
         servers down), then SIGKILL to whatever of their process groups is left. Returns the
-        pids still carrying the marker afterwards (should be none). ``dagster dev`` often takes
+        pids still carrying the marker afterwards (should be none). ``dg dev`` may take
         30 s to finish a graceful stop (its daemon threads); a test's temporary home does not
         need that, so the group is killed after ``timeout``."""
         for proc in reversed(self.procs):
@@ -184,35 +195,38 @@ def wait_for_location(stack: LiveStack, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def live_stack(tmp: Path, *, timeout: float = 90.0, nux: bool = True) -> Iterator[LiveStack]:
-    """Start the sandbox CLI and ``dagster dev``; yield when the code location has loaded; stop
-    both (and prove it) on the way out. :class:`StackUnavailable` if they cannot start here.
-
-    ``nux=False`` turns the UI's first-visit "Join the community" dialog off (screenshots)."""
-    dagster, sandbox = BIN / "dagster", BIN / "integration-sandbox"
+def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
+    """Start the sandbox CLI and ``dg dev`` (as ``dev.py up`` does); yield when the code location
+    has loaded; stop both (and prove it) on the way out. :class:`StackUnavailable` if they
+    cannot start here."""
+    dagster, sandbox = BIN / "dg", BIN / "integration-sandbox"
     for exe in (dagster, sandbox):
         if not exe.exists():
             raise StackUnavailable(f"{exe} is not installed")
     shop, erp, shop2, web = (free_port() for _ in range(4))
     home = tmp / "dagster_home"
     home.mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    if not nux:
-        with (home / "dagster.yaml").open("a") as config:
-            config.write("\nnux:\n  enabled: false\n")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     logs = tmp / "logs"
     logs.mkdir()
     marker = uuid.uuid4().hex
     host = "http://127.0.0.1"
+    # A sandbox world as `dev.py up` makes one: half an hour of history, the routes' partitions
+    # starting with it (not weeks of empty windows).
+    now = datetime.now(UTC)
+    world = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5 + 30)
+    history_minutes = (now - world).total_seconds() / 60
     inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(inherited)},
         MARKER: marker,
         "DAGSTER_HOME": str(home),
+        "VIRTUAL_ENV": str(BIN.parent),  # `dg` checks the project's environment is the active one
         # The stack is the sandbox: sandbox mode on, as `dev.py up` sets it. Every URL below is
         # set anyway (free ports), so no side falls back to the sandbox's fixed ports.
         settings.SANDBOX_MODE_ENV: "1",
         settings.DUCKDB_PATH_ENV: str(tmp / "ledger" / "integration.duckdb"),
+        settings.SANDBOX_START_ENV: world.strftime(settings.PARTITION_FORMAT),
         "SHOP_API_URL": f"{host}:{shop}",
         "SHOP_CLIENT_ID": settings.SANDBOX_SHOP_CLIENT_ID,
         "SHOP_CLIENT_SECRET": settings.SANDBOX_SHOP_CLIENT_SECRET,
@@ -229,11 +243,11 @@ def live_stack(tmp: Path, *, timeout: float = 90.0, nux: bool = True) -> Iterato
     try:
         argv: list[str | Path] = [sandbox, "--shop-port", str(shop), "--erp-port", str(erp)]
         # A generous ERP minute budget: mapping a fresh ERP's customers must not wait a minute.
-        argv += ["--shop2-port", str(shop2), "--history-minutes", "30"]
+        argv += ["--shop2-port", str(shop2), "--history-minutes", f"{history_minutes:.2f}"]
         argv += ["--erp-minute-limit", "100000"]
         proc = _start(stack, "sandbox", argv, env)
         _wait_until(stack, proc, "sandbox", f"{host}:{shop}/sandbox/state", 30)
-        dev = [dagster, "dev", "-h", "127.0.0.1", "-p", str(web)]
+        dev = [dagster, "dev", "-h", "127.0.0.1", "-p", str(web), "--log-level", "warning"]
         proc = _start(stack, "dagster", dev, env)
         _wait_until(stack, proc, "dagster", f"{stack.url}/server_info", timeout)
         wait_for_location(stack)

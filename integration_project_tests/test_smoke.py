@@ -1,4 +1,4 @@
-"""Smoke test against the real webserver and daemon: ``integration-sandbox`` + ``dagster dev``.
+"""Smoke test against the real webserver and daemon: ``integration-sandbox`` + ``dg dev``.
 
 Asks the GraphQL API what an operator sees (each route's three assets and their lineage, the
 schedules, sensors and asset checks — compared with the definitions loaded here), launches one
@@ -55,8 +55,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             yield running
     except StackUnavailable as exc:
         if in_ci():  # CI's machine is ours to fix: a smoke test that cannot run is a failure
-            pytest.fail(f"dagster dev cannot start in CI: {exc}")
-        pytest.skip(f"dagster dev cannot start on this machine: {exc}")
+            pytest.fail(f"dg dev cannot start in CI: {exc}")
+        pytest.skip(f"dg dev cannot start on this machine: {exc}")
 
 
 def expected() -> dg.Definitions:

@@ -2,11 +2,11 @@
 
     /tmp/venv/bin/python scripts/screenshots.py [--out docs]
 
-Starts the sandbox CLI and ``dagster dev`` on free ports (as ``test_smoke.py`` does, with a
-temp ``DAGSTER_HOME`` and ledger), fetches and maps one window of the default route through the
-run queue, then points headless Chromium (Debian package ``chromium``) at the asset graph and
-at that run's page and saves ``docs/asset-graph.png`` and ``docs/run.png``. Stops everything
-it started on the way out.
+Starts the sandbox CLI and ``dg dev`` on free ports (as ``test_smoke.py`` does, with a
+temp ``DAGSTER_HOME`` and ledger), backfills the sandbox world's half hour of history for the
+default route (one run) and waits for the delivery the sensor starts, then points headless
+Chromium (Debian package ``chromium``) at the asset graph and at the backfill's run page and
+saves ``docs/asset-graph.png`` and ``docs/run.png``. Stops everything it started on the way out.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,32 +40,57 @@ def chromium() -> str:
     raise SystemExit("no Chromium found: apt-get install -y chromium")
 
 
-def launch_window(stack: LiveStack) -> str:
-    """Fetch and map the last closed window of the default route; its run id once it ends."""
-    now = datetime.now(UTC)
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5 + 5)
-    params = {
-        "selector": {
-            "repositoryLocationName": LOCATION,
-            "repositoryName": "__repository__",
-            "jobName": f"{ROUTE}__source_orders_job",
-        },
-        "executionMetadata": {
-            "tags": [{"key": "dagster/partition", "value": start.strftime("%Y-%m-%d-%H:%M")}]
-        },
-    }
-    answer = stack.graphql(LAUNCH, {"params": params})["launchRun"]
-    if answer["__typename"] != "LaunchRunSuccess":
-        raise SystemExit(f"could not launch a run: {answer}")
-    run_id = answer["run"]["runId"]
-    deadline = time.monotonic() + 180
+BACKFILL = """mutation($params: LaunchBackfillParams!) {
+    launchPartitionBackfill(backfillParams: $params) { __typename
+        ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+RUNS = """query($filter: RunsFilter) { runsOrError(filter: $filter) {
+    ... on Runs { results { runId status } } } }"""
+DONE = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def backfill_history(stack: LiveStack) -> str:
+    """Backfill every window of the sandbox world for the default route (as ``dev.py up``
+    does), then wait for the delivery the sensor starts; the backfill's run id."""
+    keys = [{"path": [ROUTE, name]} for name in ("source_orders", "erp_orders")]
+    params = {"assetSelection": keys, "allPartitions": True, "title": "sandbox history"}
+    answer = stack.graphql(BACKFILL, {"params": params})["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise SystemExit(f"could not launch the backfill: {answer}")
+    tags = [{"key": "dagster/backfill", "value": answer["backfillId"]}]
+    run_id = wait_for_run(stack, {"tags": tags})
+    wait_for_run(stack, {"pipelineName": f"{ROUTE}__erp_delivery_job"})
+    wait_until_idle(stack)
+    return run_id
+
+
+def wait_until_idle(stack: LiveStack, timeout: float = 90) -> None:
+    """Until no run is queued or in progress (a delivery starts every minute and takes
+    seconds), so the graph shows settled checks rather than "Materializing…"."""
+    active = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = stack.graphql(STATUS, {"runId": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            log.info("run %s: %s", run_id, status)
-            return run_id
+        runs = stack.graphql(RUNS, {"filter": {"statuses": active}})["runsOrError"]["results"]
+        if not runs:
+            time.sleep(3)  # the UI's live data polls every 2 s
+            return
+        time.sleep(0.5)
+    log.warning("runs still in progress after %s s; taking the screenshot anyway", timeout)
+
+
+def wait_for_run(stack: LiveStack, run_filter: dict, timeout: float = 300) -> str:
+    """The first run matching ``run_filter`` once it has ended successfully."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = stack.graphql(RUNS, {"filter": run_filter})["runsOrError"]["results"]
+        ended = [r for r in runs if r["status"] in DONE]
+        if ended:
+            run = ended[-1]
+            if run["status"] != "SUCCESS":
+                raise SystemExit(f"run {run['runId']}: {run['status']}")
+            log.info("run %s: %s", run["runId"], run["status"])
+            return run["runId"]
         time.sleep(1)
-    raise SystemExit(f"run {run_id} did not finish in time")
+    raise SystemExit(f"no run matching {run_filter} ended in {timeout:.0f} s")
 
 
 def screenshot(browser: str, url: str, target: Path, profile: Path) -> None:
@@ -103,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="screenshots-") as tmp,
-        live_stack(Path(tmp), nux=False) as stack,
+        live_stack(Path(tmp)) as stack,
     ):
-        run_id = launch_window(stack)
+        run_id = backfill_history(stack)
         profile = Path(tmp) / "chromium"
         group = f"{stack.url}/locations/{LOCATION}/asset-groups/{ROUTE}"
         screenshot(browser, group, args.out / "asset-graph.png", profile)
