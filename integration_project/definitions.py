@@ -27,8 +27,8 @@ def _with_shared(routes: dg.Definitions) -> dg.Definitions:
             resources={"duckdb": duckdb_resource()},
             sensors=[alert_sensor],
             jobs=[erase_customer_job],  # location-wide (README, "Personal data")
-            # Each run in one process: a delivery run (the asset and its six checks) used to
-            # start seven step processes, about 20 s of a 2-core machine every minute.
+            # Each run in one process: a delivery run (the asset and its four checks) used to
+            # start a process per step, about 20-30 s of a 2-core machine every minute.
             executor=dg.in_process_executor,
         ),
     )

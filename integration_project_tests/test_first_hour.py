@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from integration_project import settings
@@ -76,6 +77,7 @@ class Newcomer:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.final_erp: list[dict] = []
         inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_", "SANDBOX_", "DEV_")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(inherited)},
@@ -120,17 +122,35 @@ class Newcomer:
         raise AssertionError(f"no {text!r} after {timeout:.0f} s:\n{self.output()[-4000:]}")
 
     def stop(self) -> float:
-        """Ctrl-C; how long the stop took. Kills what is left (and fails) past 90 s."""
+        """Ctrl-C; how long the stop took. Kills what is left (and fails) past 90 s. The
+        sandbox ERP's last state (``final_erp``) is read until it stops: ``dev.py`` stops
+        Dagster first, so that state holds everything any run sent."""
         assert self.proc is not None
         started = time.monotonic()
         self.proc.send_signal(signal.SIGINT)
+        while self.proc.poll() is None and time.monotonic() < started + 90:
+            try:
+                self.final_erp = erp_sales_orders()
+            except (urllib.error.URLError, OSError):
+                pass  # the sandbox has stopped
+            time.sleep(0.2)
         try:
-            code = self.proc.wait(timeout=90)
+            code = self.proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError(f"dev.py up did not stop in 90 s:\n{self.output()}") from None
         assert code == 0, self.output()
         return time.monotonic() - started
+
+    def ledger_refs(self) -> dict[str, set[str]]:
+        """The ledger's YourRefs by status, read once everything has stopped."""
+        path = self.state / "data" / "sandbox.duckdb"
+        with duckdb.connect(str(path), read_only=True) as conn:
+            rows = conn.execute("SELECT status, your_ref FROM delivered_orders").fetchall()
+        refs: dict[str, set[str]] = {}
+        for status, ref in rows:
+            refs.setdefault(status, set()).add(ref)
+        return refs
 
     def marked_pids(self) -> list[int]:
         return marked_pids(self.marker)
@@ -184,6 +204,15 @@ def assert_stopped_cleanly(newcomer: Newcomer, took: float) -> None:
     # Every run has ended: none left queued or "started" for run monitoring to fail later.
     assert set(statuses) <= {"SUCCESS", "CANCELED"}, statuses
     assert took < 60, f"the stop took {took:.0f} s"
+    # This world's ledger and ERP agree: every order the ledger calls delivered is in the ERP,
+    # and the ERP holds nothing the ledger does not know (a delivery cancelled mid-send may
+    # leave an order `sending`; the next run looks it up). A ledger that outlived an earlier
+    # world would call orders delivered that this ERP never got.
+    erp = Counter(o["YourRef"] for o in newcomer.final_erp)
+    assert erp and max(erp.values()) == 1
+    ledger = newcomer.ledger_refs()
+    assert ledger.get("delivered", set()) <= set(erp), ledger.get("delivered", set()) - set(erp)
+    assert set(erp) <= ledger.get("delivered", set()) | ledger.get("sending", set())
 
 
 def assert_calm_catalog(newcomer: Newcomer) -> None:
