@@ -115,6 +115,8 @@ def default_partitions_start(environ: Mapping[str, str] | None = None) -> str:
 def parse_window_start(value: str) -> datetime:
     """``YYYY-MM-DD-HH:MM`` (a partition key) as an aware UTC datetime; ``ValueError`` if not."""
     return datetime.strptime(value, PARTITION_FORMAT).replace(tzinfo=UTC)
+
+
 DEFAULT_PAGE_SIZE = 100
 
 #: The shop's time zone when a route names none: ``OrderDate`` is the calendar date there.

@@ -196,8 +196,9 @@ def test_partitions_start_where_the_route_file_says_else_at_the_sandbox_worlds_s
             dg.Definitions(resources={"duckdb": DuckDBResource(database=":memory:")}),
         )
         return {
-            route: defs.resolve_assets_def(dg.AssetKey([route, "source_orders"]))
-            .partitions_def.start.strftime("%Y-%m-%d-%H:%M")
+            route: defs.resolve_assets_def(
+                dg.AssetKey([route, "source_orders"])
+            ).partitions_def.start.strftime("%Y-%m-%d-%H:%M")
             for route in ("pinned", "unpinned")
         }
 
