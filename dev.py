@@ -133,8 +133,7 @@ def fresh_sandbox_world(env: dict[str, str], data: Path, now: datetime) -> datet
             old.replace(f"{previous}{suffix}")
         elif Path(f"{previous}{suffix}").exists():
             Path(f"{previous}{suffix}").unlink()
-    window = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
-    start = window - HISTORY
+    start = settings.window_start(now) - HISTORY
     env[settings.DUCKDB_PATH_ENV] = str(ledger)
     env[settings.SANDBOX_START_ENV] = start.strftime(settings.PARTITION_FORMAT)
     return start

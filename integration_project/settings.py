@@ -112,6 +112,13 @@ def default_partitions_start(environ: Mapping[str, str] | None = None) -> str:
     return value
 
 
+def window_start(moment: datetime) -> datetime:
+    """The start of the window ``moment`` falls in (windows of :data:`WINDOW` from the hour)."""
+    step = int(WINDOW.total_seconds())
+    floored = int(moment.timestamp()) // step * step
+    return datetime.fromtimestamp(floored, tz=moment.tzinfo or UTC)
+
+
 def parse_window_start(value: str) -> datetime:
     """``YYYY-MM-DD-HH:MM`` (a partition key) as an aware UTC datetime; ``ValueError`` if not."""
     return datetime.strptime(value, PARTITION_FORMAT).replace(tzinfo=UTC)

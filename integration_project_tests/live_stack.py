@@ -214,7 +214,7 @@ def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
     # A sandbox world as `dev.py up` makes one: half an hour of history, the routes' partitions
     # starting with it (not weeks of empty windows).
     now = datetime.now(UTC)
-    world = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5 + 30)
+    world = settings.window_start(now) - timedelta(minutes=30)
     history_minutes = (now - world).total_seconds() / 60
     inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_")
     env = {

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from integration_project import settings
 from integration_project_tests.live_stack import LOCATION, LiveStack, StackUnavailable, live_stack
 from integration_project_tests.skips import in_ci
 
@@ -64,8 +65,8 @@ def expected() -> dg.Definitions:
 
 
 def last_closed_window(now: datetime) -> str:
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5 + 5)
-    return start.strftime("%Y-%m-%d-%H:%M")
+    start = settings.window_start(now) - settings.WINDOW
+    return start.strftime(settings.PARTITION_FORMAT)
 
 
 def test_the_ui_shows_every_route_with_lineage_schedules_sensors_and_checks(stack: LiveStack):
