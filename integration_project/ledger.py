@@ -34,8 +34,7 @@ from urllib.parse import urlsplit
 import duckdb
 import pyarrow as pa
 
-from integration_project.exact.client import StoredTokens
-from integration_project.exact.models import VatCode
+from integration_project.exact.models import StoredTokens, VatCode
 from integration_project.redact import (
     blank_order,
     blank_sales_order,

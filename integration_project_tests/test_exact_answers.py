@@ -21,7 +21,6 @@ from integration_project.exact.client import (
     TOKEN_ENDPOINT,
     ErrorBudgetSpent,
     ExactClient,
-    StoredTokens,
     fingerprint,
 )
 from integration_project.exact.models import (
@@ -30,6 +29,7 @@ from integration_project.exact.models import (
     SALES_ORDERS,
     TOKEN_PATH,
     SalesOrderCreate,
+    StoredTokens,
     data_path,
 )
 from integration_project.http import ApiError, AuthError

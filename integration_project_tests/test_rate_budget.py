@@ -14,7 +14,8 @@ from datetime import timedelta
 
 import pytest
 
-from integration_project.exact.client import MAX_CLIENT_ERRORS_PER_HOUR, StoredTokens
+from integration_project.exact.client import MAX_CLIENT_ERRORS_PER_HOUR
+from integration_project.exact.models import StoredTokens
 from integration_project.ledger import DuckDBTokenStore
 from integration_project.sandbox import FaultPlan
 from integration_project_tests.conftest import WINDOW_END, WINDOW_START

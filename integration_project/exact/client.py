@@ -63,6 +63,7 @@ from integration_project.exact.models import (
     RateLimit,
     SalesOrderLineRef,
     SalesOrderRef,
+    StoredTokens,
     TokenResponse,
     VatCode,
     account_code,
@@ -112,15 +113,6 @@ SAFE_REASON = re.compile(r"\s*([A-Za-z][A-Za-z0-9]{2,59})\s*(?::|$)")
 
 
 # --- the token store (implemented over DuckDB by the ledger) -------------------------------
-
-
-@dataclass(frozen=True)
-class StoredTokens:
-    refresh_token: str
-    access_token: str | None
-    access_expires_at: float | None  # epoch seconds
-    refreshed_at: float | None  # epoch seconds
-    seed_fingerprint: str  # which ERP_REFRESH_TOKEN this chain of rotations started from
 
 
 class TokenStore(Protocol):

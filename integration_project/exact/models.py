@@ -278,3 +278,18 @@ class RateLimit:
             self.minutely_reset_ms,
         )
         return {h: str(v) for h, v in zip(RATE_LIMIT_HEADERS, values, strict=True) if v is not None}
+
+
+# --- the token chain, as a token store keeps it (the ledger's ``erp_tokens`` table) --------
+
+
+@dataclass(frozen=True)
+class StoredTokens:
+    """One division's OAuth state: the latest refresh token of its rotation chain and the access
+    token it last yielded."""
+
+    refresh_token: str
+    access_token: str | None
+    access_expires_at: float | None  # epoch seconds
+    refreshed_at: float | None  # epoch seconds
+    seed_fingerprint: str  # which ERP_REFRESH_TOKEN this chain of rotations started from
