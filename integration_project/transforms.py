@@ -512,64 +512,88 @@ def _map_line(
     kind = _text(item.type) or "product"
     label = _text(item.label)
     if kind == "product":
-        sku = _text(item.payload.productNumber if item.payload else None)
-        if sku is None:
-            raise _Reject(f"{where}.payload.productNumber is missing (label {_show(label)})")
-        if len(sku) > MAX_SKU:
-            raise _Reject(f"{where}.payload.productNumber is too long: {_show(sku)}")
-        quantity = _quantity(item.quantity, f"{where}.quantity ({sku})")
-        unit_price = _money(item.unitPrice, f"{where}.unitPrice ({sku})", UNIT)
-        if unit_price < 0:
-            raise _Reject(f"{where}.unitPrice ({sku}): negative price {unit_price}")
-        expected = (unit_price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
-        total = expected
-        if item.totalPrice is not None:
-            total = _money(item.totalPrice, f"{where}.totalPrice ({sku})")
-            if abs(total - expected) > CENT:
-                raise _Reject(
-                    f"{where}.totalPrice ({sku}): {total} is not quantity {quantity} * "
-                    f"unitPrice {unit_price} = {expected}"
-                )
-        parts = _tax_parts(item.price, total, tax_status, f"{where}.price", sku)
-        if not parts:  # free of charge: booked at nothing, VAT from the item's own code
-            free = MappedLine(sku, quantity, Decimal("0.0000"), (label or sku)[:MAX_DESCRIPTION])
-            return [free], Decimal(0)
-        lines = _vat_lines(
-            parts,
-            item_code=sku,
-            quantity=quantity,
-            description=label or sku,
-            kind="product",
-            country=country,
-            rules=rules,
-        )
-        return lines, Decimal(0)
+        return _product_lines(where, item, label, rules, tax_status, country), Decimal(0)
     if kind in ("promotion", "discount", "credit"):
-        amount = _money(
-            item.totalPrice if item.totalPrice is not None else item.unitPrice,
-            f"{where}.totalPrice ({kind})",
-        )
-        if amount > 0:
-            raise _Reject(f"{where}.totalPrice ({kind}): a {kind} must not add {amount}")
-        if amount == 0:
-            return [], Decimal(0)  # a free-shipping promotion or an expired voucher
-        if rules.promotions == "ignore":
-            return [], _gross(amount, item.price, tax_status)
-        parts = _tax_parts(item.price, amount, tax_status, f"{where}.price", kind)
-        lines = _vat_lines(
-            parts,
-            item_code=rules.discount_item_code,
-            quantity=Decimal(1),
-            description=label or kind.capitalize(),
-            kind="discount",
-            country=country,
-            rules=rules,
-        )
-        return lines, Decimal(0)
+        return _discount_lines(where, item, kind, label, rules, tax_status, country)
     raise _Reject(
         f"{where}.type: line items of type {_show(kind)} ({_show(label)}) have no ERP mapping; "
         "only product, promotion, discount and credit lines can be sent"
     )
+
+
+def _product_lines(
+    where: str,
+    item: OrderLineItem,
+    label: str | None,
+    rules: MappingRules,
+    tax_status: str,
+    country: str,
+) -> list[MappedLine]:
+    """A product line: its SKU's item, at the shop's unit price excluding VAT."""
+    sku = _text(item.payload.productNumber if item.payload else None)
+    if sku is None:
+        raise _Reject(f"{where}.payload.productNumber is missing (label {_show(label)})")
+    if len(sku) > MAX_SKU:
+        raise _Reject(f"{where}.payload.productNumber is too long: {_show(sku)}")
+    quantity = _quantity(item.quantity, f"{where}.quantity ({sku})")
+    unit_price = _money(item.unitPrice, f"{where}.unitPrice ({sku})", UNIT)
+    if unit_price < 0:
+        raise _Reject(f"{where}.unitPrice ({sku}): negative price {unit_price}")
+    expected = (unit_price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
+    total = expected
+    if item.totalPrice is not None:
+        total = _money(item.totalPrice, f"{where}.totalPrice ({sku})")
+        if abs(total - expected) > CENT:
+            raise _Reject(
+                f"{where}.totalPrice ({sku}): {total} is not quantity {quantity} * "
+                f"unitPrice {unit_price} = {expected}"
+            )
+    parts = _tax_parts(item.price, total, tax_status, f"{where}.price", sku)
+    if not parts:  # free of charge: booked at nothing, VAT from the item's own code
+        return [MappedLine(sku, quantity, Decimal("0.0000"), (label or sku)[:MAX_DESCRIPTION])]
+    return _vat_lines(
+        parts,
+        item_code=sku,
+        quantity=quantity,
+        description=label or sku,
+        kind="product",
+        country=country,
+        rules=rules,
+    )
+
+
+def _discount_lines(
+    where: str,
+    item: OrderLineItem,
+    kind: str,
+    label: str | None,
+    rules: MappingRules,
+    tax_status: str,
+    country: str,
+) -> tuple[list[MappedLine], Decimal]:
+    """A promotion, discount or credit: lines of the route's discount item, or (promotions
+    ``ignore``) nothing, and its gross amount as what the route leaves off."""
+    amount = _money(
+        item.totalPrice if item.totalPrice is not None else item.unitPrice,
+        f"{where}.totalPrice ({kind})",
+    )
+    if amount > 0:
+        raise _Reject(f"{where}.totalPrice ({kind}): a {kind} must not add {amount}")
+    if amount == 0:
+        return [], Decimal(0)  # a free-shipping promotion or an expired voucher
+    if rules.promotions == "ignore":
+        return [], _gross(amount, item.price, tax_status)
+    parts = _tax_parts(item.price, amount, tax_status, f"{where}.price", kind)
+    lines = _vat_lines(
+        parts,
+        item_code=rules.discount_item_code,
+        quantity=Decimal(1),
+        description=label or kind.capitalize(),
+        kind="discount",
+        country=country,
+        rules=rules,
+    )
+    return lines, Decimal(0)
 
 
 def _gross(amount: Decimal, price: Any, tax_status: str) -> Decimal:
@@ -678,6 +702,57 @@ ORDER_NUMBER_DIGITS = re.compile(r"[0-9]+")
 
 
 def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> MappedOrder:
+    number = _order_number(order, rules)
+    currency = _currency(order)
+    customer = _customer(order, country)
+    tax_status = _text(order.taxStatus)
+    if tax_status not in TAX_STATUSES:
+        raise _Reject(
+            f"taxStatus: expected one of {', '.join(TAX_STATUSES)}, got {_show(order.taxStatus)}"
+        )
+    if order.amountTotal is None:
+        raise _Reject("amountTotal is missing")
+    amount_total = _money(order.amountTotal, "amountTotal")
+    lines, left_off = _order_lines(order, rules, tax_status, country)
+    _check_total(lines, amount_total - left_off, tax_status, left_off)
+    values = {
+        "order_number": number,
+        "shop_order_id": shop_id,
+        "email": customer.email,
+        "country": country,
+        "customer_name": customer.name,
+        "customer_number": customer.number,
+        "currency": currency,
+    }
+    description = _template(rules.description_template, values, "description")[:MAX_DESCRIPTION]
+    your_ref = _template(rules.your_ref_template, values, "YourRef")
+    if not your_ref or len(your_ref) > MAX_YOUR_REF:
+        raise _Reject(f"YourRef {_show(your_ref)} is empty or longer than {MAX_YOUR_REF}")
+    extra = tuple(
+        (field_name, _template(template, values, field_name)[:MAX_DESCRIPTION])
+        for field_name, template in rules.extra_fields
+    )
+    return MappedOrder(
+        shop_order_id=shop_id,
+        order_number=number,
+        order_date=_order_date(order, rules.shop_timezone),
+        currency=currency,
+        customer_email=customer.email,
+        customer_number=customer.number,
+        customer_name=customer.name[:MAX_DESCRIPTION],
+        customer_country=customer.country,
+        shipping_country=country,
+        description=description,
+        lines=tuple(lines),
+        your_ref=your_ref,
+        extra_fields=extra,
+        tax_status=tax_status,
+        amount_total=amount_total,
+    )
+
+
+def _order_number(order: ShopOrder, rules: MappingRules) -> str:
+    """The shop's order number, as the ERP's YourRef can hold it and the route promises it."""
     number = _text(order.orderNumber)
     if number is None:
         raise _Reject("orderNumber is missing")
@@ -689,12 +764,33 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
             "orders with digits only (source.order_number_format: digits); set it to 'any' and "
             "give the route a YourRef template no other route on the division can produce"
         )
+    return number
+
+
+def _currency(order: ShopOrder) -> str:
     currency = _text(order.currency.isoCode if order.currency else None)
     currency = currency.upper() if currency else None
     if currency is None:
         raise _Reject("currency.isoCode is missing")
     if not _CURRENCY.match(currency):
         raise _Reject(f"currency.isoCode: not an ISO 4217 code: {_show(currency)}")
+    return currency
+
+
+@dataclass(frozen=True)
+class _Customer:
+    """Who ordered, as the ERP account is found and named."""
+
+    email: str
+    #: The company, else the person, else the e-mail address.
+    name: str
+    #: The shop's customer number, "" when it has none.
+    number: str
+    #: The billing country when it is a known one, else the shipping country.
+    country: str
+
+
+def _customer(order: ShopOrder, country: str) -> _Customer:
     customer = order.orderCustomer
     if customer is None:
         raise _Reject("orderCustomer is missing")
@@ -708,15 +804,14 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
     customer_country = (_country_of(order.billingAddress) or country).upper()
     if customer_country not in ISO_COUNTRIES:
         customer_country = country
+    return _Customer(email, name, _text(customer.customerNumber) or "", customer_country)
 
-    tax_status = _text(order.taxStatus)
-    if tax_status not in TAX_STATUSES:
-        raise _Reject(
-            f"taxStatus: expected one of {', '.join(TAX_STATUSES)}, got {_show(order.taxStatus)}"
-        )
-    if order.amountTotal is None:
-        raise _Reject("amountTotal is missing")
-    amount_total = _money(order.amountTotal, "amountTotal")
+
+def _order_lines(
+    order: ShopOrder, rules: MappingRules, tax_status: str, country: str
+) -> tuple[list[MappedLine], Decimal]:
+    """The ERP lines of the order's line items and shipping, and what the route leaves off on
+    purpose (ignored promotions, shipping without an item), as the shop priced it."""
     if not order.lineItems:
         raise _Reject("lineItems: the order has no line items")
     lines: list[MappedLine] = []
@@ -747,41 +842,7 @@ def _map(order: ShopOrder, shop_id: str, country: str, rules: MappingRules) -> M
                 country=country,
                 rules=rules,
             )
-    _check_total(lines, amount_total - left_off, tax_status, left_off)
-    values = {
-        "order_number": number,
-        "shop_order_id": shop_id,
-        "email": email,
-        "country": country,
-        "customer_name": name,
-        "customer_number": _text(customer.customerNumber) or "",
-        "currency": currency,
-    }
-    description = _template(rules.description_template, values, "description")[:MAX_DESCRIPTION]
-    your_ref = _template(rules.your_ref_template, values, "YourRef")
-    if not your_ref or len(your_ref) > MAX_YOUR_REF:
-        raise _Reject(f"YourRef {_show(your_ref)} is empty or longer than {MAX_YOUR_REF}")
-    extra = tuple(
-        (field_name, _template(template, values, field_name)[:MAX_DESCRIPTION])
-        for field_name, template in rules.extra_fields
-    )
-    return MappedOrder(
-        shop_order_id=shop_id,
-        order_number=number,
-        order_date=_order_date(order, rules.shop_timezone),
-        currency=currency,
-        customer_email=email,
-        customer_number=str(values["customer_number"]),
-        customer_name=name[:MAX_DESCRIPTION],
-        customer_country=customer_country,
-        shipping_country=country,
-        description=description,
-        lines=tuple(lines),
-        your_ref=your_ref,
-        extra_fields=extra,
-        tax_status=tax_status,
-        amount_total=amount_total,
-    )
+    return lines, left_off
 
 
 def _check_total(

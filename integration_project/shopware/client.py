@@ -404,6 +404,13 @@ def _split_page(text: str) -> tuple[int | None, list[Any]]:
         elif depth == 2 and key == "data" and entries is not None:  # between data entries
             entries.append(text[entry_start:at])
             entry_start = match.end()
+    return _total(total), _parse_entries(text, end, entries)
+
+
+def _parse_entries(text: str, end: int, entries: list[str] | None) -> list[Any]:
+    """The ``data`` entries :func:`_split_page` found (``end``: where the answer's object
+    closed, -1 if it never did), each parsed on its own; one that cannot be becomes a
+    stand-in."""
     if end < 0:
         raise json.JSONDecodeError("the answer ends before its brackets close", text, len(text))
     if text[end:].strip():
@@ -418,7 +425,7 @@ def _split_page(text: str) -> tuple[int | None, list[Any]]:
             orders.append(_loads(piece))
         except (RecursionError, ValueError) as exc:
             orders.append(_unreadable_entry(piece, exc))
-    return _total(total), orders
+    return orders
 
 
 def _scalar(text: str) -> Any:
