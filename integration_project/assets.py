@@ -176,8 +176,9 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         window = context.partition_time_window
         start = window.start - lookback  # re-read late arrivals; staging is an upsert
         ledger = ledger_for(context)
-        ledger.bind_shop(shop.api_url)  # refuses a shop other than the one its rows came from
-        ledger.begin_fetch(context.run_id)
+        # Refuses a shop other than the one its rows came from.
+        ledger.endpoints.bind_shop(shop.api_url)
+        ledger.staging.begin_fetch(context.run_id)
         fetched = pages = 0
         preview: list[list[Any]] = []
         try:
@@ -187,12 +188,12 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                     start=start, end=window.end, page_size=route.page_size
                 ):
                     pages += 1
-                    fetched += ledger.stage_page(context.run_id, page.orders, window.start)
+                    fetched += ledger.staging.stage_page(context.run_id, page.orders, window.start)
                     for order in page.orders[: max(0, PREVIEW_ROWS - len(preview))]:
                         preview.append(_order_preview(order))
-            new, updated = ledger.commit_fetch(context.run_id)
+            new, updated = ledger.staging.commit_fetch(context.run_id)
         except BaseException:
-            ledger.abort_fetch(context.run_id)  # staged_orders stays as it was
+            ledger.staging.abort_fetch(context.run_id)  # staged_orders stays as it was
             raise
         context.log.info(
             "Fetched %s orders in %s pages for [%s, %s): %s new, %s re-fetched",
@@ -212,7 +213,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
                 "lookback_minutes": lookback.total_seconds() / 60,
-                "dagster/row_count": ledger.count_staged(window.start, window.end),
+                "dagster/row_count": ledger.staging.count(window.start, window.end),
                 "preview": md_table(
                     ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], preview
                 ),
@@ -234,7 +235,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         erp: ErpResource = getattr(context.resources, erp_key)
         window = context.partition_time_window
         ledger = ledger_for(context)
-        ledger.bind_erp(erp.api_url, erp.division)  # account ids belong to one division
+        ledger.endpoints.bind_erp(erp.api_url, erp.division)  # account ids belong to one division
         counts: Counter[str] = Counter()
         quarantine_preview: list[list[Any]] = []
         payload_preview: list[list[Any]] = []
@@ -242,7 +243,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
             resolver = _Resolver(ledger, client, context, route.mapping.account_match)
             # The window and its look-back, then older orders that were staged but never
             # mapped (a window whose mapping failed for longer than the look-back).
-            older = ledger.unmapped_before(window.start - lookback, CATCH_UP_LIMIT)
+            older = ledger.staging.unmapped_before(window.start - lookback, CATCH_UP_LIMIT)
             if older:
                 context.log.warning(
                     "Also mapping %s staged orders from before the look-back that were never "
@@ -250,7 +251,8 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                     len(older),
                 )
             batches = itertools.chain(
-                ledger.iter_staged(window.start - lookback, window.end), [older] if older else []
+                ledger.staging.batches(window.start - lookback, window.end),
+                [older] if older else [],
             )
             deferred = consecutive_deferred = 0
             for batch in batches:
@@ -320,7 +322,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                         payload_preview.append(
                             [row.order_number, json.dumps(row.payload, ensure_ascii=False)]
                         )
-                ledger.record_mapping(rows, context.run_id)
+                ledger.mapped.record(rows, context.run_id)
         staged_total = sum(counts.values())
         context.log.info(
             "Mapped %s of %s orders for [%s, %s): %s outside the route's countries, %s "
@@ -381,22 +383,22 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         erp: ErpResource = getattr(context.resources, erp_key)
         ledger = ledger_for(context)
         # Refuses an ERP other than the one the ledger's rows were delivered to, naming both.
-        ledger.bind_erp(erp.api_url, erp.division)
+        ledger.endpoints.bind_erp(erp.api_url, erp.division)
         if config.dry_run:
             return _preview(context, ledger, config.max_orders, before_send, allowed)
         run_id = context.run_id
         lease = f"erp_delivery:{route_id}"
-        holder = ledger.acquire_lease(lease, run_id, LEASE_TTL)
+        holder = ledger.lease.acquire(lease, run_id, LEASE_TTL)
         if holder is not None and _run_is_over(context.instance, holder):
             # Its worker died (SIGKILL, OOM) and run monitoring marked the run over: its rows in
             # `sending` are looked up below, so taking over cannot send anything twice.
             context.log.warning("Delivery run %s is over but held the lease; taking it", holder)
-            holder = ledger.acquire_lease(lease, run_id, LEASE_TTL, take_over_from=holder)
+            holder = ledger.lease.acquire(lease, run_id, LEASE_TTL, take_over_from=holder)
         if holder is not None:
             # The run queue keeps delivery runs apart; this covers runs that bypass it (the CLI).
             context.log.warning("Delivery run %s holds the lease; this run sends nothing", holder)
-            counts = ledger.delivery_counts()
-            pending_left, _ = ledger.waiting(allowed)
+            counts = ledger.views.delivery_counts()
+            pending_left, _ = ledger.deliveries.waiting(allowed)
             # The ledger's totals, so this materialisation does not hide what the sending run
             # is doing behind "sent 0" and an empty row count.
             return dg.MaterializeResult(
@@ -428,10 +430,10 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
                     sent_preview,
                 )
         finally:
-            ledger.release_lease(lease, run_id)
-        counts = ledger.delivery_counts()
-        pending_left, oldest_pending_age_s = ledger.waiting(allowed)
-        held_back, held_sample = ledger.mapped_outside_countries(allowed, limit=5)
+            ledger.lease.release(lease, run_id)
+        counts = ledger.views.delivery_counts()
+        pending_left, oldest_pending_age_s = ledger.deliveries.waiting(allowed)
+        held_back, held_sample = ledger.mapped.outside_countries(allowed, limit=5)
         if held_back:
             # The blocking country check fails on these too; they wait for a fixed mapping.
             context.log.error(
@@ -476,7 +478,7 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
             "dagster/row_count": counts.get("delivered", 0),
             "stopped_early": stopped or "no",
             # Longest wait from mapping to the ERP among the orders this run delivered.
-            "latency_seconds_max": ledger.latency_seconds_max(run_id),
+            "latency_seconds_max": ledger.views.latency_seconds_max(run_id),
             "sent_preview": md_table(
                 ["orderNumber", "ERP OrderNumber", "ERP OrderID"], sent_preview
             ),
@@ -590,12 +592,12 @@ class _Resolver:
                     codes.add(code)
         unseen_emails = emails - self._accounts.keys() - self._not_cached
         if unseen_emails:
-            found = self._ledger.cached_accounts(unseen_emails)
+            found = self._ledger.lookups.cached_accounts(unseen_emails)
             self._accounts.update(found)
             self._not_cached |= unseen_emails - found.keys()
         unseen_codes = codes - self._items.keys()
         if unseen_codes:
-            self._items.update(self._ledger.cached_items(unseen_codes))
+            self._items.update(self._ledger.lookups.cached_items(unseen_codes))
 
     def account_for(self, order: MappedOrder) -> str:
         """The ERP account the order is booked to, found (or created) by the route's rule:
@@ -618,7 +620,7 @@ class _Resolver:
             key = order.customer_email.lower()
         if key in self._accounts:
             return self._accounts[key]
-        cached = None if key in self._not_cached else self._ledger.cached_account(key)
+        cached = None if key in self._not_cached else self._ledger.lookups.cached_account(key)
         if cached:
             self._accounts[key] = cached
             return cached
@@ -646,7 +648,7 @@ class _Resolver:
                 )
             self.accounts_created += 1
             self._log.debug("Created ERP account for order %s", order.order_number)
-        self._ledger.cache_account(key, account_id)
+        self._ledger.lookups.cache_account(key, account_id)
         self._accounts[key] = account_id
         return account_id
 
@@ -692,14 +694,14 @@ class _Resolver:
 
     def _division_vat_codes(self, *, refresh: bool = False) -> list[VatCode]:
         if self._vat_codes is None and not refresh:
-            codes, cached_at = self._ledger.cached_vat_codes()
+            codes, cached_at = self._ledger.lookups.cached_vat_codes()
             if cached_at is not None and cached_at > datetime.now(UTC) - VAT_CODES_TTL:
                 self._vat_codes = codes
         if self._vat_codes is None or refresh:
             self.erp_lookups += 1
             self._vat_codes = self._client.list_vat_codes()
             self._vat_codes_fetched = True
-            self._ledger.cache_vat_codes(self._vat_codes)
+            self._ledger.lookups.cache_vat_codes(self._vat_codes)
             self._log.info(
                 "Fetched the ERP division's %s VAT codes (vat/VATCodes)", len(self._vat_codes)
             )
@@ -708,11 +710,12 @@ class _Resolver:
     def items_for(self, codes: frozenset[str]) -> dict[str, str]:
         unseen = codes - self._items.keys()
         if unseen:
-            cached = self._ledger.cached_items(unseen)
+            cached = self._ledger.lookups.cached_items(unseen)
             for code in sorted(unseen - cached.keys()):
                 self.erp_lookups += 1
                 cached[code] = self._client.find_item_id(code)
-                self._ledger.cache_item(code, cached[code])  # a miss is remembered for a while
+                # A miss is remembered for a while.
+                self._ledger.lookups.cache_item(code, cached[code])
             self._items.update(cached)
         return {code: self._items[code] for code in codes if self._items[code] is not None}
 
@@ -865,7 +868,7 @@ def _preview(
     allowed: frozenset[str],
 ) -> dg.MaterializeResult:
     """Dry run: what the next delivery would send, with the payloads; nothing is sent."""
-    pending = ledger.pending(limit=limit, countries=allowed)
+    pending = ledger.deliveries.pending(limit=limit, countries=allowed)
     rows = []
     for order in pending[:PREVIEW_ROWS]:
         body, error = _checked_before_send(before_send, order.payload)
@@ -890,7 +893,7 @@ def _requeue_failed(
     if not (config.resend_all_failed or config.resend_failed):
         return 0
     wanted = None if config.resend_all_failed else config.resend_failed
-    requeued = ledger.requeue_failed(wanted)
+    requeued = ledger.deliveries.requeue_failed(wanted)
     if wanted is None:
         context.log.info("Requeued all %s failed orders to be sent again", requeued)
     else:
@@ -922,7 +925,7 @@ def _renew_lease(ledger: Ledger, lease: str, run_id: str) -> None:
     now = time.monotonic()
     if now - _lease_renewed.get((lease, run_id), -LEASE_RENEW_EVERY_S) < LEASE_RENEW_EVERY_S:
         return
-    holder = ledger.acquire_lease(lease, run_id, LEASE_TTL)
+    holder = ledger.lease.acquire(lease, run_id, LEASE_TTL)
     if holder is not None:
         raise LeaseLost(f"delivery run {holder} took the lease over; this run stopped sending")
     _lease_renewed[(lease, run_id)] = now
@@ -1023,11 +1026,11 @@ def _deliver(
     log = context.log
     try:
         # Step 4 first: rows left in `sending` by a run that died or lost a response.
-        for row in ledger.in_flight():
+        for row in ledger.deliveries.in_flight():
             _renew_lease(ledger, lease, run_id)
             found = client.find_sales_orders(row.your_ref)
             if not found:
-                ledger.release_claim(
+                ledger.deliveries.release_claim(
                     row.shop_order_id, "outcome was unknown; not in the ERP, so sent again"
                 )
                 continue
@@ -1042,11 +1045,13 @@ def _deliver(
             # YourRef another route or a person used for something else is a conflict.
             match, why = _matching_erp_order(client, row, found, before_send)
             if match is None:
-                ledger.mark_conflict(row.shop_order_id, why, erp_order_id=found[0].OrderID)
+                ledger.deliveries.mark_conflict(
+                    row.shop_order_id, why, erp_order_id=found[0].OrderID
+                )
                 tally["conflict"] += 1
                 log.error("Order %s not recorded as delivered: %s", row.order_number, why)
                 continue
-            ledger.mark_delivered(
+            ledger.deliveries.mark_delivered(
                 row.shop_order_id,
                 erp_order_id=match.OrderID,
                 erp_order_number=match.OrderNumber,
@@ -1055,7 +1060,7 @@ def _deliver(
             tally["found_in_erp"] += 1
             log.info("Order %s was already in the ERP; recorded", row.order_number)
         consecutive_unknown = 0
-        orders = ledger.pending(limit=max_orders, countries=allowed)
+        orders = ledger.deliveries.pending(limit=max_orders, countries=allowed)
         # Claims go CLAIM_BATCH at a time, in the same DuckDB connection as the outcomes of the
         # batch before (each open costs ~30 ms). A row is still committed as `sending` before
         # its POST; one whose outcome was not written yet (a killed run) is looked up by
@@ -1067,7 +1072,7 @@ def _deliver(
                 chunk = orders[first : first + CLAIM_BATCH]
                 _renew_lease(ledger, lease, run_id)
                 # Step 3/5 + step 1; a YourRef another route already used here is a conflict.
-                conflicts = ledger.record_outcomes(outcomes, run_id, claim=chunk)
+                conflicts = ledger.deliveries.record_outcomes(outcomes, run_id, claim=chunk)
                 if first and first % PROGRESS_EVERY == 0:  # while a long run sends
                     _observe_progress(context, tally, first, len(orders))
                 for order in chunk:
@@ -1131,7 +1136,7 @@ def _deliver(
         finally:
             # What this run knows, and its claims it never sent back to `pending`.
             left = [Outcome(o.shop_order_id, "pending", "claimed, not sent") for o in unsent]
-            ledger.record_outcomes([*outcomes, *left], run_id, claim=[])
+            ledger.deliveries.record_outcomes([*outcomes, *left], run_id, claim=[])
     except (RateLimited, BudgetExhausted, LeaseLost) as exc:
         return str(exc)
     except AuthError:

@@ -80,7 +80,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
     )
     def mapped_country_allowed(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         ledger = ledger_for(context)
-        outside, sample = ledger.mapped_outside_countries(allowed, limit=SAMPLE_ROWS)
+        outside, sample = ledger.mapped.outside_countries(allowed, limit=SAMPLE_ROWS)
         if outside:
             context.log.error(
                 "%s mapped orders ship outside the route's countries, e.g. %s",
@@ -90,7 +90,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         return dg.AssetCheckResult(
             passed=outside == 0,
             metadata={
-                "mapped": ledger.count_mapped(),
+                "mapped": ledger.mapped.count(),
                 "outside_allowed": outside,
                 "offending_orders": [
                     {"order_number": number, "country": country} for number, country in sample
@@ -108,7 +108,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
     )
     def your_ref_unique(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         ledger = ledger_for(context)
-        duplicated, sample = ledger.duplicate_your_refs(limit=SAMPLE_ROWS)
+        duplicated, sample = ledger.views.duplicate_your_refs(limit=SAMPLE_ROWS)
         if duplicated:
             context.log.error(
                 "%s YourRef values are used by more than one mapped order, e.g. %s",
@@ -131,7 +131,9 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         f"{_minutes(STUCK_SENDING_AFTER)} minutes: a delivery run resolves its own in seconds.",
     )
     def no_order_stuck_sending(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        stuck, sample = ledger_for(context).stuck_sending(STUCK_SENDING_AFTER, limit=SAMPLE_ROWS)
+        stuck, sample = ledger_for(context).views.stuck_sending(
+            STUCK_SENDING_AFTER, limit=SAMPLE_ROWS
+        )
         if stuck:
             context.log.error(
                 "%s orders have been 'sending' for more than %s minutes, e.g. %s",
@@ -163,7 +165,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
     )
     def no_conflicting_orders(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         ledger = ledger_for(context)
-        total, sample = ledger.conflicts(limit=SAMPLE_ROWS)
+        total, sample = ledger.views.conflicts(limit=SAMPLE_ROWS)
         if total:
             context.log.error(
                 "%s orders are in conflict with what the ERP holds, e.g. %s",
@@ -189,7 +191,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         "Fix the cause, then re-send them (see README, 'Failed orders').",
     )
     def no_failed_orders(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        failed, sample = ledger_for(context).failed_orders(limit=SAMPLE_ROWS)
+        failed, sample = ledger_for(context).views.failed_orders(limit=SAMPLE_ROWS)
         if failed:
             context.log.warning("%s orders were refused by the ERP and wait for a fix", failed)
         return dg.AssetCheckResult(
@@ -222,7 +224,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         if carried is not None:
             return carried
         erp: ErpResource = getattr(context.resources, erp_key)
-        sample = ledger.recent_delivered(RECONCILE_SAMPLE)
+        sample = ledger.views.recent_delivered(RECONCILE_SAMPLE)
         missing: list[str] = []
         checked = 0
         stopped = ""
@@ -270,7 +272,7 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
                 metadata=metadata,
                 description="The ledger holds no delivered order yet: nothing to compare.",
             )
-        ledger.record_sample(RECONCILE_CHECK, now, not missing, metadata)
+        ledger.samples.record(RECONCILE_CHECK, now, not missing, metadata)
         description = (
             f"{len(missing)} of {checked} delivered orders sampled are missing in the ERP."
             if missing
@@ -292,7 +294,7 @@ def _carry_forward(ledger: Ledger, now: datetime) -> dg.AssetCheckResult | None:
     """The last reconciliation's result again if it sampled the ERP less than
     :data:`RECONCILE_EVERY` ago (so a failure stays visible), else None: time to sample. The
     sample is the ledger's (``check_samples``), not Dagster's event history."""
-    last = ledger.last_sample(RECONCILE_CHECK)
+    last = ledger.samples.last(RECONCILE_CHECK)
     if last is None:
         return None
     sampled_at, passed, metadata = last

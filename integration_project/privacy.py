@@ -94,7 +94,7 @@ def build_route_retention(route: RouteConfig) -> RouteRetention:
         ledger = open_ledger(context.resources.duckdb, route_id, erp.token_key)
         now = reference_time(config.now)
         cutoff = now - retention
-        report = ledger.blank_personal_data(cutoff)
+        report = ledger.personal_data.blank(cutoff)
         tables = {
             "staged_orders": report["staged_orders"],
             "erp_orders": report["erp_orders"],
@@ -177,7 +177,7 @@ def erase_customer(context: dg.OpExecutionContext, config: EraseCustomerConfig) 
     masked = mask_emails(normalise_email(config.email))
     ledger = open_ledger(context.resources.duckdb, "*")
     try:
-        report = ledger.erase_email(config.email)
+        report = ledger.personal_data.erase_email(config.email)
     except ValueError as exc:
         raise dg.Failure(f"email: {exc} (got {masked!r})") from None
     tables: dict[str, int] = report["tables"]

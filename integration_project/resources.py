@@ -192,7 +192,7 @@ def token_store(erp: ErpResource, ledger: Ledger) -> DuckDBTokenStore:
     by every route and run using them. A chain an older version stored under the division's
     key is adopted when it started from the same ERP_REFRESH_TOKEN."""
     return DuckDBTokenStore(
-        ledger,
+        ledger.db,
         erp.token_key,
         chain_key=erp.chain_key,
         adopt_from=erp.token_key,

@@ -130,7 +130,7 @@ def _pending(context: dg.SensorEvaluationContext, route_id: str, allowed: frozen
     """Orders the ledger would still send; 0 if the ledger cannot be read right now (a run
     holds the DuckDB file): the delivery schedule covers it."""
     try:
-        return open_ledger(context.resources.duckdb, route_id).count_pending(allowed)
+        return open_ledger(context.resources.duckdb, route_id).deliveries.count_pending(allowed)
     except Exception as exc:
         context.log.warning("Could not read the ledger (%s); skipping", type(exc).__name__)
         return 0

@@ -280,7 +280,7 @@ def test_the_code_locations_alert_redacts_what_the_shipped_routes_name(
 ) -> None:
     """The wiring in definitions.py: the B2B route names SHOP2_CLIENT_ID, which looks harmless."""
     monkeypatch.setenv("INTEGRATION_SANDBOX", "1")  # the shipped routes on the sandbox
-    defs = importlib.import_module("integration_project.definitions").defs
+    defs = importlib.import_module("integration_project.definitions").defs()
     sensor = defs.resolve_sensor_def("run_failure_alert_sensor")
     monkeypatch.setenv("SHOP2_CLIENT_ID", "b2b-client-id-Zr41")
     failure = fail_with("refused client b2b-client-id-Zr41")
@@ -417,7 +417,7 @@ def test_exact_token_errors_carry_the_status_and_oauth_code_never_the_body(
     reason = f"TooEarlyToRefreshTokens: {MARKER} refresh after 2026-11-20T10:00:00Z"
     answers.append(TokenAnswer(status, body, content_type, {"Reason": reason}))
     ledger = open_ledger(DuckDBResource(database=duckdb_path), "acme_route", "k")
-    store = DuckDBTokenStore(ledger, "k")
+    store = DuckDBTokenStore(ledger.db, "k")
     client = ExactClient(
         base_url=url,
         division="1",

@@ -50,6 +50,7 @@ from integration_project_tests.conftest import (
     route_assets,
     shipped_route,
 )
+from integration_project_tests.ledger_reads import delivered_rows
 
 pytestmark = pytest.mark.integration
 
@@ -572,7 +573,7 @@ def test_a_before_send_hook_that_returns_no_sales_order_fails_that_order_and_sen
     assert {o["YourRef"] for o in sandbox.erp.sales_orders} == {
         o["orderNumber"] for o in orders if not even(o)
     }
-    delivered = {r["order_number"]: r for r in ledger.delivered_rows()}
+    delivered = {r["order_number"]: r for r in delivered_rows(ledger)}
     for number in even_numbers:
         assert delivered[number]["status"] == "failed"
         assert f"before_send hook {HOOKS}.{hook}" in delivered[number]["last_error"]

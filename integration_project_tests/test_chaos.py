@@ -24,6 +24,7 @@ from integration_project.resources import open_ledger
 from integration_project.sandbox import FaultPlan, Sandbox
 from integration_project_tests import delivery_runner, invoices
 from integration_project_tests.conftest import DEFAULT, make_resources
+from integration_project_tests.ledger_reads import delivered_rows
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -165,7 +166,7 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
             deliver(at, rng.randint(1, 60) if kill else None)
             if kill:
                 deliver(at + timedelta(minutes=1), None)  # the next minute's tick
-            pending = ledger.count_pending()
+            pending = ledger.deliveries.count_pending()
             print(  # noqa: T201
                 f"chaos tick {tick}: fetch_failures={fetch_failures} delivered="
                 f"{len(delivered() & expected)}/{len(expected)} pending={pending} kills={kills}"
@@ -217,8 +218,8 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     malformed = {t.order_number for t in truth if t.malformed}
     assert malformed_eu <= quarantined <= malformed, sorted(quarantined - malformed)[:5]
     # The ledger matches the ERP one to one.
-    rows = ledger.delivered_rows()
+    rows = delivered_rows(ledger)
     assert {r["status"] for r in rows} == {"delivered"}
     by_ref = {o["YourRef"]: o["OrderID"] for o in sb.erp.sales_orders}
     assert {r["order_number"]: r["erp_order_id"] for r in rows} == by_ref
-    assert ledger.count_pending() == 0
+    assert ledger.deliveries.count_pending() == 0

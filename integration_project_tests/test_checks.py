@@ -17,8 +17,9 @@ from integration_project.checks import (
     YOUR_REF_CHECK,
     build_route_checks,
 )
-from integration_project.ledger import MappingRow
+from integration_project.ledger import MappingRow, Outcome
 from integration_project_tests.conftest import DEFAULT, WINDOW_END, WINDOW_KEY, WINDOW_START
+from integration_project_tests.ledger_reads import delivered_rows
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def test_every_check_passes_on_a_healthy_route(sandbox, resources, ledger):
 
 def test_a_mapped_order_outside_the_allowed_countries_blocks_delivery(sandbox, resources, ledger):
     sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="NL")
-    ledger.record_mapping([bad_row("bad-us", "90001", country="US")], "broken-mapping")
+    ledger.mapped.record([bad_row("bad-us", "90001", country="US")], "broken-mapping")
 
     result = dg.materialize(
         [*DEFAULT.all, *MAPPING_CHECKS, *DELIVERY_CHECKS],
@@ -131,21 +132,21 @@ def test_a_separate_delivery_run_holds_back_an_order_outside_the_allowed_countri
     separate runs, so delivery itself must never send an order mapped outside the set."""
     sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="NL")
     fetch_and_map(resources)
-    ledger.record_mapping([bad_row("bad-us", "90001", country="US")], "broken-mapping")
+    ledger.mapped.record([bad_row("bad-us", "90001", country="US")], "broken-mapping")
 
     result = deliver(resources)
     [event] = result.get_asset_materialization_events()
     info = {k: v.value for k, v in event.materialization.metadata.items()}
     assert (info["sent"], info["held_back_outside_countries"], info["pending_left"]) == (2, 1, 0)
     assert sorted(o["YourRef"] for o in sandbox.erp.sales_orders) == sorted(
-        r["your_ref"] for r in ledger.delivered_rows()
+        r["your_ref"] for r in delivered_rows(ledger)
     )
     assert "90001" not in {o["YourRef"] for o in sandbox.erp.sales_orders}
-    assert not ledger.pending(countries=DEFAULT.route.rules().allowed_countries)
+    assert not ledger.deliveries.pending(countries=DEFAULT.route.rules().allowed_countries)
 
 
 def test_a_your_ref_used_twice_fails(resources, ledger):
-    ledger.record_mapping(
+    ledger.mapped.record(
         [
             bad_row("dup-a", "90010", your_ref="DUP-1"),
             bad_row("dup-b", "90011", your_ref="DUP-1"),
@@ -162,10 +163,11 @@ def test_a_your_ref_used_twice_fails(resources, ledger):
 
 
 def test_an_order_stuck_in_sending_fails(resources, ledger):
-    ledger.record_mapping([bad_row("s-old", "90020"), bad_row("s-new", "90021")], "run-1")
-    old, new = ledger.pending()
-    ledger.claim(old, "dead-run")
-    ledger.claim(new, "live-run")  # claimed just now: a run is sending it, not stuck
+    ledger.mapped.record([bad_row("s-old", "90020"), bad_row("s-new", "90021")], "run-1")
+    old, new = ledger.deliveries.pending()
+    ledger.deliveries.record_outcomes([], "dead-run", claim=[old])
+    # Claimed just now: a run is sending it, not stuck.
+    ledger.deliveries.record_outcomes([], "live-run", claim=[new])
     with resources["duckdb"].get_connection() as con:  # simulate: claimed 11 minutes ago
         con.execute(
             "UPDATE delivered_orders SET claimed_at = ? WHERE shop_order_id = 's-old'",
@@ -180,10 +182,11 @@ def test_an_order_stuck_in_sending_fails(resources, ledger):
 
 
 def test_failed_orders_are_a_warning_naming_them(resources, ledger):
-    ledger.record_mapping([bad_row("f-1", "90030")], "run-1")
-    [order] = ledger.pending()
-    ledger.claim(order, "run-2")
-    ledger.mark_failed(order.shop_order_id, "Currency: 'XAU' is not a known currency")
+    ledger.mapped.record([bad_row("f-1", "90030")], "run-1")
+    [order] = ledger.deliveries.pending()
+    refused = Outcome(order.shop_order_id, "failed", "Currency: 'XAU' is not a known currency")
+    ledger.deliveries.record_outcomes([], "run-2", claim=[order])
+    ledger.deliveries.record_outcomes([refused], "run-2", claim=[])
     failed = run_checks(resources, FAILED_CHECK)[FAILED_CHECK]
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.WARN
     assert meta(failed)["failed"] == 1
@@ -263,10 +266,11 @@ def test_a_reconciliation_with_nothing_delivered_is_not_carried_forward(sandbox,
 
 
 def test_check_metadata_masks_e_mail_addresses_in_the_erps_messages(resources, ledger):
-    ledger.record_mapping([bad_row("f-2", "90031")], "run-1")
-    [order] = ledger.pending()
-    ledger.claim(order, "run-2")
-    ledger.mark_failed(order.shop_order_id, "Email: 'anna.berg@example.org' is not valid")
+    ledger.mapped.record([bad_row("f-2", "90031")], "run-1")
+    [order] = ledger.deliveries.pending()
+    refused = Outcome(order.shop_order_id, "failed", "Email: 'anna.berg@example.org' is not valid")
+    ledger.deliveries.record_outcomes([], "run-2", claim=[order])
+    ledger.deliveries.record_outcomes([refused], "run-2", claim=[])
     failed = run_checks(resources, FAILED_CHECK)[FAILED_CHECK]
     [shown] = meta(failed)["failed_orders"]
     # Masked, still telling which address; the rest of the ERP's message as it was.

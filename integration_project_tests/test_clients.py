@@ -39,7 +39,7 @@ def exact_client(sb: Sandbox, ledger: Ledger, **kwargs) -> ExactClient:  # type:
         client_id=settings.SANDBOX_ERP_CLIENT_ID,
         client_secret=kwargs.pop("client_secret", settings.SANDBOX_ERP_CLIENT_SECRET),
         refresh_token=kwargs.pop("refresh_token", settings.SANDBOX_ERP_REFRESH_TOKEN),
-        token_store=DuckDBTokenStore(ledger, "test"),
+        token_store=DuckDBTokenStore(ledger.db, "test"),
         max_retries=1,
         backoff_factor=0.01,
         **kwargs,
@@ -103,7 +103,7 @@ def test_shop_retries_transient_errors_then_succeeds(sandbox: Sandbox) -> None:
 def test_erp_rotation_is_stored_before_use_and_shared_between_clients(
     sandbox: Sandbox, ledger: Ledger
 ) -> None:
-    store = DuckDBTokenStore(ledger, "test")
+    store = DuckDBTokenStore(ledger.db, "test")
     with exact_client(sandbox, ledger) as client:
         assert client.find_item_id("SHIPPING")
         stored = store.load()
@@ -131,7 +131,7 @@ def test_erp_refreshes_again_only_when_the_access_token_expires(
         time.sleep(1.2)
         client.find_item_id("SHIPPING")
     assert sandbox.erp.token_refreshes == 2
-    assert DuckDBTokenStore(ledger, "test").load().refresh_token == sandbox.erp.refresh_token
+    assert DuckDBTokenStore(ledger.db, "test").load().refresh_token == sandbox.erp.refresh_token
 
 
 def test_erp_too_early_refresh_is_refused_by_the_sandbox(sandbox: Sandbox, ledger: Ledger) -> None:
@@ -234,7 +234,7 @@ def test_stale_stored_refresh_token_falls_back_to_the_configured_one(
         client.find_item_id("SHIPPING")
     with Sandbox(seed=7) as fresh:
         fresh.erp.min_refresh_interval_s = 0
-        store = DuckDBTokenStore(ledger, "test")
+        store = DuckDBTokenStore(ledger.db, "test")
         stale = store.load()
         assert stale is not None
         store.save(

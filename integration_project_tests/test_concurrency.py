@@ -21,6 +21,7 @@ from integration_project_tests.conftest import (
     WINDOW_START,
     make_resources,
 )
+from integration_project_tests.ledger_reads import delivered_rows
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ def test_two_delivery_processes_started_together_never_send_an_order_twice(
     # the second found the lease free after the first finished and had nothing left).
     assert sum(sent) == len(sb.erp.sales_orders) == ORDERS
     ledger = open_ledger(resources["duckdb"], DEFAULT.route.id)
-    assert ledger.delivery_counts() == {"delivered": ORDERS}
+    assert ledger.views.delivery_counts() == {"delivered": ORDERS}
 
 
 def test_two_delivery_processes_with_lost_answers_still_send_nothing_twice(
@@ -93,7 +94,7 @@ def test_two_delivery_processes_with_lost_answers_still_send_nothing_twice(
     assert lossy.get("success"), lossy
     ledger = open_ledger(resources["duckdb"], DEFAULT.route.id)
     assert int(lossy["metadata"]["unknown_outcome"]) == 2
-    assert ledger.delivery_counts() == {"delivered": 58, "sending": 2}
+    assert ledger.views.delivery_counts() == {"delivered": 58, "sending": 2}
     assert len(sb.erp.sales_orders) == 60  # the ERP did store the two lost ones
 
     outputs = _run_all([delivery_runner.start(spec, dagster_home) for _ in range(2)])
@@ -104,9 +105,9 @@ def test_two_delivery_processes_with_lost_answers_still_send_nothing_twice(
     # The two were found by their YourRef, between the two runs, not sent again.
     assert sum(int(out["metadata"].get("found_in_erp", 0)) for out in outputs) == 2
     assert sum(int(out["metadata"].get("sent", 0)) for out in outputs) == 0
-    assert ledger.delivery_counts() == {"delivered": 60}
+    assert ledger.views.delivery_counts() == {"delivered": 60}
     erp_ids = {o["YourRef"]: o["OrderID"] for o in sb.erp.sales_orders}
-    assert {r["order_number"]: r["erp_order_id"] for r in ledger.delivered_rows()} == erp_ids
+    assert {r["order_number"]: r["erp_order_id"] for r in delivered_rows(ledger)} == erp_ids
 
 
 def test_fetch_and_delivery_processes_write_duckdb_at_the_same_time(
@@ -130,7 +131,7 @@ def test_fetch_and_delivery_processes_write_duckdb_at_the_same_time(
     assert delivery.get("success"), delivery
     assert fetch.get("success"), fetch
     ledger = open_ledger(resources["duckdb"], DEFAULT.route.id)
-    assert ledger.count_staged(WINDOW_END, later) == ORDERS  # staged in full
+    assert ledger.staging.count(WINDOW_END, later) == ORDERS  # staged in full
     # The delivery sent the first window in full (and whatever of the next one the fetch had
     # mapped by then); what it reports, what reached the ERP and what the ledger holds agree.
     sent = int(delivery["metadata"]["sent"])
@@ -138,14 +139,14 @@ def test_fetch_and_delivery_processes_write_duckdb_at_the_same_time(
     assert len(first_window) == ORDERS
     assert first_window <= {o["YourRef"] for o in sb.erp.sales_orders}
     assert len(sb.erp.sales_orders) == sent
-    assert ledger.delivery_counts() == {"delivered": sent}
+    assert ledger.views.delivery_counts() == {"delivered": sent}
     assert sb.erp.duplicate_refs() == {}
     # The fetch process's mapping was kept too: the next delivery sends the rest, once each.
     rest = dg.materialize([DEFAULT.erp_delivered_orders], resources=resources)
     assert _sent(rest) == 2 * ORDERS - sent
     assert len(sb.erp.sales_orders) == 2 * ORDERS
     assert sb.erp.duplicate_refs() == {}
-    assert ledger.delivery_counts() == {"delivered": 2 * ORDERS}
+    assert ledger.views.delivery_counts() == {"delivered": 2 * ORDERS}
 
 
 # --- the delivery lease after a crash ---------------------------------------------------------
@@ -175,7 +176,7 @@ def test_a_lease_held_by_a_run_that_is_over_is_taken_over(
         defs.resolve_job_def("killed_delivery"), status=dg.DagsterRunStatus.FAILURE
     )
     try:
-        assert ledger.acquire_lease(LEASE, dead.run_id, timedelta(minutes=3)) is None
+        assert ledger.lease.acquire(LEASE, dead.run_id, timedelta(minutes=3)) is None
         result = _deliver_in_process(resources, dagster_instance)
         assert _sent(result) == 3
     finally:
@@ -187,16 +188,16 @@ def test_a_lease_held_by_a_run_this_instance_does_not_know_is_respected(
 ) -> None:
     sandbox.shop.add_orders(3, start=WINDOW_START, end=WINDOW_END)
     _map_window(resources)
-    assert ledger.acquire_lease(LEASE, "run-of-another-instance", timedelta(minutes=3)) is None
+    assert ledger.lease.acquire(LEASE, "run-of-another-instance", timedelta(minutes=3)) is None
     result = _deliver_in_process(resources, dagster_instance)
     assert _sent(result) == 0
     assert not sandbox.erp.sales_orders
     # Taking over is only ever from the named holder.
-    assert ledger.acquire_lease(LEASE, "me", timedelta(minutes=3), take_over_from="other") == (
+    assert ledger.lease.acquire(LEASE, "me", timedelta(minutes=3), take_over_from="other") == (
         "run-of-another-instance"
     )
     assert (
-        ledger.acquire_lease(
+        ledger.lease.acquire(
             LEASE, "me", timedelta(minutes=3), take_over_from="run-of-another-instance"
         )
         is None

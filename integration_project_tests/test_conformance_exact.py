@@ -206,7 +206,7 @@ def test_our_client_takes_a_too_early_refresh_as_transient(
     """The same 400 reaches our client when Exact expires an access token early (revoked) and
     the forced refresh comes within 570 s: the tokens stay valid, so it stops the run as
     transient and does not try ERP_REFRESH_TOKEN (which Exact would refuse: one more error)."""
-    store = DuckDBTokenStore(ledger, "conformance")
+    store = DuckDBTokenStore(ledger.db, "conformance")
     client = ExactClient(
         base_url=sandbox.erp_url,
         division=sandbox.erp.division,

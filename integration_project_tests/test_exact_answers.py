@@ -105,7 +105,7 @@ def test_sandbox_leaves_server_made_fields_out_without_prefer(
 ) -> None:
     with erp_client(erp_resource(sandbox), ledger) as client:
         payload = order_payload(client, "P-2")
-        token = client._access_token()
+        token = client._tokens.access_token()
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     url = sandbox.erp_url + data_path(settings.SANDBOX_ERP_DIVISION, SALES_ORDERS)
 
@@ -183,7 +183,7 @@ def test_401s_count_in_the_client_guard_and_stop_it_at_the_threshold(
 
 def test_the_sandbox_blocks_after_ten_401s(sandbox: Sandbox, ledger: Ledger) -> None:
     with erp_client(erp_resource(sandbox), ledger) as client:
-        token = client._access_token()
+        token = client._tokens.access_token()
     url = sandbox.erp_url + data_path(settings.SANDBOX_ERP_DIVISION, ITEMS)
     forged = {"Authorization": "Bearer forged"}
     answers = [requests.get(url, headers=forged, timeout=TIMEOUT).status_code for _ in range(10)]
@@ -263,7 +263,7 @@ def test_the_pause_is_lifted_by_a_new_seed_in_a_store_without_the_seed_in_its_ke
     sandbox: Sandbox, ledger: Ledger
 ) -> None:
     """Stores keyed without the fingerprint (one key for everything) honour it by seed too."""
-    store = DuckDBTokenStore(ledger, "one-key")
+    store = DuckDBTokenStore(ledger.db, "one-key")
     store.note_authorisation_needed(fingerprint("old-seed"), "refused (test)")
 
     def client(seed: str) -> ExactClient:
@@ -299,7 +299,7 @@ def test_two_divisions_of_one_authorisation_share_one_token_chain(
         with erp_client(erp, ledger) as client:
             assert client.find_item_id("SHIPPING")
     assert sandbox.erp.token_refreshes == 1 and sandbox.erp.token_calls == 1
-    with ledger._conn() as con:
+    with ledger.db.connect() as con:
         rows = con.execute("SELECT token_key FROM erp_tokens").fetchall()
     assert rows == [(first.chain_key,)]
     for secret in (settings.SANDBOX_ERP_REFRESH_TOKEN, settings.SANDBOX_ERP_CLIENT_SECRET):
@@ -319,7 +319,7 @@ def test_a_chain_stored_under_the_old_division_key_is_adopted(
     sandbox.erp.min_refresh_interval_s = 0
     erp = erp_resource(sandbox)
     # What an older version did: the chain under ERP URL|division|client id.
-    legacy = DuckDBTokenStore(ledger, erp.token_key)
+    legacy = DuckDBTokenStore(ledger.db, erp.token_key)
     with erp.get_client(legacy, guard=legacy) as old:
         assert old.find_item_id("SHIPPING")  # rotated, and the new pair used: the seed is dead
     stored = legacy.load()
@@ -341,10 +341,10 @@ def test_a_chain_stored_under_the_old_division_key_is_adopted(
     assert adopted is not None and adopted.refresh_token == sandbox.erp.refresh_token
 
     # A chain from another ERP_REFRESH_TOKEN is not adopted.
-    other = DuckDBTokenStore(ledger, "legacy|other")
+    other = DuckDBTokenStore(ledger.db, "legacy|other")
     other.save(StoredTokens("rt", None, None, None, fingerprint("another-seed")))
     fresh = DuckDBTokenStore(
-        ledger,
+        ledger.db,
         "legacy|other",
         chain_key="chain|other",
         adopt_from="legacy|other",

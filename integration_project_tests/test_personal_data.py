@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from integration_project.assets import RouteAssets
-from integration_project.ledger import now_utc
+from integration_project.ledger.db import now_utc
 from integration_project.privacy import (
     ERASE_JOB,
     ERASE_OP,
@@ -230,7 +230,7 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
     # Pages of a fetch that died before merging them.
     ledger = open_ledger(resources["duckdb"], ROUTE.route.id, resources["erp"].token_key)
     orphan = copy.deepcopy(unmapped) | {"id": "0" * 32, "orderNumber": "99999"}
-    ledger.stage_page("an-aborted-fetch", [orphan], start_d)
+    ledger.staging.stage_page("an-aborted-fetch", [orphan], start_d)
     shop_orders = {o["orderNumber"]: o for o in shop.orders.values()}
     before = staged(duckdb_path)
     descriptions = {n: m[1]["Description"] for n, m in mapped(duckdb_path).items() if m[1]}
@@ -547,7 +547,7 @@ def test_blank_order_keeps_only_the_allow_list(sandbox) -> None:
 
 
 def test_retention_jobs_schedules_and_the_erase_job_have_the_contract_names() -> None:
-    defs = importlib.import_module("integration_project.definitions").defs
+    defs = importlib.import_module("integration_project.definitions").defs()
     for route_id in ("eu_orders_shopware_to_exact", "b2b_orders_shopware_to_exact"):
         job = defs.get_job_def(f"{route_id}__personal_data_retention_job")
         schedule = defs.get_schedule_def(f"{route_id}__personal_data_retention_schedule")

@@ -19,6 +19,7 @@ from integration_project.exact.models import StoredTokens
 from integration_project.ledger import DuckDBTokenStore
 from integration_project.sandbox import FaultPlan
 from integration_project_tests.conftest import WINDOW_END, WINDOW_START
+from integration_project_tests.ledger_reads import delivered_rows
 from integration_project_tests.test_route import deliver, erp_refs, fetch_and_map, metadata
 
 pytestmark = pytest.mark.integration
@@ -139,7 +140,7 @@ def test_a_spent_daily_budget_stops_delivery_until_its_reset_then_it_resumes(
     assert "no calls to Exact Online until" in second["stopped_early"]
     assert sum(sandbox.erp.calls.values()) == calls
 
-    paused = DuckDBTokenStore(ledger, resources["erp"].token_key).paused_until()
+    paused = DuckDBTokenStore(ledger.db, resources["erp"].token_key).paused_until()
     assert paused is not None
     time.sleep(max(0.0, paused[0] - time.time()) + 0.2)
     sandbox.erp.set_rate_limit(per_day=5000)  # the new day's budget
@@ -177,14 +178,14 @@ def test_refused_orders_never_push_an_endpoint_to_exacts_block(sandbox, resource
 
     # An hour later (both clocks moved back by hand) the rest goes: four more refusals, the
     # three good orders delivered, still never blocked; refused ones are not sent again.
-    with ledger._conn() as con:
+    with ledger.db.connect() as con:
         con.execute("UPDATE erp_client_errors SET seen_at = seen_at - 3660")
     sandbox.erp.client_errors.clear()
     third = metadata(deliver(resources), "erp_delivered_orders")
     assert (third["sent"], third["failed"], third["pending_left"]) == (3, 4, 0)
     assert sandbox.erp.blocked_until is None
     assert len(sandbox.erp.sales_orders) == 3
-    assert sum(1 for r in ledger.delivered_rows() if r["status"] == "failed") == 12
+    assert sum(1 for r in delivered_rows(ledger) if r["status"] == "failed") == 12
 
 
 def test_the_sandbox_blocks_an_app_after_ten_client_errors_in_an_hour(sandbox, resources):
@@ -195,7 +196,7 @@ def test_the_sandbox_blocks_an_app_after_ten_client_errors_in_an_hour(sandbox, r
 
     ledger = open_ledger(resources["duckdb"], "block-test")
     client = erp_client(resources["erp"], ledger)
-    token = client._access_token()
+    token = client._tokens.access_token()
     url = f"{sandbox.erp_url}/api/v1/{sandbox.erp.division}/salesorder/SalesOrders"
     headers = {"Authorization": f"Bearer {token}"}
     answers = [

@@ -18,6 +18,7 @@ import pytest
 from integration_project.sandbox import Sandbox
 from integration_project.schedules import build_route_schedules
 from integration_project_tests.conftest import DEFAULT, WINDOW_KEY, WINDOW_START
+from integration_project_tests.ledger_reads import delivered_rows
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ def test_failed_orders_are_resent_only_when_asked(
 
     first = run_job(defs, delivery_job, dagster_instance)
     assert (first["sent"], first["failed"], first["requeued"]) == (1, 3, 0)
-    failed = {r["order_number"]: r for r in ledger.delivered_rows() if r["status"] == "failed"}
+    failed = {r["order_number"]: r for r in delivered_rows(ledger) if r["status"] == "failed"}
     assert set(failed) == set(numbers)
     assert all("does not exist" in r["last_error"] for r in failed.values())
 
@@ -96,7 +97,7 @@ def test_failed_orders_are_resent_only_when_asked(
     # The resend job with one order number: that order is sent once, the others stay failed.
     one = run_job(defs, RESEND_JOB, dagster_instance, resend_failed=[numbers[0]])
     assert (one["requeued"], one["sent"], one["failed"]) == (1, 1, 0)
-    rows = {r["order_number"]: r for r in ledger.delivered_rows()}
+    rows = {r["order_number"]: r for r in delivered_rows(ledger)}
     assert rows[numbers[0]]["status"] == "delivered"
     assert rows[numbers[0]]["attempts"] == 2
     assert [rows[n]["status"] for n in numbers[1:]] == ["failed", "failed"]
@@ -111,12 +112,12 @@ def test_failed_orders_are_resent_only_when_asked(
     # A dry run previews; it requeues nothing.
     dry = run_job(defs, RESEND_JOB, dagster_instance, resend_all_failed=True, dry_run=True)
     assert dry["would_send"] == 0
-    assert ledger.delivery_counts()["failed"] == 2
+    assert ledger.views.delivery_counts()["failed"] == 2
 
     # "All" requeues every failed order of the route; each reaches the ERP exactly once.
     everything = run_job(defs, RESEND_JOB, dagster_instance, resend_all_failed=True)
     assert (everything["requeued"], everything["sent"], everything["failed"]) == (2, 2, 0)
-    assert ledger.delivery_counts() == {"delivered": 4}
+    assert ledger.views.delivery_counts() == {"delivered": 4}
     refs = erp_refs(sandbox)
     assert all(refs[n] == 1 for n in numbers)
     assert len(refs) == 4 and set(refs.values()) == {1}
@@ -130,7 +131,7 @@ def test_a_resent_order_the_erp_still_refuses_fails_again(
     run_job(defs, f"{ROUTE_ID}__erp_delivery_job", dagster_instance)
     retry = run_job(defs, RESEND_JOB, dagster_instance, resend_failed=[bad[1]["orderNumber"]])
     assert (retry["requeued"], retry["sent"], retry["failed"]) == (1, 0, 1)
-    row = next(r for r in ledger.delivered_rows() if r["order_number"] == bad[1]["orderNumber"])
+    row = next(r for r in delivered_rows(ledger) if r["order_number"] == bad[1]["orderNumber"])
     assert (row["status"], row["attempts"]) == ("failed", 2)
     assert "does not exist" in row["last_error"]
     assert not erp_refs(sandbox).keys() & {o["orderNumber"] for o in bad}

@@ -22,6 +22,7 @@ from integration_project_tests.conftest import (
     route_assets,
 )
 from integration_project_tests.invoices import assert_invoiced_as_paid, by_ref
+from integration_project_tests.ledger_reads import delivered_rows
 
 source_orders = DEFAULT.source_orders
 erp_orders = DEFAULT.erp_orders
@@ -156,7 +157,7 @@ def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, res
     assert assert_invoiced_as_paid(sandbox.erp, by_ref(shop_orders.values())) == len(expected)
 
     # The ledger matches the ERP one to one.
-    rows = ledger.delivered_rows()
+    rows = delivered_rows(ledger)
     erp_ids = {o["YourRef"]: o["OrderID"] for o in sandbox.erp.sales_orders}
     assert {r["order_number"]: r["erp_order_id"] for r in rows} == erp_ids
     assert {r["status"] for r in rows} == {"delivered"}
@@ -179,7 +180,7 @@ def test_second_delivery_sends_nothing_and_refetch_stages_nothing_twice(sandbox,
     meta = metadata(refetched, "source_orders")
     assert meta["new"] == 0
     assert meta["refetched"] == 16  # the window and its look-back
-    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 15
+    assert ledger.staging.count(WINDOW_START, WINDOW_END) == 15
     assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 0
     assert erp_refs(sandbox) == before
 
@@ -190,7 +191,7 @@ def test_all_pages_are_fetched(sandbox, resources, ledger):
     meta = metadata(result, "source_orders")
     assert meta["fetched"] == 23
     assert meta["pages"] == 5
-    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 23
+    assert ledger.staging.count(WINDOW_START, WINDOW_END) == 23
 
 
 def test_unmappable_erp_order_fails_once_and_is_not_resent(sandbox, resources, ledger):
@@ -201,7 +202,7 @@ def test_unmappable_erp_order_fails_once_and_is_not_resent(sandbox, resources, l
 
     first = metadata(deliver(resources), "erp_delivered_orders")
     assert (first["sent"], first["failed"]) == (2, 1)
-    [failed] = [r for r in ledger.delivered_rows() if r["status"] == "failed"]
+    [failed] = [r for r in delivered_rows(ledger) if r["status"] == "failed"]
     assert failed["order_number"] == bad["orderNumber"]
     assert "XAU" in failed["last_error"]
 
@@ -213,7 +214,7 @@ def test_unmappable_erp_order_fails_once_and_is_not_resent(sandbox, resources, l
     third = metadata(deliver(resources), "erp_delivered_orders")
     assert (third["sent"], third["failed"]) == (0, 0)
     assert sandbox.erp.calls["salesorders_post"] == posts  # no POST after the first run's
-    [row] = [r for r in ledger.delivered_rows() if r["order_number"] == bad["orderNumber"]]
+    [row] = [r for r in delivered_rows(ledger) if r["order_number"] == bad["orderNumber"]]
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert bad["orderNumber"] not in erp_refs(sandbox)
 
@@ -228,7 +229,7 @@ def test_a_vat_code_the_erp_refuses_fails_that_order_with_exacts_words(sandbox, 
     meta = metadata(deliver(resources), "erp_delivered_orders")
 
     assert (meta["sent"], meta["failed"]) == (1, 1)
-    [failed] = [r for r in ledger.delivered_rows() if r["status"] == "failed"]
+    [failed] = [r for r in delivered_rows(ledger) if r["status"] == "failed"]
     assert failed["order_number"] == fi["orderNumber"]
     assert "VAT code '255' is blocked" in failed["last_error"]
 
@@ -258,14 +259,14 @@ def test_response_lost_after_commit_is_recovered_by_your_ref(sandbox, resources,
     assert first["unknown_outcome"] == 1
     assert first["sent"] == 2
     assert len(sandbox.erp.sales_orders) == 3  # the ERP did store the lost one
-    assert [r["status"] for r in ledger.delivered_rows()].count("sending") == 1
+    assert [r["status"] for r in delivered_rows(ledger)].count("sending") == 1
 
     second = metadata(deliver(resources), "erp_delivered_orders")
     assert second["found_in_erp"] == 1
     assert second["sent"] == 0
     refs = erp_refs(sandbox)
     assert len(refs) == 3 and set(refs.values()) == {1}
-    rows = ledger.delivered_rows()
+    rows = delivered_rows(ledger)
     assert {r["status"] for r in rows} == {"delivered"}
     # The recovered row records the sales order the ERP holds, found by its YourRef.
     erp_ids = {o["YourRef"]: o["OrderID"] for o in sandbox.erp.sales_orders}
@@ -287,7 +288,7 @@ def test_shop_http_error_fails_the_run_naming_url_and_status_and_keeps_staging(
     assert not result.success
     message = failure_message(result)
     assert "/api/search/order" in message and "503" in message
-    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 3  # unchanged
+    assert ledger.staging.count(WINDOW_START, WINDOW_END) == 3  # unchanged
 
 
 def test_shop_answer_that_is_not_json_fails_the_run(sandbox, resources, ledger):
@@ -298,7 +299,7 @@ def test_shop_answer_that_is_not_json_fails_the_run(sandbox, resources, ledger):
     )
     assert not result.success
     assert "not JSON" in failure_message(result)
-    assert ledger.count_staged(WINDOW_START, WINDOW_END) == 0
+    assert ledger.staging.count(WINDOW_START, WINDOW_END) == 0
 
 
 def test_wrong_shop_secret_names_the_variable_not_the_value(sandbox, duckdb_path):
@@ -321,7 +322,7 @@ def test_a_second_delivery_run_waits_while_one_holds_the_lease(sandbox, resource
     sandbox.shop.add_orders(1, start=WINDOW_START, end=WINDOW_END)
     assert fetch_and_map(resources).success
     assert (
-        ledger.acquire_lease(
+        ledger.lease.acquire(
             f"erp_delivery:{DEFAULT.route.id}", "another-run", timedelta(minutes=3)
         )
         is None
@@ -334,7 +335,7 @@ def test_a_second_delivery_run_waits_while_one_holds_the_lease(sandbox, resource
     assert blocked["dagster/row_count"] == blocked["ledger_delivered"] == 2
     assert blocked["pending_left"] == 1
     assert len(sandbox.erp.sales_orders) == 2
-    ledger.release_lease(f"erp_delivery:{DEFAULT.route.id}", "another-run")
+    ledger.lease.release(f"erp_delivery:{DEFAULT.route.id}", "another-run")
     assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 1
 
 
@@ -411,7 +412,7 @@ def test_orders_whose_mapping_failed_beyond_the_look_back_are_mapped_by_a_later_
     failed = fetch_and_map(resources, raise_on_error=False)
     assert not failed.success  # five orders in a row could not be mapped: the ERP is down
     assert "answered 503" in failure_message(failed)
-    assert not ledger.pending()
+    assert not ledger.deliveries.pending()
     sandbox.erp.faults.clear()
 
     later = "2026-11-20-12:00"  # two hours on: far beyond the route's one-hour look-back

@@ -26,6 +26,7 @@ from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.sandbox import Sandbox, SandboxErp, SandboxShop
 from integration_project.shopware.client import ShopwareClient
 from integration_project_tests.conftest import DEFAULT, WINDOW_END, WINDOW_KEY, WINDOW_START
+from integration_project_tests.ledger_reads import delivered_rows
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ def test_no_secret_reaches_logs_metadata_errors_or_the_ledger(
         run_ids.append(result.run_id)
     assert len(sb.erp.sales_orders) == 6
     ledger = open_ledger(resources["duckdb"], DEFAULT.route.id, resources["erp"].token_key)
-    [failed] = [r for r in ledger.delivered_rows() if r["status"] == "failed"]
+    [failed] = [r for r in delivered_rows(ledger) if r["status"] == "failed"]
     assert failed["order_number"] == refused["orderNumber"] and "XAU" in failed["last_error"]
     # The access tokens the route used so far: revoking forgets them, the search must not.
     used_access = set(sb.erp._access_tokens)
@@ -162,7 +163,7 @@ def test_client_errors_name_the_variable_never_the_value(
         client_id=ERP_ID,
         client_secret=ERP_SECRET + "-wrong",
         refresh_token=ERP_REFRESH,
-        token_store=DuckDBTokenStore(ledger, "k"),
+        token_store=DuckDBTokenStore(ledger.db, "k"),
         max_retries=0,
     )
     shop = ShopwareClient(
@@ -228,7 +229,7 @@ def test_tls_certificates_are_verified(self_signed_https: str, duckdb_path: str)
         client_id=ERP_ID,
         client_secret=ERP_SECRET,
         refresh_token=ERP_REFRESH,
-        token_store=DuckDBTokenStore(ledger, "tls"),
+        token_store=DuckDBTokenStore(ledger.db, "tls"),
         max_retries=0,
     )
     shop = ShopwareClient(

@@ -123,7 +123,7 @@ def test_delivery_sensor_falls_back_on_the_ledgers_pending_count(dagster_instanc
     assert not tick(dagster_instance, duckdb, cursor).run_requests
 
     # An order mapped earlier but not delivered yet (e.g. the last delivery stopped early).
-    open_ledger(duckdb, ROUTE.id).record_mapping(
+    open_ledger(duckdb, ROUTE.id).mapped.record(
         [
             MappingRow(
                 "p-1",

@@ -32,7 +32,7 @@ def exact_client(sb: Sandbox, ledger: Ledger, **kwargs: object) -> ExactClient:
         client_id=settings.SANDBOX_ERP_CLIENT_ID,
         client_secret=settings.SANDBOX_ERP_CLIENT_SECRET,
         refresh_token=settings.SANDBOX_ERP_REFRESH_TOKEN,
-        token_store=DuckDBTokenStore(ledger, "rotation"),
+        token_store=DuckDBTokenStore(ledger.db, "rotation"),
         max_retries=1,
         backoff_factor=0.01,
         **kwargs,  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ def test_a_slow_token_answer_is_waited_for_not_abandoned(sandbox: Sandbox, ledge
     sandbox.erp.faults.add("slow", path_contains="oauth2/token", seconds=1.0)
     with exact_client(sandbox, ledger, timeout=(2.0, 0.3)) as client:
         assert client.find_item_id("SHIPPING")
-    stored = DuckDBTokenStore(ledger, "rotation").load()
+    stored = DuckDBTokenStore(ledger.db, "rotation").load()
     assert stored is not None and stored.refresh_token == sandbox.erp.refresh_token
 
 
@@ -71,7 +71,7 @@ def later(seconds: float = MIN_REFRESH_INTERVAL_S + 1):
 
 
 def store(ledger: Ledger) -> DuckDBTokenStore:
-    return DuckDBTokenStore(ledger, "rotation")
+    return DuckDBTokenStore(ledger.db, "rotation")
 
 
 def test_a_500_from_the_token_endpoint_may_have_rotated_so_the_next_run_waits(
@@ -145,14 +145,14 @@ TOKEN_CHILD = textwrap.dedent(
     import json, os, sys
     from dagster_duckdb import DuckDBResource
     from integration_project import settings
-    from integration_project.exact import client as exact_client
+    from integration_project.exact import auth as exact_auth
     from integration_project.exact.client import ExactClient
     from integration_project.ledger import DuckDBTokenStore
     from integration_project.resources import open_ledger
 
     spec = json.loads(os.environ["TOKEN_CHILD_SPEC"])
     # A killed process holds the refresh lock until it expires (60 s); shorter for the test.
-    exact_client.REFRESH_LOCK_TTL_S = spec["lock_ttl_s"]
+    exact_auth.REFRESH_LOCK_TTL_S = spec["lock_ttl_s"]
     ledger = open_ledger(DuckDBResource(database=spec["duckdb"]), "route", "rotation")
     client = ExactClient(
         base_url=spec["erp_url"],
@@ -160,7 +160,7 @@ TOKEN_CHILD = textwrap.dedent(
         client_id=settings.SANDBOX_ERP_CLIENT_ID,
         client_secret=settings.SANDBOX_ERP_CLIENT_SECRET,
         refresh_token=settings.SANDBOX_ERP_REFRESH_TOKEN,
-        token_store=DuckDBTokenStore(ledger, "rotation"),
+        token_store=DuckDBTokenStore(ledger.db, "rotation"),
         max_retries=1,
     )
     print("ready", flush=True)
@@ -198,7 +198,8 @@ def go(child: subprocess.Popen[str]) -> None:
 def test_a_process_killed_between_exacts_token_answer_and_storing_it_does_not_lock_us_out(
     sandbox: Sandbox, ledger: Ledger, duckdb_path: str
 ) -> None:
-    ledger.ensure_schema()
+    with ledger.db.connect():
+        pass  # the schema exists before the children start
     # Exact rotates at once and answers after 5 s: the child is killed while it waits.
     sandbox.erp.faults.add("token_lost", path_contains="oauth2/token", seconds=5, mode="drop")
     child = start_token_child(sandbox, duckdb_path)
@@ -221,7 +222,8 @@ def test_a_process_killed_between_exacts_token_answer_and_storing_it_does_not_lo
 def test_two_processes_needing_a_token_at_once_refresh_once(
     sandbox: Sandbox, ledger: Ledger, duckdb_path: str
 ) -> None:
-    ledger.ensure_schema()
+    with ledger.db.connect():
+        pass  # the schema exists before the children start
     # A slow answer keeps the first refresh open while the second process asks.
     sandbox.erp.faults.add("slow", path_contains="oauth2/token", seconds=1.5, times=2)
     children = [start_token_child(sandbox, duckdb_path) for _ in range(2)]

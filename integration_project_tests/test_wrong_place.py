@@ -28,6 +28,7 @@ from integration_project_tests.conftest import (
     make_resources,
     route_assets,
 )
+from integration_project_tests.ledger_reads import delivered_rows
 from integration_project_tests.test_route import deliver, failure_message, fetch_and_map, metadata
 
 pytestmark = pytest.mark.integration
@@ -38,14 +39,14 @@ def _window(sb: Sandbox, n: int = 4) -> list[dict[str, Any]]:
 
 
 def _erp_rows(ledger) -> dict[str, dict[str, Any]]:
-    return {row["order_number"]: row for row in ledger.delivered_rows()}
+    return {row["order_number"]: row for row in delivered_rows(ledger)}
 
 
 def _claim_without_sending(ledger, erp: ErpResource, order_number: str) -> PendingOrder:
     """What a delivery run killed right after its claim leaves behind: a ``sending`` row."""
-    ledger.bind_erp(erp.api_url, erp.division)
-    [order] = [o for o in ledger.pending() if o.order_number == order_number]
-    ledger.claim(order, "killed-run")
+    ledger.endpoints.bind_erp(erp.api_url, erp.division)
+    [order] = [o for o in ledger.deliveries.pending() if o.order_number == order_number]
+    ledger.deliveries.record_outcomes([], "killed-run", claim=[order])  # step 1, as a run does
     return order
 
 
@@ -66,11 +67,11 @@ def test_a_ledger_that_delivered_to_one_division_refuses_another_naming_both(
     assert deliver(resources).success
     sent = len(sandbox.erp.sales_orders)
     assert sent > 0
-    rows = ledger.delivered_rows()
+    rows = delivered_rows(ledger)
     assert {(r["erp_host"], r["erp_division"]) for r in rows} == {
         (sandbox.erp_url.split("//")[1], resources["erp"].division)
     }
-    assert ledger.endpoints()["erp_division"] == resources["erp"].division
+    assert ledger.endpoints.bound()["erp_division"] == resources["erp"].division
 
     other = make_resources(sandbox, resources["duckdb"].database)
     erp = resources["erp"]
@@ -101,7 +102,7 @@ def test_a_ledger_filled_from_one_shop_refuses_to_stage_another(sandbox, resourc
     message = failure_message(result)
     shop_host = sandbox.shop_url.split("//")[1]
     assert shop_host in message and other_host in message
-    assert ledger.endpoints()["shop_host"] == shop_host
+    assert ledger.endpoints.bound()["shop_host"] == shop_host
 
 
 # --- recovery checks that the order it finds is this order -----------------------------------
@@ -122,7 +123,7 @@ def _conflict_check(resources: dict[str, Any]) -> dg.AssetCheckEvaluation:
 def test_recovery_records_an_identical_order_it_finds_as_delivered(sandbox, resources, ledger):
     _window(sandbox, 2)
     assert fetch_and_map(resources).success
-    first = min(ledger.pending(), key=lambda o: o.order_number)
+    first = min(ledger.deliveries.pending(), key=lambda o: o.order_number)
     _claim_without_sending(ledger, resources["erp"], first.order_number)
     _post(resources, ledger, first.payload)  # the POST did reach the ERP before the kill
 
@@ -140,7 +141,7 @@ def test_recovery_marks_a_different_order_under_the_your_ref_as_a_conflict(
 ):
     _window(sandbox, 3)
     assert fetch_and_map(resources).success
-    victim = min(ledger.pending(), key=lambda o: o.order_number)
+    victim = min(ledger.deliveries.pending(), key=lambda o: o.order_number)
     _claim_without_sending(ledger, resources["erp"], victim.order_number)
     foreign = dict(victim.payload)
     if difference == "another account":
@@ -206,9 +207,9 @@ def test_a_your_ref_another_route_used_on_the_division_is_never_sent(sandbox, re
     assert sandbox.erp.duplicate_refs() == {}
     assert len(sandbox.erp.sales_orders) == 3
     twin_ledger = open_ledger(resources["duckdb"], twin.route.id, resources["erp"].token_key)
-    reasons = [r["last_error"] for r in twin_ledger.delivered_rows()]
+    reasons = [r["last_error"] for r in delivered_rows(twin_ledger)]
     assert all(DEFAULT_ROUTE.id in reason for reason in reasons)
-    assert {r["status"] for r in twin_ledger.delivered_rows()} == {"conflict"}
+    assert {r["status"] for r in delivered_rows(twin_ledger)} == {"conflict"}
 
 
 # --- the customer's account --------------------------------------------------------------------
@@ -226,7 +227,7 @@ def test_an_e_mail_several_erp_accounts_share_is_quarantined_naming_them(sandbox
     mapped = fetch_and_map(resources)
     assert mapped.success
     ledger = open_ledger(resources["duckdb"], DEFAULT_ROUTE.id, resources["erp"].token_key)
-    rows = {r.order_number: r for r in ledger.pending()}
+    rows = {r.order_number: r for r in ledger.deliveries.pending()}
     # Exactly the shared address's order is held back; the rest of the window went through.
     assert set(rows) == {o["orderNumber"] for o in orders} - {shared["orderNumber"]}
     shown = metadata(mapped, "erp_orders")
@@ -313,7 +314,7 @@ def test_an_order_number_with_letters_is_quarantined_when_the_route_promises_dig
 
     mapped = fetch_and_map(resources, assets=route)
     ledger = open_ledger(resources["duckdb"], route.route.id, resources["erp"].token_key)
-    waiting = {o.order_number for o in ledger.pending()}
+    waiting = {o.order_number for o in ledger.deliveries.pending()}
     shown = metadata(mapped, "erp_orders")
     if order_number_format == "digits":
         assert waiting == {order["orderNumber"]}

@@ -1,0 +1,111 @@
+"""Look-up caches of one ERP division (``erp_key``), shared by every route that targets it:
+e-mail -> account id (``erp_accounts``), item code -> item id (``erp_items``) and the VAT codes
+(``erp_vat_codes``). They save the ERP's call budget; the ERP stays the truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from integration_project.exact.models import VatCode
+from integration_project.ledger.db import Database, now_utc
+
+
+class Lookups:
+    def __init__(self, db: Database, erp_key: str) -> None:
+        self._db = db
+        self._erp_key = erp_key
+
+    def cached_account(self, email: str) -> str | None:
+        return self.cached_accounts([email]).get(email.lower())
+
+    def cached_accounts(self, emails: Iterable[str]) -> dict[str, str]:
+        """Cached account ids of many e-mails at once (keys lower-cased); misses are absent."""
+        wanted = sorted({e.lower() for e in emails})
+        if not wanted:
+            return {}
+        with self._db.connect() as con:
+            rows = con.execute(
+                "SELECT email, account_id FROM erp_accounts "
+                "WHERE erp_key = ? AND list_contains(?, email)",
+                [self._erp_key, wanted],
+            ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def cache_account(self, email: str, account_id: str) -> None:
+        with self._db.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO erp_accounts VALUES (?, ?, ?, ?)",
+                [self._erp_key, email.lower(), account_id, now_utc()],
+            )
+
+    def cached_items(
+        self, codes: Iterable[str], missing_ttl: timedelta = timedelta(minutes=15)
+    ) -> dict[str, str | None]:
+        """Cached item ids; ``None`` for a code the ERP did not know within ``missing_ttl``.
+
+        Remembering misses keeps a look-back from asking the ERP about the same unknown product
+        number every tick; the TTL lets an item created in the ERP be picked up soon after.
+        """
+        codes = sorted(set(codes))
+        if not codes:
+            return {}
+        with self._db.connect() as con:
+            rows = con.execute(
+                "SELECT code, item_id FROM erp_items WHERE erp_key = ? AND list_contains(?, code) "
+                "AND (item_id IS NOT NULL OR cached_at > ?)",
+                [self._erp_key, codes, now_utc() - missing_ttl],
+            ).fetchall()
+        return dict(rows)
+
+    def cache_item(self, code: str, item_id: str | None) -> None:
+        """Remember an item id, or (``None``) that the ERP has no such item, for a while."""
+        with self._db.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO erp_items VALUES (?, ?, ?, ?)",
+                [self._erp_key, code, item_id, now_utc()],
+            )
+
+    def cached_vat_codes(self) -> tuple[list[VatCode], datetime | None]:
+        """The division's VAT codes as last fetched, and when (None: never)."""
+        with self._db.connect() as con:
+            rows = con.execute(
+                "SELECT code, description, percentage, transaction_type, is_blocked, vat_type, "
+                "cached_at FROM erp_vat_codes WHERE erp_key = ? ORDER BY code",
+                [self._erp_key],
+            ).fetchall()
+        codes = [
+            VatCode(
+                Code=r[0],
+                Description=r[1],
+                Percentage=r[2],
+                VATTransactionType=r[3],
+                IsBlocked=r[4],
+                Type=r[5],
+            )
+            for r in rows
+        ]
+        return codes, (min(r[6] for r in rows) if rows else None)
+
+    def cache_vat_codes(self, codes: Sequence[VatCode]) -> None:
+        """Replace the division's cached VAT codes with ``codes`` (one transaction)."""
+        now = now_utc()
+        rows = [
+            [
+                self._erp_key,
+                c.Code,
+                c.Description,
+                c.Percentage,
+                c.VATTransactionType,
+                c.IsBlocked,
+                c.Type,
+                now,
+            ]
+            for c in codes
+        ]
+        with self._db.transaction() as con:
+            con.execute("DELETE FROM erp_vat_codes WHERE erp_key = ?", [self._erp_key])
+            if rows:
+                con.executemany(
+                    "INSERT OR REPLACE INTO erp_vat_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )

@@ -1,0 +1,179 @@
+"""The ledger's schema as numbered migrations, applied in order by :class:`~.db.Database`.
+
+Migration 1 is the schema of every version before migrations were numbered: idempotent DDL
+(``CREATE TABLE IF NOT EXISTS``, ``ADD COLUMN IF NOT EXISTS``), so a ledger file those versions
+created upgrades in place and keeps its rows. A later change to the schema is a new migration
+appended to :data:`MIGRATIONS`, never an edit of an applied one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+_BASELINE = """
+CREATE TABLE IF NOT EXISTS staged_orders (
+    route_id      VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
+    order_number  VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    payload       JSON NOT NULL,
+    fetched_at    TIMESTAMPTZ NOT NULL,
+    run_id        VARCHAR,
+    PRIMARY KEY (route_id, shop_order_id)
+);
+-- Pages of a fetch land here first and are merged into staged_orders in one transaction when
+-- the whole range has been read, so a failed fetch leaves staged_orders unchanged.
+CREATE TABLE IF NOT EXISTS staged_orders_incoming (
+    route_id      VARCHAR NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
+    order_number  VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    payload       JSON NOT NULL,
+    fetched_at    TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erp_orders (
+    route_id      VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
+    order_number  VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    status        VARCHAR NOT NULL,   -- mapped | skipped | quarantined
+    country       VARCHAR,
+    reason        VARCHAR,
+    payload       JSON,               -- the ERP sales order, when mapped
+    payload_hash  VARCHAR,
+    mapped_at     TIMESTAMPTZ NOT NULL,
+    run_id        VARCHAR,
+    your_ref      VARCHAR,            -- the ERP's YourRef: the exactly-once look-up key
+    PRIMARY KEY (route_id, shop_order_id)
+);
+CREATE TABLE IF NOT EXISTS delivered_orders (
+    route_id         VARCHAR NOT NULL,
+    shop_order_id    VARCHAR NOT NULL,
+    order_number     VARCHAR NOT NULL,
+    erp_order_id     VARCHAR,
+    erp_order_number BIGINT,
+    status           VARCHAR NOT NULL, -- sending | delivered | failed | pending
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       VARCHAR,
+    run_id           VARCHAR,
+    payload_hash     VARCHAR,
+    claimed_at       TIMESTAMPTZ,
+    delivered_at     TIMESTAMPTZ,
+    updated_at       TIMESTAMPTZ NOT NULL,
+    your_ref         VARCHAR,
+    PRIMARY KEY (route_id, shop_order_id)
+);
+-- Look-up caches belong to an ERP division (erp_key), shared by every route that targets it.
+CREATE TABLE IF NOT EXISTS erp_accounts (
+    erp_key    VARCHAR NOT NULL,
+    email      VARCHAR NOT NULL,      -- lower-cased
+    account_id VARCHAR NOT NULL,
+    cached_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, email)
+);
+CREATE TABLE IF NOT EXISTS erp_items (
+    erp_key   VARCHAR NOT NULL,
+    code      VARCHAR NOT NULL,
+    item_id   VARCHAR,                -- NULL: the ERP had no such item when last asked
+    cached_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, code)
+);
+-- The division's VAT codes (vat/VATCodes), fetched whole and replaced whole.
+CREATE TABLE IF NOT EXISTS erp_vat_codes (
+    erp_key          VARCHAR NOT NULL,
+    code             VARCHAR NOT NULL,
+    description      VARCHAR,
+    percentage       DOUBLE,              -- as Exact reports it: 0.21 for 21 %
+    transaction_type VARCHAR,             -- S sales, P purchases, B both
+    is_blocked       BOOLEAN,
+    vat_type         VARCHAR,             -- B exclusive, I inclusive, N no VAT, E exempt
+    cached_at        TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, code)
+);
+-- One row per token chain: ERP URL, client id and the ERP_REFRESH_TOKEN's fingerprint (no
+-- secret, no division: every division the authorisation reaches shares the chain). Rows of
+-- older versions were keyed by ERP URL, division and client id; they are adopted on first use.
+CREATE TABLE IF NOT EXISTS erp_tokens (
+    token_key         VARCHAR PRIMARY KEY,
+    refresh_token     VARCHAR,
+    access_token      VARCHAR,
+    access_expires_at DOUBLE,
+    refreshed_at      DOUBLE,
+    seed_fingerprint  VARCHAR,
+    lock_holder       VARCHAR,
+    lock_until        DOUBLE
+);
+-- When a token refresh was sent and its answer not yet stored (NULL once stored): after a
+-- crash in between, the next process knows the chain may have moved on (see exact/client.py).
+ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS refresh_started_at DOUBLE;
+-- Exact refused the chain's refresh token: no token call until ERP_REFRESH_TOKEN changes (its
+-- fingerprint is no longer auth_needed_seed). Exact caps token calls per day.
+ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS auth_needed_seed VARCHAR;
+ALTER TABLE erp_tokens ADD COLUMN IF NOT EXISTS auth_needed_reason VARCHAR;
+-- Client errors (4xx, 401 included) per ERP endpoint, per division (ERP URL, division and
+-- client id): Exact blocks an app after ten an hour on one endpoint, the token endpoint too.
+CREATE TABLE IF NOT EXISTS erp_client_errors (
+    token_key VARCHAR NOT NULL,
+    endpoint  VARCHAR NOT NULL,   -- e.g. "POST salesorder/SalesOrders"
+    status    INTEGER,
+    seen_at   DOUBLE NOT NULL     -- epoch seconds
+);
+-- The ERP's daily call budget is spent until `until` (epoch seconds): no run calls before.
+CREATE TABLE IF NOT EXISTS erp_pauses (
+    token_key VARCHAR PRIMARY KEY,
+    until_s   DOUBLE,
+    reason    VARCHAR
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name       VARCHAR PRIMARY KEY,
+    holder     VARCHAR,
+    expires_at TIMESTAMPTZ
+);
+-- Which shop (host) and ERP (host + division) each route's rows belong to: bound on first use,
+-- then a run pointed elsewhere is refused (its orders would be called delivered, or sent twice).
+CREATE TABLE IF NOT EXISTS route_endpoints (
+    route_id     VARCHAR PRIMARY KEY,
+    shop_host    VARCHAR,
+    erp_host     VARCHAR,
+    erp_division VARCHAR,
+    bound_at     TIMESTAMPTZ NOT NULL
+);
+-- The last ERP sample of a route's sampled asset check (erp_holds_delivered_orders): it
+-- samples at most every half hour and shows this result in between.
+CREATE TABLE IF NOT EXISTS check_samples (
+    route_id   VARCHAR NOT NULL,
+    check_name VARCHAR NOT NULL,
+    sampled_at TIMESTAMPTZ NOT NULL,
+    passed     BOOLEAN NOT NULL,
+    metadata   JSON NOT NULL,
+    PRIMARY KEY (route_id, check_name)
+);
+ALTER TABLE staged_orders ADD COLUMN IF NOT EXISTS shop_host VARCHAR;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS erp_host VARCHAR;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS erp_division VARCHAR;
+-- Personal data (README "Personal data"): orders whose personal fields were blanked, by the
+-- route's retention job (reason `retention`) or erase_customer_job (`erased`). A table of its
+-- own, not columns: staging and mapping insert whole rows. A re-fetch after blanked_at brings
+-- the shop's data back; the next retention run blanks it again.
+CREATE TABLE IF NOT EXISTS personal_data_blanked (
+    route_id      VARCHAR NOT NULL,
+    shop_order_id VARCHAR NOT NULL,
+    blanked_at    TIMESTAMPTZ NOT NULL,
+    reason        VARCHAR NOT NULL,
+    PRIMARY KEY (route_id, shop_order_id)
+);
+"""
+
+#: Every migration, oldest first; versions are 1, 2, 3, ... without gaps.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "baseline: the schema of the unversioned ledger", _BASELINE),
+)

@@ -1,0 +1,250 @@
+"""Staging: the shop's orders as fetched (``staged_orders``), one route's rows.
+
+A fetch writes its pages to ``staged_orders_incoming`` first and merges them in one transaction
+when the whole range has been read, so a failed fetch leaves ``staged_orders`` unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from integration_project.ledger.db import Database, now_utc
+from integration_project.ledger.endpoints import Endpoints
+from integration_project.shopware.models import order_json, order_number_text, usable_order_id
+
+#: Orders merged from the incoming area into ``staged_orders`` per statement (one transaction).
+MERGE_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class StagedOrder:
+    shop_order_id: str
+    payload: dict[str, Any]
+
+
+def parse_created_at(value: Any) -> datetime | None:
+    """A shop ``createdAt`` as an aware UTC datetime; None when it is no usable date-time (not
+    text, not ISO 8601, or outside what a timestamp holds, e.g. year 0 once in UTC)."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def staging_key(order: Any) -> str:
+    """The shop id, or a stable stand-in for an order that has no usable one (``null``, a
+    number, an order without ``id`` or with one that is no key: see ``usable_order_id``):
+    ``missing-id-`` and a hash of its JSON, the same at every re-fetch. It is quarantined."""
+    order_id = usable_order_id(order.get("id")) if isinstance(order, dict) else None
+    if order_id is not None:
+        return order_id
+    try:
+        text = json.dumps(order, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(type(order))  # only for values that order_json() would not stage as such
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"missing-id-{digest[:16]}"
+
+
+class Staging:
+    def __init__(self, db: Database, route_id: str, endpoints: Endpoints) -> None:
+        self._db = db
+        self._route_id = route_id
+        self._endpoints = endpoints
+
+    def begin_fetch(self, run_id: str) -> None:
+        """Start the run's fetch with an empty incoming area (a retried run's pages go)."""
+        self.abort_fetch(run_id)
+
+    def stage_page(self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> int:
+        """Write one page of raw orders to the run's incoming area.
+
+        Every entry is staged, whatever its shape, so that none is lost and none fails the
+        page: under its shop id, or under :func:`staging_key`'s stand-in key when it has no
+        usable id. One that cannot be stored as JSON and read back (``NaN``, text that is not
+        valid Unicode, nesting deeper than ``MAX_ORDER_DEPTH``) is staged as a stand-in that
+        keeps its id and says why (``order_json``). The transforms quarantine all of these.
+        An order without a usable ``createdAt`` is staged at ``fallback_created_at``.
+        """
+        if not orders:
+            return 0
+        batch = self._page_table(run_id, orders, fallback_created_at)
+        with self._db.connect() as con:
+            con.register("page_batch", batch)
+            con.execute(
+                "INSERT INTO staged_orders_incoming "
+                "SELECT route_id, run_id, shop_order_id, CAST(order_number AS VARCHAR), "
+                "created_at, payload::JSON, fetched_at FROM page_batch"
+            )
+            con.unregister("page_batch")
+        return batch.num_rows
+
+    def _page_table(
+        self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime
+    ) -> pa.Table:
+        staged = [order_json(o) for o in orders]
+        created = [
+            (parse_created_at(o.get("createdAt")) if isinstance(o, dict) else None)
+            or fallback_created_at
+            for o, _ in staged
+        ]
+        utc = pa.timestamp("us", tz="UTC")
+        return pa.table(
+            {
+                "route_id": [self._route_id] * len(staged),
+                "run_id": [run_id] * len(staged),
+                "shop_order_id": pa.array([staging_key(o) for o, _ in staged], pa.string()),
+                "order_number": pa.array([order_number_text(o) for o, _ in staged], pa.string()),
+                "created_at": pa.array(created, utc),
+                "payload": pa.array([text for _, text in staged], pa.string()),
+                "fetched_at": pa.array([now_utc()] * len(staged), utc),
+            }
+        )
+
+    def commit_fetch(self, run_id: str) -> tuple[int, int]:
+        """Merge the run's pages into ``staged_orders`` (upsert by shop id) in one transaction.
+
+        Returns (new, updated). Re-fetching a window is an upsert, never a duplicate.
+        """
+        params = [self._route_id, run_id]
+        with self._db.transaction() as con:
+            new = con.execute(
+                """
+                SELECT count(DISTINCT i.shop_order_id) FROM staged_orders_incoming i
+                LEFT JOIN staged_orders s USING (route_id, shop_order_id)
+                WHERE i.route_id = ? AND i.run_id = ? AND s.shop_order_id IS NULL
+                """,
+                params,
+            ).fetchone()[0]
+            total = con.execute(
+                "SELECT count(DISTINCT shop_order_id) FROM staged_orders_incoming "
+                "WHERE route_id = ? AND run_id = ?",
+                params,
+            ).fetchone()[0]
+            self._merge(con, run_id)
+            con.execute(
+                "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?", params
+            )
+        return int(new), int(total) - int(new)
+
+    def _merge(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        """Upsert the run's incoming rows (the latest fetch of each id) in chunks of shop ids:
+        one statement over a day of payloads would hold them all in memory at once (the
+        de-duplicating window cannot spill)."""
+        after = ""
+        while True:
+            upto = con.execute(
+                """
+                SELECT max(shop_order_id) FROM (
+                    SELECT DISTINCT shop_order_id FROM staged_orders_incoming
+                    WHERE route_id = ? AND run_id = ? AND shop_order_id > ?
+                    ORDER BY shop_order_id LIMIT ?)
+                """,
+                [self._route_id, run_id, after, MERGE_CHUNK],
+            ).fetchone()[0]
+            if upto is None:
+                return
+            con.execute(
+                """
+                INSERT INTO staged_orders (route_id, shop_order_id, order_number,
+                    created_at, payload, fetched_at, run_id, shop_host)
+                SELECT route_id, shop_order_id, order_number, created_at, payload,
+                       fetched_at, run_id, ?
+                FROM staged_orders_incoming
+                WHERE route_id = ? AND run_id = ?
+                  AND shop_order_id > ? AND shop_order_id <= ?
+                QUALIFY row_number() OVER (
+                    PARTITION BY shop_order_id ORDER BY fetched_at DESC
+                ) = 1
+                ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
+                    order_number = excluded.order_number,
+                    created_at = excluded.created_at,
+                    payload = excluded.payload,
+                    fetched_at = excluded.fetched_at,
+                    run_id = excluded.run_id,
+                    shop_host = excluded.shop_host
+                """,
+                [self._endpoints.shop_host, self._route_id, run_id, after, upto],
+            )
+            after = upto
+
+    def abort_fetch(self, run_id: str) -> None:
+        """Drop the run's incoming pages: ``staged_orders`` stays as it was."""
+        with self._db.connect() as con:
+            con.execute(
+                "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?",
+                [self._route_id, run_id],
+            )
+
+    def unmapped_before(self, before: datetime, limit: int) -> list[StagedOrder]:
+        """Staged orders created before ``before`` that were never mapped (their window's
+        ``erp_orders`` failed, e.g. the ERP was down longer than the look-back), oldest
+        first, at most ``limit``."""
+        with self._db.connect() as con:
+            rows = con.execute(
+                """
+                SELECT s.shop_order_id, s.payload FROM staged_orders s
+                ANTI JOIN erp_orders e USING (route_id, shop_order_id)
+                WHERE s.route_id = ? AND s.created_at < ?
+                ORDER BY s.created_at, s.shop_order_id LIMIT ?
+                """,
+                [self._route_id, before, limit],
+            ).fetchall()
+        return [StagedOrder(r[0], json.loads(r[1])) for r in rows]
+
+    def batches(
+        self, start: datetime, end: datetime, batch_size: int = 500
+    ) -> Iterator[list[StagedOrder]]:
+        """Staged orders created in ``[start, end)``, in batches, keyset-paged by shop id.
+
+        The connection is closed between batches, so callers may do HTTP in between.
+        """
+        window = [self._route_id, start, end]
+        after = ""
+        while True:
+            with self._db.connect() as con:
+                # The batch's ids first (narrow columns), then only their payloads: ordering
+                # the payloads themselves would read every payload of the range per batch.
+                upto = con.execute(
+                    """
+                    SELECT max(shop_order_id) FROM (
+                        SELECT shop_order_id FROM staged_orders
+                        WHERE route_id = ? AND created_at >= ? AND created_at < ?
+                          AND shop_order_id > ?
+                        ORDER BY shop_order_id LIMIT ?)
+                    """,
+                    [*window, after, batch_size],
+                ).fetchone()[0]
+                if upto is None:
+                    return
+                rows = con.execute(
+                    """
+                    SELECT shop_order_id, payload FROM staged_orders
+                    WHERE route_id = ? AND created_at >= ? AND created_at < ?
+                      AND shop_order_id > ? AND shop_order_id <= ?
+                    ORDER BY shop_order_id
+                    """,
+                    [*window, after, upto],
+                ).fetchall()
+            yield [StagedOrder(r[0], json.loads(r[1])) for r in rows]
+            after = rows[-1][0]
+
+    def count(self, start: datetime, end: datetime) -> int:
+        """How many orders created in ``[start, end)`` are staged."""
+        with self._db.connect() as con:
+            return con.execute(
+                "SELECT count(*) FROM staged_orders "
+                "WHERE route_id = ? AND created_at >= ? AND created_at < ?",
+                [self._route_id, start, end],
+            ).fetchone()[0]
