@@ -92,10 +92,6 @@ def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
 
 def run_backfill(per_minute: float, page_size: int) -> int:
     import dagster as dg
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
     from dagster_duckdb import DuckDBResource
 
     from integration_project import settings
@@ -145,8 +141,8 @@ def run_backfill(per_minute: float, page_size: int) -> int:
             }
             last = DAY + timedelta(days=1) - timedelta(minutes=5)
             tags = {
-                ASSET_PARTITION_RANGE_START_TAG: DAY.strftime("%Y-%m-%d-%H:%M"),
-                ASSET_PARTITION_RANGE_END_TAG: last.strftime("%Y-%m-%d-%H:%M"),
+                "dagster/asset_partition_range_start": DAY.strftime("%Y-%m-%d-%H:%M"),
+                "dagster/asset_partition_range_end": last.strftime("%Y-%m-%d-%H:%M"),
             }
             quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
             with dg.instance_for_test() as instance:

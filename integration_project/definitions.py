@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from integration_project.components.order_route import forget_routes
+from integration_project.components.order_route import load_routes
 from integration_project.privacy import erase_customer_job
 from integration_project.resources import duckdb_resource
 from integration_project.sensors import build_run_failure_alert_sensor, route_secret_env_names
@@ -34,12 +34,19 @@ def _with_shared(routes: dg.Definitions) -> dg.Definitions:
     )
 
 
-# Dagster 1.13 warns about its own use of a beta parameter when it loads asset checks (not a
-# parameter this project passes); only that message is silenced, in this process.
-warnings.filterwarnings(
-    "ignore",
-    message=r"Parameter `execution_type` of function `AssetsDefinition.__init__`",
-    category=dg.BetaWarning,
-)
-forget_routes()
-defs = _with_shared(dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent))
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location: every route file under ``defs/``, checked as a set, plus what the
+    routes share. Dagster calls this when it loads the location, never at import."""
+    _quiet_dagsters_own_beta_warning()
+    return _with_shared(load_routes(Path(__file__)))
+
+
+def _quiet_dagsters_own_beta_warning() -> None:
+    """Dagster 1.13 warns about its own use of a beta parameter when it loads asset checks
+    (not a parameter this project passes); only that message is silenced, in this process."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Parameter `execution_type` of function `AssetsDefinition.__init__`",
+        category=dg.BetaWarning,
+    )

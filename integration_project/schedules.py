@@ -34,7 +34,6 @@ def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
     source_job = dg.define_asset_job(
         f"{prefix}__source_orders_job",
         selection=[assets.source_orders, assets.erp_orders],
-        partitions_def=assets.partitions_def,
         description=f"{route.name}: fetch one window of shop orders, then filter and map it.",
     )
     delivery_job = dg.define_asset_job(

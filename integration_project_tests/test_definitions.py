@@ -25,7 +25,7 @@ B2B_ID = "b2b_orders_shopware_to_exact"
 
 @pytest.fixture(scope="module")
 def defs() -> dg.Definitions:
-    return importlib.import_module("integration_project.definitions").defs
+    return importlib.import_module("integration_project.definitions").defs()
 
 
 def test_defs_load_both_routes_with_the_contract_names(defs: dg.Definitions) -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from integration_project import settings
 from integration_project.assets import build_route_assets
+from integration_project.components.order_route import load_routes
 from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.routes.config import RouteConfig, slugify
 from integration_project.sandbox import Sandbox
@@ -29,6 +30,7 @@ from integration_project_tests.conftest import (
     shipped_route,
 )
 from integration_project_tests.invoices import assert_invoiced_as_paid, by_ref
+from integration_project_tests.ledger_reads import delivered_rows
 
 # --- the schema ----------------------------------------------------------------------------
 
@@ -124,11 +126,8 @@ def make_project(tmp_path: Path, routes: dict[str, str]) -> Path:
 
 
 def load_project(root: Path) -> dg.Definitions:
-    from integration_project.components.order_route import forget_routes
-
-    forget_routes()
     try:
-        return dg.load_from_defs_folder(project_root=root)
+        return load_routes(root)
     finally:
         sys.path.remove(str(root))
 
@@ -357,8 +356,8 @@ def test_two_routes_in_one_instance_keep_separate_ledgers(
     assert isinstance(erp, ErpResource)
     default_ledger = open_ledger(duckdb, DEFAULT.route.id, erp.token_key)
     b2b_ledger = open_ledger(duckdb, b2b.route.id, erp.token_key)
-    assert {r["order_number"] for r in default_ledger.delivered_rows()} == expected_default
-    assert {r["your_ref"] for r in b2b_ledger.delivered_rows()} == expected_b2b
+    assert {r["order_number"] for r in delivered_rows(default_ledger)} == expected_default
+    assert {r["your_ref"] for r in delivered_rows(b2b_ledger)} == expected_b2b
     # Each route sends only its own: running them again sends nothing.
     materialize_route(DEFAULT, resources, instance=dagster_instance)
     materialize_route(b2b, resources, instance=dagster_instance)
@@ -386,7 +385,7 @@ def test_dry_run_previews_payloads_and_sends_nothing(sandbox: Sandbox, resources
     # Nothing was claimed either: the ledger holds no delivery, and the next real run sends all.
     duckdb, erp = resources["duckdb"], resources["erp"]
     ledger = open_ledger(duckdb, DEFAULT.route.id, erp.token_key)
-    assert ledger.delivery_counts() == {}
+    assert ledger.views.delivery_counts() == {}
     result = dg.materialize([DEFAULT.erp_delivered_orders], resources=resources)
     [event] = result.get_asset_materialization_events()
     assert event.materialization.metadata["sent"].value == 3

@@ -61,7 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 def expected() -> dg.Definitions:
-    return importlib.import_module("integration_project.definitions").defs
+    return importlib.import_module("integration_project.definitions").defs()
 
 
 def last_closed_window(now: datetime) -> str:

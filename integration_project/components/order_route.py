@@ -10,6 +10,7 @@ a URL that is not https (or loopback), an id used twice, or a ``YourRef`` templa
 give the same value as another route's on the same ERP division.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,7 @@ ERP_HOST_KEY = "integration/erp_host"
 
 @dataclass(frozen=True)
 class _Loaded:
-    """What the registry remembers of a loaded route."""
+    """What the route-set check needs of one route."""
 
     path: Path | None
     where: str
@@ -44,11 +45,6 @@ class _Loaded:
     division: tuple[str, str] | None
     your_ref: str
     digits_only: bool
-
-
-#: route id → the route loaded under it: to name both files when two routes share an id, or
-#: when two routes on one ERP division can give the same YourRef.
-_SEEN: dict[str, _Loaded] = {}
 
 
 class RouteScaffolder(dg.Scaffolder):
@@ -94,41 +90,73 @@ class OrderRoute(dg.Component):
         )
         return cls(route, Path(context.path))
 
+    @property
+    def where(self) -> str:
+        """The route file, for error messages."""
+        return str(self.path / "defs.yaml") if self.path else "route"
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        where = str(self.path / "defs.yaml") if self.path else "route"
-        route = self.route
         try:
             sandbox = settings.sandbox_mode()
         except ValueError as exc:
-            raise RouteConfigError(f"{where}: {exc}") from None
-        other = _SEEN.get(route.id)
-        if other is not None and other.path != self.path:
-            raise RouteConfigError(
-                f"{where}: name: route id {route.id!r} is already used by {other.where}; "
-                "give the route a different name"
-            )
-        problems = route.env_problems(sandbox=sandbox)
+            raise RouteConfigError(f"{self.where}: {exc}") from None
+        problems = self.route.env_problems(sandbox=sandbox)
         if problems:
-            raise RouteConfigError(f"{where}: " + "; ".join(problems))
+            raise RouteConfigError(f"{self.where}: " + "; ".join(problems))
+        return build_route_definitions(self.route, sandbox=sandbox)
+
+
+def load_routes(path_within_project: Path) -> dg.Definitions:
+    """Every route file of the project that holds ``path_within_project``, checked as a set
+    (:func:`check_route_set`) before any is built."""
+    tree = dg.ComponentTree.for_project(path_within_project)
+    check_route_set(tree.get_all_components(of_type=OrderRoute), sandbox=_sandbox_or_none())
+    return tree.build_defs()
+
+
+def _sandbox_or_none() -> bool | None:
+    """Sandbox mode, or None when its variable is unreadable (each route's build names that)."""
+    try:
+        return settings.sandbox_mode()
+    except ValueError:
+        return None
+
+
+def check_route_set(routes: Sequence[OrderRoute], *, sandbox: bool | None) -> None:
+    """What no single route file can know: route ids are unique, and no two routes on one ERP
+    division can give the same ``YourRef`` (the exactly-once key). Raises
+    :class:`RouteConfigError` naming both files. Pure: reads the routes and the environment."""
+    seen: dict[str, _Loaded] = {}
+    for component in routes:
+        route = component.route
+        other = seen.get(route.id)
+        if other is not None and other.path != component.path:
+            raise RouteConfigError(
+                f"{component.where}: name: route id {route.id!r} is already used by "
+                f"{other.where}; give the route a different name"
+            )
         loaded = _Loaded(
-            path=self.path,
-            where=where,
-            division=route.erp_division(sandbox=sandbox),
+            path=component.path,
+            where=component.where,
+            division=route.erp_division(sandbox=sandbox) if sandbox is not None else None,
             your_ref=route.mapping.your_ref,
             digits_only=route.order_number_digits_only,
         )
-        for route_id, earlier in _SEEN.items():
+        for route_id, earlier in seen.items():
             if route_id != route.id and _your_refs_collide(loaded, earlier):
-                raise RouteConfigError(
-                    f"{where}: mapping.your_ref: {loaded.your_ref!r} can give the same YourRef "
-                    f"as {earlier.your_ref!r} of {earlier.where}, and both routes deliver to "
-                    f"one ERP division ({_division_text(loaded.division)}). YourRef is the "
-                    "exactly-once key: an order of one route would be taken for an order of "
-                    "the other and never sent. Give each route a template of its own, e.g. a "
-                    "prefix ('B2B-{order_number}')"
-                )
-        _SEEN[route.id] = loaded
-        return build_route_definitions(route, sandbox=sandbox)
+                raise RouteConfigError(_collision_text(loaded, earlier))
+        seen[route.id] = loaded
+
+
+def _collision_text(loaded: _Loaded, earlier: _Loaded) -> str:
+    return (
+        f"{loaded.where}: mapping.your_ref: {loaded.your_ref!r} can give the same YourRef "
+        f"as {earlier.your_ref!r} of {earlier.where}, and both routes deliver to "
+        f"one ERP division ({_division_text(loaded.division)}). YourRef is the "
+        "exactly-once key: an order of one route would be taken for an order of "
+        "the other and never sent. Give each route a template of its own, e.g. a "
+        "prefix ('B2B-{order_number}')"
+    )
 
 
 def _your_refs_collide(a: _Loaded, b: _Loaded) -> bool:
@@ -178,9 +206,3 @@ def route_endpoint(route: RouteConfig, side: Literal["source", "target"], *, san
     if route.uses_sandbox(side, sandbox=sandbox):
         return endpoint_host(sandbox_url(section))
     return f"${section.api_url_env}"
-
-
-def forget_routes() -> None:
-    """Reset the registry of loaded routes (definitions are being loaded again in this
-    process)."""
-    _SEEN.clear()
