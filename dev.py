@@ -2,10 +2,11 @@
 """Set up and run the project with nothing but Python 3.11+.
 
     python3 dev.py up      # venv + install, sandbox shop and ERP, Dagster UI with schedules on
-    python3 dev.py test    # venv + install, ruff, the test suite (what CI runs)
+    python3 dev.py test    # venv + install, ruff, dg check, the test suite (what CI runs)
     python3 dev.py bench   # venv + install, the one-day backfill benchmark (bench/backfill.py)
+    python3 dev.py lock    # regenerate constraints.txt with uv, then install it
 
-All three run in sandbox mode (INTEGRATION_SANDBOX=1): a route whose URL variable is unset talks
+All but lock run in sandbox mode (INTEGRATION_SANDBOX=1): a route whose URL variable is unset talks
 to the local sandbox. Every ``up`` starts a fresh sandbox world: shops with two hours of order
 history, an empty ERP, a new ledger in data/sandbox.duckdb (whatever INTEGRATION_DUCKDB_PATH
 says), partitions that start with that history, and one backfill that fetches it. Dagster runs
@@ -18,9 +19,12 @@ route variable must be set (real systems). ``test`` and ``bench`` always use the
 DAGSTER_PORT (3000) sets the UI's port; SANDBOX_HISTORY_MINUTES (120) the sandbox's history;
 DEV_STATE_DIR (the repository) where .dagster_home/ and data/ go.
 
-The virtual environment lives in .venv/ (override with DEV_VENV=path) and is (re)installed
-when pyproject.toml changes. Only the standard library is used here (and
-integration_project/settings.py, which is standard library only itself).
+The virtual environment lives in .venv/ (override with DEV_VENV=path). The project is installed
+at the versions pinned in constraints.txt (pip install -c constraints.txt -e .[dev]), again
+whenever pyproject.toml or constraints.txt changes. ``lock`` rewrites constraints.txt with uv
+(installed into the venv): every pin that still fits pyproject.toml is kept; its arguments go to
+`uv pip compile` (``--upgrade``, ``--upgrade-package NAME``). Only the standard library is used
+here (and integration_project/settings.py, which is standard library only itself).
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import tomllib
 import urllib.request
 import venv
 from datetime import UTC, datetime, timedelta
@@ -44,28 +51,95 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("DEV_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
+#: The lock: one tested version of every package the project can pull in (``lock`` writes it).
+LOCK = ROOT / "constraints.txt"
+#: The installers, pinned like everything else: pip installs the lock, uv writes it.
+PIP = "pip==26.3"
+UV = "uv==0.13.9"
+#: How uv writes the lock: every package ``-e .[dev]`` can pull in, on every platform and Python
+#: that pyproject.toml's requires-python allows (a pin's marker says where it applies).
+LOCK_COMMAND = ["uv", "pip", "compile", "pyproject.toml", "--extra", "dev", "--universal"]
 
 
 def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)  # noqa: T201
 
 
-def ensure_venv() -> None:
+def create_venv() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may run on any python3
         sys.exit("Python 3.11 or newer is required")
     if not PY.exists():
         say(f"creating virtual environment in {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
+
+
+def pip(*args: str | Path) -> None:
+    subprocess.run([PY, "-m", "pip", *args], check=True, cwd=ROOT)
+
+
+def ensure_venv() -> None:
+    """The venv with the project installed at the lock's versions. Installs again whenever
+    pyproject.toml, the lock or the pip pin changed since the last install (the venv's stamp
+    holds their hash), so a pulled lock change reaches an existing venv on the next command."""
+    create_venv()
     stamp = VENV / ".installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    inputs = [(ROOT / "pyproject.toml").read_bytes(), LOCK.read_bytes(), PIP.encode()]
+    digest = hashlib.sha256(b"\0".join(inputs)).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    say("installing the project and its dev dependencies (first run takes a minute)")
-    subprocess.run(
-        [PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True, cwd=ROOT
-    )
-    subprocess.run([PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"], check=True, cwd=ROOT)
+    if missing := unlocked():
+        sys.exit(f"{LOCK.name} pins no version of {', '.join(missing)}: run python3 dev.py lock")
+    say(f"installing the project and its dev dependencies from {LOCK.name} (first run: minutes)")
+    pip("install", "--quiet", PIP)
+    pip("install", "--quiet", "--constraint", LOCK, "--editable", ".[dev]")
     stamp.write_text(digest)
+
+
+def unlocked() -> list[str]:
+    """pyproject.toml's requirements whose package the lock does not pin: added without
+    ``dev.py lock``, they would install at whatever version is newest that day."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    pinned = {_name(line) for line in LOCK.read_text().splitlines() if line[:1].isalnum()}
+    return [requirement for requirement in wanted if _name(requirement) not in pinned]
+
+
+def _name(requirement: str) -> str:
+    """The package a requirement or pin names, normalised as PyPI does (``A_b`` = ``a-b``)."""
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    return re.sub(r"[-_.]+", "-", match.group() if match else requirement).lower()
+
+
+def lock(args: list[str]) -> int:
+    """Rewrite the lock with uv (installed into the venv from PyPI), then install it. Every pin
+    that still fits pyproject.toml is kept (uv reads the old lock), unless ``args``, which go
+    to `uv pip compile`, say otherwise: ``--upgrade``, ``--upgrade-package NAME``."""
+    create_venv()
+    pip("install", "--quiet", UV)
+    argv = [BIN / "uv", *LOCK_COMMAND[1:], "--python", PY, "--output-file", LOCK.name]
+    compiled = subprocess.run([*argv, "--no-header", "--quiet", *args], cwd=ROOT)
+    if compiled.returncode:
+        return compiled.returncode
+    LOCK.write_text(lock_header() + LOCK.read_text())
+    say(f"wrote {LOCK.name}")
+    ensure_venv()
+    return 0
+
+
+def lock_header() -> str:
+    """The lock's first lines: what it is, how it was made, how to change it."""
+    command = shlex.join([*LOCK_COMMAND, "--output-file", LOCK.name])
+    return f"""\
+# The lock: every package `pip install -e .[dev]` can pull in, at the one version tested, for
+# every platform and Python >= 3.11 (a marker after `;` says where a pin applies). A pip
+# constraints file: `python3 dev.py up/test/bench` and CI install the project with
+#   pip install --constraint {LOCK.name} --editable '.[dev]'
+# Written by `python3 dev.py lock` ({UV}), which runs
+#   {command}
+# Do not edit by hand. After changing dependencies in pyproject.toml: python3 dev.py lock
+# (keeps every pin that still fits). Newer versions: python3 dev.py lock --upgrade-package NAME
+# (one package and what it needs) or python3 dev.py lock --upgrade (all).
+"""
 
 
 def port_in_use(port: int) -> bool:
@@ -320,6 +394,43 @@ def up(args: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     state = state_dir()
     home = state / ".dagster_home"
+    env, sandbox, start = up_environment(state, home)
+    env_file = home / "quickstart.env"
+    paused = home / "paused-by-dev.json"  # schedules and sensors the last stop paused
+    port = os.environ.get("DAGSTER_PORT", "3000")
+    url = f"http://127.0.0.1:{port}"
+    busy = [p for p in ([8801, 8802, 8803] if sandbox else []) + [int(port)] if port_in_use(p)]
+    if busy:
+        sys.exit(f"port {busy[0]} is in use (another `dev.py up`?): stop it first")
+    procs: list[subprocess.Popen[bytes]] = []
+    dagster: subprocess.Popen[bytes] | None = None
+    try:
+        if sandbox and start is not None:
+            procs.append(start_sandbox(env, start))
+            wait_for_port(8801)
+            wait_for_port(8802)
+            wait_for_port(8803)
+        say(f"starting Dagster (dg dev): open {url} (Ctrl-C stops everything)")
+        dagster = start_dagster(env, port, args)
+        procs.append(dagster)
+        if wait_for_location(url, dagster):
+            resume_automation(url, paused)
+            if sandbox and start is not None:
+                launch_history_backfill(url, start)
+            say(f"command line against this instance: source {_shown(env_file)} (README)")
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return next(p.returncode for p in procs if p.returncode is not None) or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all(url, paused, procs, dagster)
+
+
+def up_environment(state: Path, home: Path) -> tuple[dict[str, str], bool, datetime | None]:
+    """The environment of ``up``'s processes, whether sandbox mode is on and, if it is, the
+    start of the fresh sandbox world (in ``state/data``). Sets up the Dagster instance in
+    ``home`` (settings from deploy/) and writes ``quickstart.env`` there."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     # `dg` checks that the project's virtual environment is the active one.
@@ -336,60 +447,51 @@ def up(args: list[str]) -> int:
         )
     else:
         say("sandbox mode is off (INTEGRATION_SANDBOX): every route variable must be set")
-    env_file = home / "quickstart.env"
-    paused = home / "paused-by-dev.json"  # schedules and sensors the last stop paused
     names = ["DAGSTER_HOME", "VIRTUAL_ENV", settings.SANDBOX_MODE_ENV, settings.DUCKDB_PATH_ENV]
-    write_env_file(env_file, env, [*names, settings.SANDBOX_START_ENV])
-    port = os.environ.get("DAGSTER_PORT", "3000")
-    url = f"http://127.0.0.1:{port}"
-    busy = [p for p in ([8801, 8802, 8803] if sandbox else []) + [int(port)] if port_in_use(p)]
-    if busy:
-        sys.exit(f"port {busy[0]} is in use (another `dev.py up`?): stop it first")
-    procs: list[subprocess.Popen[bytes]] = []
-    dagster: subprocess.Popen[bytes] | None = None
-    try:
-        if sandbox:
-            say("starting the sandbox shops (:8801, :8803) and ERP (:8802)")
-            minutes = (datetime.now(UTC) - start).total_seconds() / 60  # type: ignore[operator]
-            argv = [BIN / "integration-sandbox", "--history-minutes", f"{minutes:.2f}"]
-            procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True))
-            wait_for_port(8801)
-            wait_for_port(8802)
-            wait_for_port(8803)
-        say(f"starting Dagster (dg dev): open {url} (Ctrl-C stops everything)")
-        dagster = subprocess.Popen(
-            # Its services log warnings and errors (not every sensor tick); runs log at INFO
-            # what they did (deploy/dagster.yaml, python_logs).
-            [BIN / "dg", "dev", "-h", "127.0.0.1", "-p", port, "--log-level", "warning", *args],
-            cwd=ROOT,
-            env=env,
-            # Its own process group: the code server and run workers it starts are in it, so
-            # the stop below can wait for them and clear up what is left.
-            start_new_session=True,
-        )
-        procs.append(dagster)
-        if wait_for_location(url, dagster):
-            resume_automation(url, paused)
-            if sandbox and start is not None:
-                launch_history_backfill(url, start)
-            say(f"command line against this instance: source {_shown(env_file)} (README)")
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-        return next(p.returncode for p in procs if p.returncode is not None) or 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-        say("stopping")
-        if dagster is not None and dagster.poll() is None:
-            try:
-                pause_automation(url, paused)
-                cancel_in_flight(url)
-            except (OSError, RuntimeError) as exc:
-                say(f"could not ask the webserver to cancel runs: {exc}")
-        for proc in reversed(procs):
-            _stop_group(proc)
-        say("stopped")
+    write_env_file(home / "quickstart.env", env, [*names, settings.SANDBOX_START_ENV])
+    return env, sandbox, start
+
+
+def start_sandbox(env: dict[str, str], start: datetime) -> subprocess.Popen[bytes]:
+    """The sandbox shops and ERP, their history reaching back to ``start``."""
+    say("starting the sandbox shops (:8801, :8803) and ERP (:8802)")
+    minutes = (datetime.now(UTC) - start).total_seconds() / 60
+    argv = [BIN / "integration-sandbox", "--history-minutes", f"{minutes:.2f}"]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+
+
+def start_dagster(env: dict[str, str], port: str, args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        # Its services log warnings and errors (not every sensor tick); runs log at INFO
+        # what they did (deploy/dagster.yaml, python_logs).
+        [BIN / "dg", "dev", "-h", "127.0.0.1", "-p", port, "--log-level", "warning", *args],
+        cwd=ROOT,
+        env=env,
+        # Its own process group: the code server and run workers it starts are in it, so
+        # the stop below can wait for them and clear up what is left.
+        start_new_session=True,
+    )
+
+
+def stop_all(
+    url: str,
+    paused: Path,
+    procs: list[subprocess.Popen[bytes]],
+    dagster: subprocess.Popen[bytes] | None,
+) -> None:
+    """Pause the schedules and sensors (names to ``paused``), let runs in flight finish or
+    cancel them while the webserver is up, then stop every process group, last started first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+    say("stopping")
+    if dagster is not None and dagster.poll() is None:
+        try:
+            pause_automation(url, paused)
+            cancel_in_flight(url)
+        except (OSError, RuntimeError) as exc:
+            say(f"could not ask the webserver to cancel runs: {exc}")
+    for proc in reversed(procs):
+        _stop_group(proc)
+    say("stopped")
 
 
 def _shown(path: Path) -> str:
@@ -443,14 +545,34 @@ def test(args: list[str]) -> int:
     lint = subprocess.run([BIN / "ruff", "check", "."], cwd=ROOT)
     if lint.returncode:
         return lint.returncode
+    env = {**os.environ}
+    sandbox_env(env, force=True)  # the tests run against the sandbox (conftest sets it too)
+    checked = check_definitions(env)
+    if checked:
+        return checked
     say("pytest")
     # Two workers (pytest-xdist), one test file each at a time: the chaos test (~4 min) runs
     # beside the rest instead of after it. TEST_WORKERS=0 runs everything in this process.
     workers = os.environ.get("TEST_WORKERS", "2")
     parallel = [] if workers == "0" or "-n" in args else ["-n", workers, "--dist", "loadfile"]
-    env = {**os.environ}
-    sandbox_env(env, force=True)  # the tests run against the sandbox (conftest sets it too)
     return subprocess.run([PY, "-m", "pytest", *parallel, *args], cwd=ROOT, env=env).returncode
+
+
+def check_definitions(env: dict[str, str]) -> int:
+    """`dg check yaml` (the route files against their components' schemas) and `dg check defs`
+    (the code location loads), as a deployment would see them; the first non-zero exit code.
+    Sandbox mode (``env``) needs no credentials; a throwaway instance with the shipped
+    settings (telemetry off) keeps them off the user's instance and off the network."""
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copy(ROOT / "deploy" / "dagster.yaml", Path(home) / "dagster.yaml")
+        # `dg` checks that the project's virtual environment is the active one.
+        env = {**env, "DAGSTER_HOME": home, "VIRTUAL_ENV": str(VENV)}
+        for check in (["yaml"], ["defs", "--no-check-yaml"]):
+            say(f"dg check {check[0]}")
+            done = subprocess.run([BIN / "dg", "check", *check], cwd=ROOT, env=env)
+            if done.returncode:
+                return done.returncode
+    return 0
 
 
 def bench(args: list[str]) -> int:
@@ -461,7 +583,7 @@ def bench(args: list[str]) -> int:
     return subprocess.run([PY, "-m", "bench.backfill", *args], cwd=ROOT, env=env).returncode
 
 
-COMMANDS = {"up": up, "test": test, "bench": bench}
+COMMANDS = {"up": up, "test": test, "bench": bench, "lock": lock}
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help", "help"):
