@@ -21,32 +21,7 @@ from integration_project.sandbox.server import Sandbox
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="integration-sandbox",
-        description="Local Shopware 6 + Exact Online stand-ins for the order route.",
-    )
-    parser.add_argument("--host", default=settings.SANDBOX_HOST)
-    parser.add_argument("--shop-port", type=int, default=settings.SANDBOX_SHOP_PORT)
-    parser.add_argument("--erp-port", type=int, default=settings.SANDBOX_ERP_PORT)
-    parser.add_argument("--shop2-port", type=int, default=settings.SANDBOX_SHOP2_PORT)
-    parser.add_argument(
-        "--no-second-shop",
-        dest="second_shop",
-        action="store_false",
-        help="serve only the first shop (no B2B shop)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--history-minutes", type=float, default=120.0)
-    parser.add_argument("--orders-per-minute", type=float, default=3.0)
-    parser.add_argument(
-        "--erp-minute-limit",
-        type=int,
-        default=60,
-        help="ERP calls allowed a minute (Exact's default: 60); raise it for fast smoke tests",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
-    args = parser.parse_args(argv)
-
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -72,25 +47,58 @@ def main(argv: list[str] | None = None) -> int:
         erp=SandboxErp(seed=args.seed, minute_limit=args.erp_minute_limit),
     )
     with sandbox:
-        print(f"shop (Shopware 6 Admin API): {sandbox.shop_url}")  # noqa: T201
-        print(f"  client_id={sandbox.shop.client_id} client_secret={sandbox.shop.client_secret}")  # noqa: T201
-        print(f"ERP (Exact Online REST API): {sandbox.erp_url}")  # noqa: T201
-        print(  # noqa: T201
-            f"  division={sandbox.erp.division} client_id={sandbox.erp.client_id} "
-            f"client_secret={sandbox.erp.client_secret} refresh_token={sandbox.erp.refresh_token}"
-        )
-        if sandbox.shop2 is not None:
-            shop2 = sandbox.shop2
-            print(f"shop 2, B2B (Shopware 6 Admin API): {sandbox.shop2_url}")  # noqa: T201
-            print(f"  client_id={shop2.client_id} client_secret={shop2.client_secret}")  # noqa: T201
-        labels = ("shop", "shop 2")
-        counts = ", ".join(
-            f"{len(s.orders)} in {n}" for s, n in zip(sandbox.shops, labels, strict=False)
-        )
-        print(f"  orders pre-generated: {counts}; Ctrl-C to stop")  # noqa: T201
+        _print_endpoints(sandbox)
         while not stop.wait(0.5):
             pass
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="integration-sandbox",
+        description="Local Shopware 6 + Exact Online stand-ins for the order route.",
+    )
+    parser.add_argument("--host", default=settings.SANDBOX_HOST)
+    parser.add_argument("--shop-port", type=int, default=settings.SANDBOX_SHOP_PORT)
+    parser.add_argument("--erp-port", type=int, default=settings.SANDBOX_ERP_PORT)
+    parser.add_argument("--shop2-port", type=int, default=settings.SANDBOX_SHOP2_PORT)
+    parser.add_argument(
+        "--no-second-shop",
+        dest="second_shop",
+        action="store_false",
+        help="serve only the first shop (no B2B shop)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--history-minutes", type=float, default=120.0)
+    parser.add_argument("--orders-per-minute", type=float, default=3.0)
+    parser.add_argument(
+        "--erp-minute-limit",
+        type=int,
+        default=60,
+        help="ERP calls allowed a minute (Exact's default: 60); raise it for fast smoke tests",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return parser
+
+
+def _print_endpoints(sandbox: Sandbox) -> None:
+    """Where each system listens and the credentials to use (the console is the UI here)."""
+    print(f"shop (Shopware 6 Admin API): {sandbox.shop_url}")  # noqa: T201
+    print(f"  client_id={sandbox.shop.client_id} client_secret={sandbox.shop.client_secret}")  # noqa: T201
+    print(f"ERP (Exact Online REST API): {sandbox.erp_url}")  # noqa: T201
+    print(  # noqa: T201
+        f"  division={sandbox.erp.division} client_id={sandbox.erp.client_id} "
+        f"client_secret={sandbox.erp.client_secret} refresh_token={sandbox.erp.refresh_token}"
+    )
+    if sandbox.shop2 is not None:
+        shop2 = sandbox.shop2
+        print(f"shop 2, B2B (Shopware 6 Admin API): {sandbox.shop2_url}")  # noqa: T201
+        print(f"  client_id={shop2.client_id} client_secret={shop2.client_secret}")  # noqa: T201
+    labels = ("shop", "shop 2")
+    counts = ", ".join(
+        f"{len(s.orders)} in {n}" for s, n in zip(sandbox.shops, labels, strict=False)
+    )
+    print(f"  orders pre-generated: {counts}; Ctrl-C to stop")  # noqa: T201
 
 
 if __name__ == "__main__":

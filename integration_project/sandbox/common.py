@@ -97,6 +97,27 @@ class Response:
         return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
 
 
+class Forwarded:
+    """An attribute kept on a part of the object (``obj.<part>.<name>``), read and set under
+    its own name on the object: a system built from parts keeps the attributes its callers
+    and tests use (``erp.refresh_token``, ``shop.client_id``) where they always were."""
+
+    def __init__(self, part: str, name: str | None = None) -> None:
+        self.part = part
+        self.name = name or ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = self.name or name
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.part), self.name)
+
+    def __set__(self, obj: object, value: Any) -> None:
+        setattr(getattr(obj, self.part), self.name, value)
+
+
 class App(Protocol):
     def handle(self, request: Request) -> Response: ...
 

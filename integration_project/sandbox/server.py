@@ -16,9 +16,9 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 
 from integration_project.sandbox.common import Clock, make_server, system_clock
-from integration_project.sandbox.data import SandboxData
 from integration_project.sandbox.erp import SandboxErp
 from integration_project.sandbox.shop import SandboxShop
+from integration_project.sandbox.world import SandboxData
 from integration_project.settings import SANDBOX_HOST
 
 
