@@ -77,10 +77,12 @@ def chain(exc):
 root = sys.argv[1]
 try:
     if root == "shipped":
-        from integration_project.definitions import defs
+        from integration_project.definitions import defs as load_location
+        defs = load_location()
     else:
+        from integration_project.components.order_route import load_routes
         sys.path.insert(0, root)
-        defs = dg.load_from_defs_folder(project_root=Path(root))
+        defs = load_routes(Path(root))
 except Exception as exc:
     print(json.dumps({"ok": False, "error": chain(exc)}))
     raise SystemExit(0)
@@ -577,7 +579,8 @@ def test_a_new_ledger_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     old_umask = os.umask(0o022)  # the usual umask: DuckDB alone would create 0644
     try:
         ledger = open_ledger(DuckDBResource(database=str(path)), "route")
-        ledger.ensure_schema()
+        with ledger.db.connect():
+            pass  # the first connection creates the schema
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -585,7 +588,8 @@ def test_a_new_ledger_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(tmp_path.stat().st_mode) == before  # not ours: left alone
     # Opening it again keeps it so, and it is a working ledger.
-    open_ledger(DuckDBResource(database=str(path)), "route").ensure_schema()
+    with open_ledger(DuckDBResource(database=str(path)), "route").db.connect():
+        pass
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 

@@ -87,7 +87,9 @@ def test_the_ui_shows_every_route_with_lineage_schedules_sensors_and_checks(stac
         assert delivered["dependencyKeys"] == [{"path": [route, "erp_orders"]}]
 
     schedules = {s["name"]: s["cronSchedule"] for s in repo["schedules"]}
-    assert schedules == {s.name: s.cron_schedule for s in defs.schedules or []}
+    assert schedules == {
+        s.name: defs.resolve_schedule_def(s.name).cron_schedule for s in defs.schedules or []
+    }
     assert schedules[f"{DEFAULT_ID}__source_orders_schedule"] == "*/5 * * * *"
     jobs = {j["name"] for j in repo["jobs"]}
     assert {f"{route}__resend_failed_job" for route in routes} <= jobs
