@@ -2,7 +2,7 @@
 needed, erase one customer's e-mail on request (README, "Personal data").
 
 Pure functions over strings and JSON-shaped values: no Dagster, DuckDB or HTTP here, so
-``assets.py``, ``ledger.py`` and ``privacy.py`` can all use them.
+the assets, the ledger (``ledger/personal_data.py``) and ``privacy.py`` can all use them.
 
 * :func:`mask_emails` — ``jane.doe@example.com`` → ``j***@example.com`` in any text.
 * :func:`blank_order` — a raw Shopware order with every field that is not on an allow-list
