@@ -24,17 +24,20 @@ On ``<route>/erp_delivered_orders`` (they run with every delivery run):
 Checks read the ledger through its read-only methods; no SQL here.
 """
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
 from integration_project.assets import RouteAssets
-from integration_project.exact.client import BudgetExhausted, RateLimited
+from integration_project.exact.client import BudgetExhausted, ExactClient, RateLimited
+from integration_project.exact.models import RateLimit
 from integration_project.http import ApiError
 from integration_project.ledger import Ledger
 from integration_project.redact import mask_emails
 from integration_project.resources import ErpResource, erp_client, open_ledger
+from integration_project.routes.config import RouteConfig
 
 #: A row in ``sending`` older than this is reported: a delivery run resolves its own in seconds.
 STUCK_SENDING_AFTER = timedelta(minutes=10)
@@ -60,26 +63,46 @@ RECONCILE_CHECK = "erp_holds_delivered_orders"
 def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
     """The route's six asset checks (names above), on its ``erp_orders`` and
     ``erp_delivered_orders`` assets, using the route's ERP resource and ``duckdb``."""
-    route = assets.route
-    route_id, erp_key = route.id, route.erp_key
-    allowed = route.filter.country_set()
-    resource_keys = {erp_key, "duckdb"}
+    return [
+        _country_check(assets),
+        _your_ref_check(assets),
+        _stuck_check(assets),
+        _failed_check(assets),
+        _conflict_check(assets),
+        _reconcile_check(assets),
+    ]
 
-    def ledger_for(context: dg.AssetCheckExecutionContext) -> Ledger:
-        erp: ErpResource = getattr(context.resources, erp_key)
-        return open_ledger(context.resources.duckdb, route_id, erp.token_key)
+
+def _resource_keys(route: RouteConfig) -> set[str]:
+    return {route.erp_key, "duckdb"}
+
+
+def _erp(context: dg.AssetCheckExecutionContext, route: RouteConfig) -> ErpResource:
+    return getattr(context.resources, route.erp_key)
+
+
+def _ledger_for(context: dg.AssetCheckExecutionContext, route: RouteConfig) -> Ledger:
+    """The route's ledger, opened like its assets open it (the ERP's token key included)."""
+    return open_ledger(context.resources.duckdb, route.id, _erp(context, route).token_key)
+
+
+def _country_check(assets: RouteAssets) -> dg.AssetChecksDefinition:
+    """``mapped_country_allowed``: blocking, so a mapping that lets other countries through
+    never reaches delivery."""
+    route = assets.route
+    allowed = route.filter.country_set()
 
     @dg.asset_check(
         asset=assets.erp_orders,
         name=COUNTRY_CHECK,
         blocking=True,
-        required_resource_keys=resource_keys,
+        required_resource_keys=_resource_keys(route),
         description="Every mapped order of the route ships to a country in its filter "
         f"({_countries_text(allowed)}). Blocking: a mapping that lets others through stops "
         "the run before anything downstream.",
     )
     def mapped_country_allowed(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        ledger = ledger_for(context)
+        ledger = _ledger_for(context, route)
         outside, sample = ledger.mapped.outside_countries(allowed, limit=SAMPLE_ROWS)
         if outside:
             context.log.error(
@@ -99,16 +122,25 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
+    return mapped_country_allowed
+
+
+def _your_ref_check(assets: RouteAssets) -> dg.AssetChecksDefinition:
+    """``your_ref_unique``: the exactly-once recovery finds an order by its ``YourRef``, so a
+    duplicate would make it find the wrong one."""
+    route = assets.route
+
     @dg.asset_check(
         asset=assets.erp_orders,
         name=YOUR_REF_CHECK,
-        required_resource_keys=resource_keys,
+        required_resource_keys=_resource_keys(route),
         description="No YourRef twice among the route's mapped orders: YourRef is the key the "
         "exactly-once recovery looks an order up by in the ERP.",
     )
     def your_ref_unique(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        ledger = ledger_for(context)
-        duplicated, sample = ledger.views.duplicate_your_refs(limit=SAMPLE_ROWS)
+        duplicated, sample = _ledger_for(context, route).views.duplicate_your_refs(
+            limit=SAMPLE_ROWS
+        )
         if duplicated:
             context.log.error(
                 "%s YourRef values are used by more than one mapped order, e.g. %s",
@@ -123,15 +155,23 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
+    return your_ref_unique
+
+
+def _stuck_check(assets: RouteAssets) -> dg.AssetChecksDefinition:
+    """``no_order_stuck_sending``: a row left in ``sending`` means a run died mid-send or the
+    ERP keeps answering "unknown"; the order is neither delivered nor retried."""
+    route = assets.route
+
     @dg.asset_check(
         asset=assets.erp_delivered_orders,
         name=STUCK_CHECK,
-        required_resource_keys=resource_keys,
+        required_resource_keys=_resource_keys(route),
         description="No ledger row left in 'sending' (outcome unknown) for more than "
         f"{_minutes(STUCK_SENDING_AFTER)} minutes: a delivery run resolves its own in seconds.",
     )
     def no_order_stuck_sending(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        stuck, sample = ledger_for(context).views.stuck_sending(
+        stuck, sample = _ledger_for(context, route).views.stuck_sending(
             STUCK_SENDING_AFTER, limit=SAMPLE_ROWS
         )
         if stuck:
@@ -153,19 +193,26 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
+    return no_order_stuck_sending
+
+
+def _conflict_check(assets: RouteAssets) -> dg.AssetChecksDefinition:
+    """``no_conflicting_orders``: blocking, because an order in conflict needs a person's
+    decision before anything downstream treats the route's delivery as complete."""
+    route = assets.route
+
     @dg.asset_check(
         asset=assets.erp_delivered_orders,
         name=CONFLICT_CHECK,
         blocking=True,
-        required_resource_keys=resource_keys,
+        required_resource_keys=_resource_keys(route),
         description="No order of the route in conflict: the ERP holds a different order under "
         "its YourRef (another account or other lines), or another route on the division used "
         "the YourRef first. Such orders are never sent nor counted as delivered; a person "
         "decides (book it by hand, or change the route's your_ref template).",
     )
     def no_conflicting_orders(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        ledger = ledger_for(context)
-        total, sample = ledger.views.conflicts(limit=SAMPLE_ROWS)
+        total, sample = _ledger_for(context, route).views.conflicts(limit=SAMPLE_ROWS)
         if total:
             context.log.error(
                 "%s orders are in conflict with what the ERP holds, e.g. %s",
@@ -183,15 +230,23 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
+    return no_conflicting_orders
+
+
+def _failed_check(assets: RouteAssets) -> dg.AssetChecksDefinition:
+    """``no_failed_orders``: a warning, not an error: the orders wait safely in the ledger until
+    a person fixes the cause and re-sends them."""
+    route = assets.route
+
     @dg.asset_check(
         asset=assets.erp_delivered_orders,
         name=FAILED_CHECK,
-        required_resource_keys=resource_keys,
+        required_resource_keys=_resource_keys(route),
         description="Orders the ERP refused (status 'failed'); a warning while there are any. "
         "Fix the cause, then re-send them (see README, 'Failed orders').",
     )
     def no_failed_orders(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        failed, sample = ledger_for(context).views.failed_orders(limit=SAMPLE_ROWS)
+        failed, sample = _ledger_for(context, route).views.failed_orders(limit=SAMPLE_ROWS)
         if failed:
             context.log.warning("%s orders were refused by the ERP and wait for a fix", failed)
         return dg.AssetCheckResult(
@@ -206,10 +261,18 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
             },
         )
 
+    return no_failed_orders
+
+
+def _reconcile_check(assets: RouteAssets) -> dg.AssetChecksDefinition:
+    """``erp_holds_delivered_orders``: the only check that asks the ERP rather than the ledger,
+    so it samples rarely (:func:`_carry_forward`) and within the ERP's budget."""
+    route = assets.route
+
     @dg.asset_check(
         asset=assets.erp_delivered_orders,
         name=RECONCILE_CHECK,
-        required_resource_keys=resource_keys,
+        required_resource_keys=_resource_keys(route),
         description=f"Sampled reconciliation: the ERP holds (looked up by YourRef) each of the "
         f"{RECONCILE_SAMPLE} most recently delivered orders. Samples at most every "
         f"{_minutes(RECONCILE_EVERY)} minutes and within the ERP's rate budget; in between, "
@@ -219,75 +282,90 @@ def build_route_checks(assets: RouteAssets) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext,
     ) -> dg.AssetCheckResult:
         now = datetime.now(UTC)
-        ledger = ledger_for(context)
+        ledger = _ledger_for(context, route)
         carried = _carry_forward(ledger, now)
         if carried is not None:
             return carried
-        erp: ErpResource = getattr(context.resources, erp_key)
         sample = ledger.views.recent_delivered(RECONCILE_SAMPLE)
-        missing: list[str] = []
-        checked = 0
-        stopped = ""
-        with erp_client(erp, ledger, holder=context.run.run_id) as client:
-            for order_number, your_ref, _ in sample:
-                low = _budget_low(client.rate_limit)
-                if low:
-                    stopped = low
-                    break
-                try:
-                    found = client.find_sales_orders(your_ref)
-                except (RateLimited, BudgetExhausted, ApiError) as exc:
-                    stopped = f"ERP look-up failed: {exc}"[:300]
-                    break
-                checked += 1
-                if not found:
-                    missing.append(order_number)
-        metadata: dict[str, Any] = {
-            "sampled": checked,
-            "sample_size": len(sample),
-            "missing_in_erp": len(missing),
-            "missing_orders": missing,
-            "stopped_early": stopped or "no",
-        }
-        if missing:
-            context.log.error(
-                "%s of %s sampled delivered orders are not in the ERP: %s",
-                len(missing),
-                checked,
-                ", ".join(missing),
-            )
-        elif stopped and checked == 0 and sample:
-            # Nothing could be looked up: not a verdict. Warn, and sample again next run.
-            context.log.warning("Reconciliation could not sample the ERP: %s", stopped)
-            return dg.AssetCheckResult(
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata=metadata,
-                description="Could not look anything up in the ERP; tried again next run.",
-            )
-        metadata["sampled_at"] = now.timestamp()
-        if not sample:  # nothing delivered yet is no sample: look again next run
-            return dg.AssetCheckResult(
-                passed=True,
-                metadata=metadata,
-                description="The ledger holds no delivered order yet: nothing to compare.",
-            )
-        ledger.samples.record(RECONCILE_CHECK, now, not missing, metadata)
-        description = (
-            f"{len(missing)} of {checked} delivered orders sampled are missing in the ERP."
-            if missing
-            else f"All {checked} delivered orders sampled are in the ERP."
-        )
-        return dg.AssetCheckResult(passed=not missing, metadata=metadata, description=description)
+        with erp_client(_erp(context, route), ledger, holder=context.run.run_id) as client:
+            lookup = _look_up(client, sample)
+        return _reconciliation_result(context.log, ledger, now, len(sample), lookup)
 
-    return [
-        mapped_country_allowed,
-        your_ref_unique,
-        no_order_stuck_sending,
-        no_failed_orders,
-        no_conflicting_orders,
-        erp_holds_delivered_orders,
-    ]
+    return erp_holds_delivered_orders
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """What one sampling of the ERP found: how many orders were looked up, the order numbers
+    the ERP does not hold, and why it stopped before the end of the sample ("" if it did not)."""
+
+    checked: int
+    missing: list[str]
+    stopped: str
+
+
+def _look_up(client: ExactClient, sample: list[tuple[str, str, str | None]]) -> _Lookup:
+    """Look each sampled order up by ``YourRef``, stopping (not failing) when the ERP's budget
+    runs low or a look-up fails: delivery needs the budget more than the reconciliation."""
+    missing: list[str] = []
+    checked = 0
+    for order_number, your_ref, _ in sample:
+        low = _budget_low(client.rate_limit)
+        if low:
+            return _Lookup(checked, missing, low)
+        try:
+            found = client.find_sales_orders(your_ref)
+        except (RateLimited, BudgetExhausted, ApiError) as exc:
+            return _Lookup(checked, missing, f"ERP look-up failed: {exc}"[:300])
+        checked += 1
+        if not found:
+            missing.append(order_number)
+    return _Lookup(checked, missing, "")
+
+
+def _reconciliation_result(
+    log: dg.DagsterLogManager, ledger: Ledger, now: datetime, sample_size: int, lookup: _Lookup
+) -> dg.AssetCheckResult:
+    """The check's result for a fresh sample, recorded in the ledger for :func:`_carry_forward`
+    when it is a verdict (something was delivered and looked up)."""
+    checked, missing, stopped = lookup.checked, lookup.missing, lookup.stopped
+    metadata: dict[str, Any] = {
+        "sampled": checked,
+        "sample_size": sample_size,
+        "missing_in_erp": len(missing),
+        "missing_orders": missing,
+        "stopped_early": stopped or "no",
+    }
+    if missing:
+        log.error(
+            "%s of %s sampled delivered orders are not in the ERP: %s",
+            len(missing),
+            checked,
+            ", ".join(missing),
+        )
+    elif stopped and checked == 0 and sample_size:
+        # Nothing could be looked up: not a verdict. Warn, and sample again next run.
+        log.warning("Reconciliation could not sample the ERP: %s", stopped)
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+            description="Could not look anything up in the ERP; tried again next run.",
+        )
+    metadata["sampled_at"] = now.timestamp()
+    if not sample_size:  # nothing delivered yet is no sample: look again next run
+        return dg.AssetCheckResult(
+            passed=True,
+            metadata=metadata,
+            description="The ledger holds no delivered order yet: nothing to compare.",
+        )
+    ledger.samples.record(RECONCILE_CHECK, now, not missing, metadata)
+    description = (
+        f"{len(missing)} of {checked} delivered orders sampled are missing in the ERP."
+        if missing
+        else f"All {checked} delivered orders sampled are in the ERP."
+    )
+    return dg.AssetCheckResult(passed=not missing, metadata=metadata, description=description)
 
 
 def _carry_forward(ledger: Ledger, now: datetime) -> dg.AssetCheckResult | None:
@@ -308,7 +386,8 @@ def _carry_forward(ledger: Ledger, now: datetime) -> dg.AssetCheckResult | None:
     )
 
 
-def _budget_low(rate: Any) -> str:
+def _budget_low(rate: RateLimit | None) -> str:
+    """Why the reconciliation should stop now ("" while the ERP's announced budget allows it)."""
     if rate is None:
         return ""
     if rate.minutely_remaining is not None and rate.minutely_remaining < RECONCILE_RESERVE_MINUTE:

@@ -78,9 +78,20 @@ def _when(value: datetime | None) -> Any:
 
 def build_route_retention(route: RouteConfig) -> RouteRetention:
     """The route's retention job and its daily schedule (running when the route's are)."""
+    job = _retention_job(route, _retention_op(route))
+    return RouteRetention(job, _retention_schedule(route, job))
+
+
+def _retention_days(route: RouteConfig) -> float:
+    return route.personal_data_retention.total_seconds() / 86_400
+
+
+def _retention_op(route: RouteConfig) -> dg.OpDefinition:
+    """``<route_id>__personal_data_retention``: one op per route, as each route has its own
+    retention and its own ERP resource (whose token key opens the route's ledger)."""
     route_id, erp_key = route.id, route.erp_key
     retention = route.personal_data_retention
-    days = retention.total_seconds() / 86_400
+    days = _retention_days(route)
 
     @dg.op(
         name=f"{route_id}__personal_data_retention",
@@ -95,75 +106,105 @@ def build_route_retention(route: RouteConfig) -> RouteRetention:
         now = reference_time(config.now)
         cutoff = now - retention
         report = ledger.personal_data.blank(cutoff)
-        tables = {
-            "staged_orders": report["staged_orders"],
-            "erp_orders": report["erp_orders"],
-            "delivered_orders": report["delivered_orders"],
-            "staged_orders_incoming": report["staged_orders_incoming"],
-            "erp_accounts": report["erp_accounts"],
-        }
-        context.log.info(
-            "Blanked the personal data of %s orders of %s (before %s): %s",
-            report["orders"],
-            route_id,
-            cutoff.isoformat(),
-            ", ".join(f"{table} {n}" for table, n in tables.items()),
+        _log_retention(context.log, route_id, cutoff, report)
+        context.add_output_metadata(_retention_metadata(now, cutoff, days, report))
+
+    return personal_data_retention
+
+
+def _blanked_tables(report: dict[str, Any]) -> dict[str, int]:
+    """Rows blanked or deleted per table, in the order the log and the table list them."""
+    return {
+        "staged_orders": report["staged_orders"],
+        "erp_orders": report["erp_orders"],
+        "delivered_orders": report["delivered_orders"],
+        "staged_orders_incoming": report["staged_orders_incoming"],
+        "erp_accounts": report["erp_accounts"],
+    }
+
+
+def _log_retention(
+    log: dg.DagsterLogManager, route_id: str, cutoff: datetime, report: dict[str, Any]
+) -> None:
+    """What the retention run blanked, and a warning for old orders it had to keep (a person
+    may want to act on those)."""
+    tables = _blanked_tables(report)
+    log.info(
+        "Blanked the personal data of %s orders of %s (before %s): %s",
+        report["orders"],
+        route_id,
+        cutoff.isoformat(),
+        ", ".join(f"{table} {n}" for table, n in tables.items()),
+    )
+    kept = report["waiting_kept"] + report["quarantined_kept"] + report["unmapped_kept"]
+    if kept:
+        log.warning(
+            "Kept the personal data of orders older than the retention: %s waiting for "
+            "delivery, %s quarantined (a person may still fix them), %s staged but never "
+            "mapped; see README 'Personal data'",
+            report["waiting_kept"],
+            report["quarantined_kept"],
+            report["unmapped_kept"],
         )
-        kept = report["waiting_kept"] + report["quarantined_kept"] + report["unmapped_kept"]
-        if kept:
-            context.log.warning(
-                "Kept the personal data of orders older than the retention: %s waiting for "
-                "delivery, %s quarantined (a person may still fix them), %s staged but never "
-                "mapped; see README 'Personal data'",
-                report["waiting_kept"],
-                report["quarantined_kept"],
-                report["unmapped_kept"],
-            )
-        context.add_output_metadata(
-            {
-                "reference_time": dg.MetadataValue.timestamp(now),
-                "cutoff": dg.MetadataValue.timestamp(cutoff),
-                "retention_days": days,
-                "orders_blanked": report["orders"],
-                "staged_orders_blanked": report["staged_orders"],
-                "erp_orders_blanked": report["erp_orders"],
-                "delivered_orders_blanked": report["delivered_orders"],
-                "staged_orders_incoming_deleted": report["staged_orders_incoming"],
-                "erp_accounts_deleted": report["erp_accounts"],
-                "oldest_order_touched": _when(report["oldest"]),
-                "newest_order_touched": _when(report["newest"]),
-                "waiting_kept": report["waiting_kept"],
-                "quarantined_kept": report["quarantined_kept"],
-                "unmapped_kept": report["unmapped_kept"],
-                "tables": md_table(
-                    ["table", "rows blanked or deleted"], [[t, n] for t, n in tables.items()]
-                ),
-            }
-        )
+
+
+def _retention_metadata(
+    now: datetime, cutoff: datetime, days: float, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The retention op's output metadata: what an operator reads on the run page."""
+    tables = _blanked_tables(report)
+    return {
+        "reference_time": dg.MetadataValue.timestamp(now),
+        "cutoff": dg.MetadataValue.timestamp(cutoff),
+        "retention_days": days,
+        "orders_blanked": report["orders"],
+        "staged_orders_blanked": report["staged_orders"],
+        "erp_orders_blanked": report["erp_orders"],
+        "delivered_orders_blanked": report["delivered_orders"],
+        "staged_orders_incoming_deleted": report["staged_orders_incoming"],
+        "erp_accounts_deleted": report["erp_accounts"],
+        "oldest_order_touched": _when(report["oldest"]),
+        "newest_order_touched": _when(report["newest"]),
+        "waiting_kept": report["waiting_kept"],
+        "quarantined_kept": report["quarantined_kept"],
+        "unmapped_kept": report["unmapped_kept"],
+        "tables": md_table(
+            ["table", "rows blanked or deleted"], [[t, n] for t, n in tables.items()]
+        ),
+    }
+
+
+def _retention_job(route: RouteConfig, op: dg.OpDefinition) -> dg.JobDefinition:
+    """``<route_id>__personal_data_retention_job``: the route's retention op alone."""
 
     @dg.job(
-        name=f"{route_id}__personal_data_retention_job",
+        name=f"{route.id}__personal_data_retention_job",
         description=f"{route.name}: blank personal data older than the route's "
-        f"personal_data_retention ({days:g} days). Launchpad config (optional): "
-        f"ops → {personal_data_retention.name} → config → now (ISO 8601 reference time).",
+        f"personal_data_retention ({_retention_days(route):g} days). Launchpad config "
+        f"(optional): ops → {op.name} → config → now (ISO 8601 reference time).",
     )
     def job() -> None:
-        personal_data_retention()
+        op()
 
+    return job
+
+
+def _retention_schedule(route: RouteConfig, job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    """``<route_id>__personal_data_retention_schedule``: daily in the shop's time zone, running
+    when the route's other schedules are."""
     status = (
         dg.DefaultScheduleStatus.RUNNING
         if route.schedule.running
         else dg.DefaultScheduleStatus.STOPPED
     )
-    schedule = dg.ScheduleDefinition(
-        name=f"{route_id}__personal_data_retention_schedule",
+    return dg.ScheduleDefinition(
+        name=f"{route.id}__personal_data_retention_schedule",
         cron_schedule=RETENTION_CRON,
         job=job,
         execution_timezone=route.source.timezone,
         default_status=status,
         description=f"{route.name}: the daily personal data retention run.",
     )
-    return RouteRetention(job, schedule)
 
 
 @dg.op(

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -25,7 +25,7 @@ from integration_project import settings
 from integration_project.assets import DELIVERY_TAG, RouteAssets
 from integration_project.http import build_session, safe_url
 from integration_project.resources import ErpResource, ShopResource, open_ledger
-from integration_project.schedules import ACTIVE_RUN_STATUSES
+from integration_project.schedules import active_run_id
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,12 @@ _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|WEBHOOK)", re.
 
 def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.SensorDefinition]:
     """``<route_id>__erp_delivery_sensor``: running when the route's schedules are."""
+    return [_delivery_sensor(assets, delivery_job)]
+
+
+def _delivery_sensor(assets: RouteAssets, delivery_job: Any) -> dg.SensorDefinition:
+    """Requests a delivery run for a new ``erp_orders`` materialisation with something to
+    deliver, keyed by the materialisation so none triggers twice."""
     route = assets.route
     route_id = route.id
     erp_orders_key = assets.erp_orders.key
@@ -73,27 +79,15 @@ def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.Senso
         "Cursor: the last erp_orders materialisation seen, so none triggers twice.",
     )
     def erp_delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        instance = context.instance
-        last_seen = int(context.cursor) if context.cursor else None
-        if last_seen is None:
-            # First evaluation: only the latest materialisation counts, not the whole history.
-            records = instance.fetch_materializations(erp_orders_key, limit=1).records
-        else:
-            records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=erp_orders_key, after_storage_id=last_seen),
-                limit=MAX_EVENTS_PER_TICK,
-                ascending=True,
-            ).records
+        records = _new_materializations(context.instance, erp_orders_key, context.cursor)
         if not records:
             return dg.SensorResult(skip_reason="no new erp_orders materialisation")
         newest = max(record.storage_id for record in records)
-        active = instance.get_run_ids(
-            dg.RunsFilter(job_name=delivery_job.name, statuses=ACTIVE_RUN_STATUSES), limit=1
-        )
+        active = active_run_id(context.instance, delivery_job.name)
         if active:
             # Keep the cursor: once that run is done, the next evaluation looks again.
             return dg.SensorResult(
-                skip_reason=f"delivery run {active[0]} is still queued or in progress"
+                skip_reason=f"delivery run {active} is still queued or in progress"
             )
         mapped = sum(_mapped(record) for record in records)
         pending = 0 if mapped else _pending(context, route_id, allowed)
@@ -116,7 +110,21 @@ def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.Senso
             cursor=cursor,
         )
 
-    return [erp_delivery_sensor]
+    return erp_delivery_sensor
+
+
+def _new_materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, cursor: str | None
+) -> Sequence[dg.EventLogRecord]:
+    """The materialisations of ``key`` after the cursor, oldest first. Without a cursor (the
+    first evaluation) only the latest counts, not the whole history."""
+    if not cursor:
+        return instance.fetch_materializations(key, limit=1).records
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=int(cursor)),
+        limit=MAX_EVENTS_PER_TICK,
+        ascending=True,
+    ).records
 
 
 def _mapped(record: dg.EventLogRecord) -> int:
