@@ -24,8 +24,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from integration_project.assets import md_table
 from integration_project.redact import mask_emails, normalise_email
+from integration_project.reports import md_table
 from integration_project.resources import ErpResource, open_ledger
 from integration_project.routes.config import RouteConfig
 

@@ -3,8 +3,12 @@ Nothing here writes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
+
+import duckdb
 
 from integration_project.ledger.db import Database, now_utc
 
@@ -91,6 +95,21 @@ class Views:
                 [self._route_id, limit],
             ).fetchall()
         return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+    @contextmanager
+    def latest_delivered(self, limit: int = 10) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The most recently delivered orders as a DuckDB result to read inside the block (its
+        connection closes after it): order number, YourRef, ERP order number and delivery
+        time, in UTC whatever the machine's time zone."""
+        with self._db.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")  # this connection only
+            yield con.execute(
+                "SELECT order_number, coalesce(your_ref, order_number) AS your_ref, "
+                "erp_order_number, delivered_at FROM delivered_orders "
+                "WHERE route_id = ? AND status = 'delivered' "
+                "ORDER BY delivered_at DESC NULLS LAST, shop_order_id LIMIT ?",
+                [self._route_id, limit],
+            )
 
     def latency_seconds_max(self, run_id: str) -> float | None:
         """Longest time from mapping (``erp_orders.mapped_at``) to delivery among the orders
