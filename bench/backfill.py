@@ -26,27 +26,20 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from integration_project.settings import SANDBOX_MODE_ENV
+from integration_project.settings import PARTITION_FORMAT, SANDBOX_MODE_ENV
 
 DAY = datetime(2026, 11, 21, tzinfo=UTC)
 SEED = 2026
-ROUTE_FILE = (
-    Path(__file__).resolve().parents[1]
-    / "integration_project"
-    / "defs"
-    / "eu_orders_shopware_to_exact"
-    / "defs.yaml"
-)
 log = logging.getLogger("bench.backfill")
 
 
 def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """The peak resident set size of this process (or of ``who``), in MiB."""
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -90,104 +83,127 @@ def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
     return took
 
 
-def run_backfill(per_minute: float, page_size: int) -> int:
-    import dagster as dg
-    from dagster_duckdb import DuckDBResource
+@dataclass(frozen=True)
+class Backfill:
+    """What the one backfill run did, as its figures need it."""
 
-    from integration_project import settings
-    from integration_project.assets import build_route_assets
-    from integration_project.resources import ErpResource, ShopResource
-    from integration_project.routes.config import RouteConfig
+    success: bool
+    wall_s: float
+    #: Wall seconds of each step (``source_orders``, ``erp_orders``).
+    steps: dict[str, float]
+    #: Runs on the instance afterwards (a single-run backfill: one).
+    runs: int
+    #: Each asset's metadata (of its last window), and ``_partitions``: windows per asset.
+    meta: dict[str, dict[str, Any]]
 
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.backfill",
-            "--serve-sandbox",
-            "--per-minute",
-            str(per_minute),
-        ],
+
+def _start_sandbox_process(per_minute: float) -> subprocess.Popen[str]:
+    """This module with ``--serve-sandbox``: the sandbox and its day of orders, in a child."""
+    argv = [sys.executable, "-m", "bench.backfill", "--serve-sandbox"]
+    return subprocess.Popen(
+        [*argv, "--per-minute", str(per_minute)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        ready = json.loads(child.stdout.readline() or "{}")
-        if "shop_url" not in ready:
-            raise SystemExit("the sandbox process did not start")
-        log.info("sandbox ready: %s", ready)
-        attributes = yaml.safe_load(ROUTE_FILE.read_text())["attributes"]
-        route = RouteConfig.model_validate({**attributes, "page_size": page_size})
-        assets = build_route_assets(route)
-        with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
-            resources = {
-                "shop": ShopResource(
-                    api_url=ready["shop_url"],
-                    client_id=settings.SANDBOX_SHOP_CLIENT_ID,
-                    client_secret=settings.SANDBOX_SHOP_CLIENT_SECRET,
-                    read_timeout_s=300.0,  # the first page of a day makes the sandbox scan it
-                ),
-                "erp": ErpResource(
-                    api_url=ready["erp_url"],
-                    division=settings.SANDBOX_ERP_DIVISION,
-                    client_id=settings.SANDBOX_ERP_CLIENT_ID,
-                    client_secret=settings.SANDBOX_ERP_CLIENT_SECRET,
-                    refresh_token=settings.SANDBOX_ERP_REFRESH_TOKEN,
-                ),
-                "duckdb": DuckDBResource(database=str(Path(tmp) / "bench.duckdb")),
-            }
-            last = DAY + timedelta(days=1) - timedelta(minutes=5)
-            tags = {
-                "dagster/asset_partition_range_start": DAY.strftime("%Y-%m-%d-%H:%M"),
-                "dagster/asset_partition_range_end": last.strftime("%Y-%m-%d-%H:%M"),
-            }
-            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-            with dg.instance_for_test() as instance:
-                started = time.perf_counter()
-                result = dg.materialize(
-                    [assets.source_orders, assets.erp_orders],
-                    resources=resources,
-                    instance=instance,
-                    tags=tags,
-                    run_config=quiet,
-                )
-                wall = time.perf_counter() - started
-                steps = _step_seconds(instance, result.run_id)
-                runs = len(instance.get_runs())
-            meta: dict[str, dict[str, Any]] = {}
-            for event in result.get_asset_materialization_events():
-                name = event.asset_key.path[-1]
-                meta[name] = {k: v.value for k, v in event.materialization.metadata.items()}
-                partitions = meta.setdefault("_partitions", {})
-                partitions[name] = partitions.get(name, 0) + 1
-        with urllib.request.urlopen(f"{ready['erp_url']}/sandbox/state", timeout=60) as answer:
-            erp_calls = sum(json.load(answer)["calls"].values())
-    finally:
-        child.stdin.close()
-        tail = child.stdout.read()
-        child.wait(timeout=60)
-    sandbox_rss = json.loads(tail.strip().splitlines()[-1])["peak_rss_mib"] if tail.strip() else 0
-    fetched = meta["source_orders"]
-    mapped = meta["erp_orders"]
-    fetch_s, map_s = steps.get("source_orders", 0.0), steps.get("erp_orders", 0.0)
+
+
+def _materialisations(result: Any) -> dict[str, dict[str, Any]]:
+    """Each asset's metadata (its last materialisation's) and how many windows it wrote."""
+    meta: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        name = event.asset_key.path[-1]
+        meta[name] = {k: v.value for k, v in event.materialization.metadata.items()}
+        partitions = meta.setdefault("_partitions", {})
+        partitions[name] = partitions.get(name, 0) + 1
+    return meta
+
+
+def _backfill(ready: dict[str, Any], page_size: int) -> Backfill:
+    """``source_orders`` and ``erp_orders`` for the whole day in one run, against the sandbox
+    ``ready`` names and a DuckDB file in a temp folder."""
+    import dagster as dg
+
+    from integration_project_testkit.resources import sandbox_resources
+    from integration_project_testkit.routes import route_assets
+    from integration_project_testkit.windows import fetch_and_map_range
+
+    assets = route_assets(page_size=page_size)
+    first, last = DAY, DAY + timedelta(days=1) - timedelta(minutes=5)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
+        # A long read timeout: the first page of a day makes the sandbox scan it.
+        resources = sandbox_resources(
+            ready["shop_url"],
+            ready["erp_url"],
+            str(Path(tmp) / "bench.duckdb"),
+            shop={"read_timeout_s": 300.0},
+        )
+        with dg.instance_for_test() as instance:
+            started = time.perf_counter()
+            result = fetch_and_map_range(
+                resources,
+                first.strftime(PARTITION_FORMAT),
+                last.strftime(PARTITION_FORMAT),
+                assets,
+                instance=instance,
+                run_config=quiet,
+            )
+            wall = time.perf_counter() - started
+            steps = _step_seconds(instance, result.run_id)
+            runs = len(instance.get_runs())
+    return Backfill(result.success, wall, steps, runs, _materialisations(result))
+
+
+def _erp_calls(erp_url: str) -> int:
+    """Every call the sandbox ERP answered, from its state endpoint."""
+    with urllib.request.urlopen(f"{erp_url}/sandbox/state", timeout=60) as answer:
+        return sum(json.load(answer)["calls"].values())
+
+
+def _figures(
+    done: Backfill, ready: dict[str, Any], page_size: int, erp_calls: int, sandbox_rss: float
+) -> str:
+    """The one line the benchmark prints."""
+    fetched, mapped = done.meta["source_orders"], done.meta["erp_orders"]
+    fetch_s, map_s = done.steps.get("source_orders", 0.0), done.steps.get("erp_orders", 0.0)
     orders = int(fetched["fetched"])
     route_rss = _peak_rss_mib()
-    line = (
-        f"orders={orders} (sandbox made {ready['tally']['orders']}) runs={runs} "
-        f"windows={meta['_partitions']['source_orders']} pages={fetched['pages']} "
-        f"page_size={page_size} | wall={wall:.1f}s fetch={fetch_s:.1f}s "
+    return (
+        f"orders={orders} (sandbox made {ready['tally']['orders']}) runs={done.runs} "
+        f"windows={done.meta['_partitions']['source_orders']} pages={fetched['pages']} "
+        f"page_size={page_size} | wall={done.wall_s:.1f}s fetch={fetch_s:.1f}s "
         f"({orders / fetch_s if fetch_s else 0:.0f} orders/s) map={map_s:.1f}s "
         f"({orders / map_s if map_s else 0:.0f} orders/s; mapped={mapped['mapped']} "
         f"dropped_non_eu={mapped['dropped_non_eu']} quarantined={mapped['quarantined']}) | "
         f"erp_calls={erp_calls} | peak_rss: route={route_rss:.0f} MiB "
         f"sandbox={sandbox_rss:.0f} MiB sum={route_rss + sandbox_rss:.0f} MiB "
-        f"| sandbox generated in {ready['generate_s']}s | success={result.success}"
+        f"| sandbox generated in {ready['generate_s']}s | success={done.success}"
     )
-    print(line)  # noqa: T201
-    return 0 if result.success and orders == ready["tally"]["orders"] else 1
+
+
+def run_backfill(per_minute: float, page_size: int) -> int:
+    """The benchmark: the sandbox in a child process, the backfill here, one line of figures.
+    Exit code 0 when the run succeeded and fetched every order the sandbox made."""
+    child = _start_sandbox_process(per_minute)
+    if child.stdin is None or child.stdout is None:
+        raise RuntimeError("the sandbox process has no pipes")
+    try:
+        ready = json.loads(child.stdout.readline() or "{}")
+        if "shop_url" not in ready:
+            raise SystemExit("the sandbox process did not start")
+        log.info("sandbox ready: %s", ready)
+        done = _backfill(ready, page_size)
+        erp_calls = _erp_calls(ready["erp_url"])
+    finally:
+        child.stdin.close()
+        tail = child.stdout.read()
+        child.wait(timeout=60)
+    sandbox_rss = json.loads(tail.strip().splitlines()[-1])["peak_rss_mib"] if tail.strip() else 0
+    print(_figures(done, ready, page_size, erp_calls, sandbox_rss))  # noqa: T201
+    orders = int(done.meta["source_orders"]["fetched"])
+    return 0 if done.success and orders == ready["tally"]["orders"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

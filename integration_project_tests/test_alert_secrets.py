@@ -44,8 +44,8 @@ from integration_project.sensors import (
     route_secret_env_names,
 )
 from integration_project.shopware.client import ShopwareClient
-from integration_project_tests.conftest import shipped_route
-from integration_project_tests.log_lines import Lines
+from integration_project_testkit.log_lines import Lines
+from integration_project_testkit.routes import shipped_route
 
 pytestmark = pytest.mark.integration
 

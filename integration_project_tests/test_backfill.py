@@ -16,8 +16,12 @@ import dagster as dg
 import pytest
 
 from integration_project.sandbox import Sandbox, SandboxErp
-from integration_project_tests.conftest import DEFAULT
-from integration_project_tests.ledger_reads import mapping_counts
+from integration_project_testkit.ledger_reads import mapping_counts
+from integration_project_testkit.routes import default_assets
+from integration_project_testkit.run_tags import PARTITION_RANGE_START_TAG
+from integration_project_testkit.windows import fetch_and_map_range
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +29,6 @@ pytestmark = pytest.mark.integration
 RANGE_START = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 RANGE_END = RANGE_START + timedelta(hours=2)
 FIRST_KEY, LAST_KEY = "2026-11-20-10:00", "2026-11-20-11:55"
-#: The run tags of a single-run backfill over a partition range, as Dagster documents them
-#: (a run launched with them materialises the whole range in one run).
-ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
-RANGE_TAGS = {ASSET_PARTITION_RANGE_START_TAG: FIRST_KEY, ASSET_PARTITION_RANGE_END_TAG: LAST_KEY}
 
 
 @pytest.fixture
@@ -43,12 +42,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 def backfill(resources: dict[str, Any], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [DEFAULT.source_orders, DEFAULT.erp_orders],
-        resources=resources,
-        instance=instance,
-        tags=RANGE_TAGS,
-    )
+    """A single-run backfill of the range: run tags name its first and last window."""
+    return fetch_and_map_range(resources, FIRST_KEY, LAST_KEY, DEFAULT, instance=instance)
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> list[dict[str, Any]]:
@@ -73,7 +68,7 @@ def test_two_hour_backfill_is_one_run_and_stages_every_order_once(
     assert result.success
     new_runs = [r for r in dagster_instance.get_runs() if r.run_id not in runs_before]
     assert [r.run_id for r in new_runs] == [result.run_id]  # one run for the whole range
-    assert new_runs[0].tags[ASSET_PARTITION_RANGE_START_TAG] == FIRST_KEY
+    assert new_runs[0].tags[PARTITION_RANGE_START_TAG] == FIRST_KEY
     partitions = {
         e.partition for e in result.get_asset_materialization_events() if e.partition is not None
     }

@@ -41,22 +41,18 @@ from integration_project.transforms import (
     choose_vat_code,
     evaluate_order,
 )
-from integration_project_tests.conftest import (
-    DEFAULT,
-    WINDOW_END,
-    WINDOW_KEY,
-    WINDOW_START,
-    make_resources,
-    route_assets,
-    shipped_route,
-)
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import default_assets, route_assets, shipped_route
+from integration_project_testkit.windows import WINDOW_END, WINDOW_KEY, WINDOW_START, metadata
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 
 #: Where the odd orders are created: inside the window, after its first normal orders.
 ODD_AT = WINDOW_START + timedelta(minutes=2)
-HOOKS = "integration_project_tests.hooks"
+HOOKS = "integration_project_testkit.broken_hooks"
 #: JSON no Python float holds (it reads as inf), and an integer of 400 digits.
 HUGE_FLOAT = "1e400"
 HUGE_INT = "9" * 400
@@ -96,13 +92,6 @@ def deliver(resources: dict[str, Any], assets: RouteAssets, **config: Any) -> di
     )
     assert result.success
     return metadata(result, "erp_delivered_orders")
-
-
-def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    [event] = [
-        e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset
-    ]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -467,9 +456,9 @@ def test_a_page_that_cannot_be_read_fails_the_run_naming_the_url_and_page(
 
 
 def hooked(**hooks: str) -> RouteAssets:
-    return build_route_assets(
-        shipped_route(hooks={kind: f"{HOOKS}.{name}" for kind, name in hooks.items()})
-    )
+    """The default route with hooks: a name is one of ``HOOKS``, a dotted path any callable."""
+    paths = {kind: name if "." in name else f"{HOOKS}.{name}" for kind, name in hooks.items()}
+    return build_route_assets(shipped_route(hooks=paths))
 
 
 def even(order: dict[str, Any]) -> bool:
@@ -534,7 +523,7 @@ def test_a_before_mapping_hook_that_returns_no_order_quarantines_it_and_none_sti
         else:
             assert row.status == "mapped"
 
-    fetch_and_map(resources, hooked(before_mapping="drop_even_orders"))
+    fetch_and_map(resources, hooked(before_mapping="examples.hooks.drop_even_orders"))
     rows = erp_rows(duckdb_path)
     for order in orders:
         expected = (

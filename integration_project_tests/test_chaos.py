@@ -3,7 +3,7 @@ orders, with faults on both systems and the delivery process killed (SIGKILL) mi
 
 Runnable alone with ``pytest -m chaos -s`` (the figure line is printed and recorded in the test
 report). The fetch runs in this process; every delivery run is a process of its own
-(:mod:`integration_project_tests.delivery_runner`) so that it can be killed at a random point.
+(:mod:`integration_project_testkit.delivery_runner`) so that it can be killed at a random point.
 This process then plays Dagster's run monitoring: it reports the killed run as failed.
 """
 
@@ -22,14 +22,15 @@ import pytest
 
 from integration_project.resources import open_ledger
 from integration_project.sandbox import FaultPlan, Sandbox
-from integration_project_tests import delivery_runner, invoices
-from integration_project_tests.conftest import DEFAULT, make_resources
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit import delivery_runner, invoices
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import shipped_route
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(900)]
 
 SEED = 20261120
-ROUTE_ID = DEFAULT.route.id
+ROUTE_ID = shipped_route().id
 #: Twelve 5-minute windows of orders, about 170 in each.
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 WINDOWS = 12
@@ -89,16 +90,16 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     rng = random.Random(SEED)
     # Retries as in production, with short back-offs: the sandbox answers in milliseconds.
     resources = make_resources(
-        sb, duckdb_path, max_retries=4, read_timeout_s=READ_TIMEOUT_S, backoff_factor=BACKOFF_S
-    )
-    resources["erp"] = resources["erp"].model_copy(
-        update={"max_retries": 3, "read_timeout_s": READ_TIMEOUT_S, "backoff_factor": BACKOFF_S}
+        sb,
+        duckdb_path,
+        shop={"max_retries": 4, "read_timeout_s": READ_TIMEOUT_S, "backoff_factor": BACKOFF_S},
+        erp={"max_retries": 3, "read_timeout_s": READ_TIMEOUT_S, "backoff_factor": BACKOFF_S},
     )
     ledger = open_ledger(resources["duckdb"], ROUTE_ID, resources["erp"].token_key)
     spec = {**delivery_runner.resource_spec(resources), "route": {"lookback": LOOKBACK}}
     defs = delivery_runner.build_defs(spec)
-    source_schedule = defs.get_schedule_def(f"{ROUTE_ID}__source_orders_schedule")
-    delivery_schedule = defs.get_schedule_def(f"{ROUTE_ID}__erp_delivery_schedule")
+    source_schedule = defs.resolve_schedule_def(f"{ROUTE_ID}__source_orders_schedule")
+    delivery_schedule = defs.resolve_schedule_def(f"{ROUTE_ID}__erp_delivery_schedule")
     truth = list(sb.shop.truth.values())
     expected = {t.order_number for t in truth if t.expected_in_erp}
     assert len(truth) >= 2000
@@ -107,6 +108,7 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     runners: list[delivery_runner.Runner] = []
     kills = fetch_failures = delivery_runs = 0
     instance = dg.DagsterInstance.local_temp(tempdir=str(dagster_home))
+    warm = delivery_runner.WarmRunners(dagster_home)
 
     def delivered() -> set[str]:
         return {o["YourRef"] for o in sb.erp.sales_orders}
@@ -118,9 +120,7 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
         for request in requests:
             delivery_runs += 1
             posts_before = sb.erp.calls["salesorders_post"]
-            runner = delivery_runner.start(
-                spec, dagster_home, tags=dict(request.tags), prewarm=True
-            )
+            runner = delivery_runner.start(spec, dagster_home, tags=dict(request.tags), warm=warm)
             runners.append(runner)
             if kill_after_posts is None:
                 runner.wait()
@@ -177,7 +177,7 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
             if tick >= WINDOWS + 2 and done and kills >= MIN_KILLS:
                 break
     finally:
-        delivery_runner.stop_warm()
+        warm.stop()
         for runner in runners:
             runner.stop()
         instance.dispose()

@@ -18,8 +18,11 @@ from integration_project.checks import (
     build_route_checks,
 )
 from integration_project.ledger import MappingRow, Outcome
-from integration_project_tests.conftest import DEFAULT, WINDOW_END, WINDOW_KEY, WINDOW_START
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.routes import default_assets
+from integration_project_testkit.windows import WINDOW_END, WINDOW_KEY, WINDOW_START
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from integration_project.ledger import DuckDBTokenStore, Ledger
 from integration_project.resources import erp_client
 from integration_project.sandbox import Sandbox
 from integration_project.shopware.client import ShopwareClient
-from integration_project_tests.conftest import WINDOW_END, WINDOW_START
+from integration_project_testkit.windows import WINDOW_END, WINDOW_START
 
 pytestmark = pytest.mark.integration
 

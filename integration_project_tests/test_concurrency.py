@@ -13,15 +13,13 @@ import pytest
 
 from integration_project.resources import open_ledger
 from integration_project.sandbox import Sandbox
-from integration_project_tests import delivery_runner
-from integration_project_tests.conftest import (
-    DEFAULT,
-    WINDOW_END,
-    WINDOW_KEY,
-    WINDOW_START,
-    make_resources,
-)
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit import delivery_runner
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import default_assets
+from integration_project_testkit.windows import WINDOW_END, WINDOW_KEY, WINDOW_START
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 

@@ -43,7 +43,7 @@ from integration_project.http import AuthError
 from integration_project.sandbox import ORDER_STATES, Sandbox
 from integration_project.shopware.client import ShopwareClient
 from integration_project.shopware.models import TOKEN_PATH, format_storage_datetime
-from integration_project_tests.conftest import WINDOW_END, WINDOW_START
+from integration_project_testkit.windows import WINDOW_END, WINDOW_START
 
 pytestmark = pytest.mark.integration
 

@@ -36,11 +36,11 @@ def test_defs_load_both_routes_with_the_contract_names(defs: dg.Definitions) -> 
         for route in (DEFAULT_ID, B2B_ID)
         for asset in ("source_orders", "erp_orders", "erp_delivered_orders")
     }
-    default = defs.get_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
+    default = defs.resolve_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
     assert default.cron_schedule == "*/5 * * * *"
-    delivery = defs.get_schedule_def(f"{DEFAULT_ID}__erp_delivery_schedule")
+    delivery = defs.resolve_schedule_def(f"{DEFAULT_ID}__erp_delivery_schedule")
     assert delivery.cron_schedule == "* * * * *"
-    b2b = defs.get_schedule_def(f"{B2B_ID}__erp_delivery_schedule")
+    b2b = defs.resolve_schedule_def(f"{B2B_ID}__erp_delivery_schedule")
     assert b2b.cron_schedule == "*/2 * * * *"
     graph = defs.resolve_asset_graph()
     for route in (DEFAULT_ID, B2B_ID):
@@ -91,7 +91,7 @@ def test_every_asset_shows_sandbox_mode_and_where_its_route_points(defs: dg.Defi
 def test_source_schedule_requests_the_window_that_just_closed(
     defs: dg.Definitions, dagster_instance: dg.DagsterInstance
 ) -> None:
-    schedule = defs.get_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
+    schedule = defs.resolve_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
     context = dg.build_schedule_context(
         instance=dagster_instance,
         scheduled_execution_time=datetime(2026, 11, 22, 6, 10, tzinfo=UTC),
@@ -110,7 +110,7 @@ def test_source_schedule_requests_the_window_that_just_closed(
 def test_delivery_schedule_requests_a_tagged_run_unless_one_is_in_flight(
     defs: dg.Definitions, dagster_instance: dg.DagsterInstance
 ) -> None:
-    schedule = defs.get_schedule_def(f"{DEFAULT_ID}__erp_delivery_schedule")
+    schedule = defs.resolve_schedule_def(f"{DEFAULT_ID}__erp_delivery_schedule")
     assert schedule.job_name == f"{DEFAULT_ID}__erp_delivery_job"
     context = dg.build_schedule_context(
         instance=dagster_instance,

@@ -29,7 +29,7 @@ import duckdb
 import pytest
 
 from integration_project import settings
-from integration_project_tests.live_stack import MARKER, free_port, graphql, marked_pids
+from integration_project_testkit.live_stack import MARKER, free_port, graphql, marked_pids
 from integration_project_tests.skips import in_ci
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

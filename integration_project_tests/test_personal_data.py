@@ -27,11 +27,8 @@ from integration_project.privacy import (
 from integration_project.redact import blank_order, mask_emails
 from integration_project.resources import open_ledger
 from integration_project.routes.config import RouteConfig
-from integration_project_tests.conftest import (
-    WINDOW_START,
-    route_assets,
-    shipped_route,
-)
+from integration_project_testkit.routes import route_assets, shipped_route
+from integration_project_testkit.windows import WINDOW_START
 
 pytestmark = pytest.mark.integration
 
@@ -550,7 +547,7 @@ def test_retention_jobs_schedules_and_the_erase_job_have_the_contract_names() ->
     defs = importlib.import_module("integration_project.definitions").defs()
     for route_id in ("eu_orders_shopware_to_exact", "b2b_orders_shopware_to_exact"):
         job = defs.get_job_def(f"{route_id}__personal_data_retention_job")
-        schedule = defs.get_schedule_def(f"{route_id}__personal_data_retention_schedule")
+        schedule = defs.resolve_schedule_def(f"{route_id}__personal_data_retention_schedule")
         assert schedule.job_name == job.name
         assert schedule.cron_schedule == RETENTION_CRON == "17 3 * * *"  # daily, a quiet hour
         assert schedule.execution_timezone == "Europe/Berlin"  # the shop's

@@ -18,9 +18,15 @@ from integration_project.exact.client import MAX_CLIENT_ERRORS_PER_HOUR
 from integration_project.exact.models import StoredTokens
 from integration_project.ledger import DuckDBTokenStore
 from integration_project.sandbox import FaultPlan
-from integration_project_tests.conftest import WINDOW_END, WINDOW_START
-from integration_project_tests.ledger_reads import delivered_rows
-from integration_project_tests.test_route import deliver, erp_refs, fetch_and_map, metadata
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.windows import (
+    WINDOW_END,
+    WINDOW_START,
+    deliver,
+    erp_refs,
+    fetch_and_map,
+    metadata,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,11 @@ import pytest
 
 from integration_project.sandbox import Sandbox
 from integration_project.schedules import build_route_schedules
-from integration_project_tests.conftest import DEFAULT, WINDOW_KEY, WINDOW_START
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.routes import default_assets
+from integration_project_testkit.windows import WINDOW_KEY, WINDOW_START
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 

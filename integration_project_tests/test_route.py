@@ -4,67 +4,32 @@ says, and the metadata the UI shows."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import dagster as dg
 import pytest
 
 from integration_project.sandbox import Sandbox
-from integration_project_tests.conftest import (
-    DEFAULT,
+from integration_project_testkit.invoices import assert_invoiced_as_paid, by_ref
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import default_assets, route_assets
+from integration_project_testkit.windows import (
     WINDOW_END,
     WINDOW_KEY,
     WINDOW_START,
-    make_resources,
-    route_assets,
+    deliver,
+    erp_refs,
+    failure_message,
+    fetch_and_map,
+    metadata,
 )
-from integration_project_tests.invoices import assert_invoiced_as_paid, by_ref
-from integration_project_tests.ledger_reads import delivered_rows
 
+DEFAULT = default_assets()
 source_orders = DEFAULT.source_orders
-erp_orders = DEFAULT.erp_orders
-erp_delivered_orders = DEFAULT.erp_delivered_orders
 
 pytestmark = pytest.mark.integration
-
-
-def fetch_and_map(
-    resources: dict[str, Any], partition_key: str = WINDOW_KEY, assets=DEFAULT, **kwargs: Any
-):
-    return dg.materialize(
-        [assets.source_orders, assets.erp_orders],
-        partition_key=partition_key,
-        resources=resources,
-        **kwargs,
-    )
-
-
-def deliver(resources: dict[str, Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return dg.materialize([erp_delivered_orders], resources=resources, **kwargs)
-
-
-def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    [event] = [
-        e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset
-    ]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The step failure's message and its causes: what the run page shows."""
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    error, parts = failure.step_failure_data.error, []
-    while error is not None:
-        parts.append(error.message)
-        error = error.cause
-    return "\n".join(parts)
-
-
-def erp_refs(sb: Sandbox) -> Counter[str]:
-    return Counter(order["YourRef"] for order in sb.erp.sales_orders)
 
 
 def seed_window(sb: Sandbox) -> None:
@@ -114,6 +79,20 @@ def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, res
     assert meta["failed"] == 0
     assert meta["pending_left"] == 0
     assert meta["dagster/row_count"] == len(expected)
+    # The latest deliveries as a typed table: which shop order became which ERP order, when.
+    latest = meta["latest_delivered"]
+    assert [(column.name, column.type) for column in latest.schema.columns] == [
+        ("order_number", "string"),
+        ("your_ref", "string"),
+        ("erp_order_number", "int"),
+        ("delivered_at", "timestamp (UTC)"),
+    ]
+    assert len(latest.records) == min(10, len(expected))
+    shown = latest.records[0].data
+    [erp_order] = [o for o in sandbox.erp.sales_orders if o["YourRef"] == shown["your_ref"]]
+    assert shown["order_number"] == shown["your_ref"]
+    assert shown["erp_order_number"] == erp_order["OrderNumber"]
+    assert shown["delivered_at"].endswith("+00:00")
 
     refs = erp_refs(sandbox)
     assert set(refs) == expected
@@ -304,7 +283,7 @@ def test_shop_answer_that_is_not_json_fails_the_run(sandbox, resources, ledger):
 
 def test_wrong_shop_secret_names_the_variable_not_the_value(sandbox, duckdb_path):
     secret = "wrong-secret-7f3a9c"
-    resources = make_resources(sandbox, duckdb_path, client_secret=secret)
+    resources = make_resources(sandbox, duckdb_path, shop={"client_secret": secret})
     result = dg.materialize(
         [source_orders], partition_key=WINDOW_KEY, resources=resources, raise_on_error=False
     )

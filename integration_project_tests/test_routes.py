@@ -21,16 +21,13 @@ from integration_project.components.order_route import load_routes
 from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.routes.config import RouteConfig, slugify
 from integration_project.sandbox import Sandbox
-from integration_project_tests.conftest import (
-    DEFAULT,
-    WINDOW_END,
-    WINDOW_KEY,
-    WINDOW_START,
-    make_resources,
-    shipped_route,
-)
-from integration_project_tests.invoices import assert_invoiced_as_paid, by_ref
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit.invoices import assert_invoiced_as_paid, by_ref
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import default_assets, shipped_route
+from integration_project_testkit.windows import WINDOW_END, WINDOW_KEY, WINDOW_START
+
+DEFAULT = default_assets()
 
 # --- the schema ----------------------------------------------------------------------------
 
@@ -78,7 +75,7 @@ def test_slugs_are_valid_dagster_names() -> None:
         ({"source": {"client_secret_env": "my secret"}}, "source.client_secret_env", "SHOP_API"),
         ({"hooks": {"before_send": "no_such_module.fn"}}, "hooks.before_send", "cannot import"),
         (
-            {"hooks": {"before_send": "integration_project_tests.hooks.not_callable"}},
+            {"hooks": {"before_send": "integration_project_testkit.broken_hooks.not_callable"}},
             "hooks.before_send",
             "no callable",
         ),
@@ -398,9 +395,9 @@ def test_hooks_change_what_is_sent(sandbox: Sandbox, resources) -> None:
     hooked = build_route_assets(
         shipped_route(
             hooks={
-                "before_mapping": "integration_project_tests.hooks.drop_even_orders",
-                "after_mapping": "integration_project_tests.hooks.shout_description",
-                "before_send": "integration_project_tests.hooks.tag_remarks",
+                "before_mapping": "examples.hooks.drop_even_orders",
+                "after_mapping": "examples.hooks.shout_description",
+                "before_send": "examples.hooks.tag_remarks",
             }
         )
     )

@@ -64,7 +64,7 @@ from integration_project.shopware.models import (
 )
 from integration_project.shopware.models import TOKEN_PATH as SHOP_TOKEN_PATH
 from integration_project.shopware.models import TokenResponse as ShopToken
-from integration_project_tests.erp_calls import Erp
+from integration_project_testkit.erp_calls import Erp
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,11 @@ from integration_project.ledger import DuckDBTokenStore
 from integration_project.resources import ErpResource, ShopResource, open_ledger
 from integration_project.sandbox import Sandbox, SandboxErp, SandboxShop
 from integration_project.shopware.client import ShopwareClient
-from integration_project_tests.conftest import DEFAULT, WINDOW_END, WINDOW_KEY, WINDOW_START
-from integration_project_tests.ledger_reads import delivered_rows
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.routes import default_assets
+from integration_project_testkit.windows import WINDOW_END, WINDOW_KEY, WINDOW_START
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 

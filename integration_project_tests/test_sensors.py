@@ -21,8 +21,8 @@ from integration_project.sensors import (
     build_route_sensors,
     build_run_failure_alert_sensor,
 )
-from integration_project_tests.conftest import shipped_route
-from integration_project_tests.log_lines import Lines
+from integration_project_testkit.log_lines import Lines
+from integration_project_testkit.routes import shipped_route
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from integration_project import settings
-from integration_project_tests.live_stack import LOCATION, LiveStack, StackUnavailable, live_stack
+from integration_project_testkit.live_stack import LOCATION, LiveStack, StackUnavailable, live_stack
 from integration_project_tests.skips import in_ci
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

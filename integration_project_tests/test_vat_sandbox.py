@@ -33,7 +33,7 @@ from integration_project.sandbox.erp import (
     SALES_VAT_CODES,
 )
 from integration_project.settings import EU_27
-from integration_project_tests.erp_calls import Erp
+from integration_project_testkit.erp_calls import Erp
 
 pytestmark = pytest.mark.integration
 

@@ -20,16 +20,19 @@ from integration_project.exact.models import ACCOUNT_CODE_WIDTH
 from integration_project.ledger import PendingOrder
 from integration_project.resources import ErpResource, erp_client, open_ledger
 from integration_project.sandbox import Sandbox
-from integration_project_tests.conftest import (
-    DEFAULT,
-    DEFAULT_ROUTE,
+from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import default_assets, route_assets
+from integration_project_testkit.windows import (
     WINDOW_END,
     WINDOW_START,
-    make_resources,
-    route_assets,
+    deliver,
+    failure_message,
+    fetch_and_map,
+    metadata,
 )
-from integration_project_tests.ledger_reads import delivered_rows
-from integration_project_tests.test_route import deliver, failure_message, fetch_and_map, metadata
+
+DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +211,7 @@ def test_a_your_ref_another_route_used_on_the_division_is_never_sent(sandbox, re
     assert len(sandbox.erp.sales_orders) == 3
     twin_ledger = open_ledger(resources["duckdb"], twin.route.id, resources["erp"].token_key)
     reasons = [r["last_error"] for r in delivered_rows(twin_ledger)]
-    assert all(DEFAULT_ROUTE.id in reason for reason in reasons)
+    assert all(DEFAULT.route.id in reason for reason in reasons)
     assert {r["status"] for r in delivered_rows(twin_ledger)} == {"conflict"}
 
 
@@ -226,7 +229,7 @@ def test_an_e_mail_several_erp_accounts_share_is_quarantined_naming_them(sandbox
 
     mapped = fetch_and_map(resources)
     assert mapped.success
-    ledger = open_ledger(resources["duckdb"], DEFAULT_ROUTE.id, resources["erp"].token_key)
+    ledger = open_ledger(resources["duckdb"], DEFAULT.route.id, resources["erp"].token_key)
     rows = {r.order_number: r for r in ledger.deliveries.pending()}
     # Exactly the shared address's order is held back; the rest of the window went through.
     assert set(rows) == {o["orderNumber"] for o in orders} - {shared["orderNumber"]}
@@ -290,7 +293,7 @@ def test_windows_after_the_first_reuse_the_cached_account_by_customer_number(san
 def test_the_sandbox_erp_keeps_account_codes_right_aligned_as_exact_does(sandbox, resources):
     account = sandbox.erp.add_account("Hand Made", "hand@example.org")
     assert len(account["Code"]) == ACCOUNT_CODE_WIDTH and account["Code"].strip().isdigit()
-    ledger = open_ledger(resources["duckdb"], DEFAULT_ROUTE.id, resources["erp"].token_key)
+    ledger = open_ledger(resources["duckdb"], DEFAULT.route.id, resources["erp"].token_key)
     with erp_client(resources["erp"], ledger) as client:
         [found] = client.find_accounts_by_code(account["Code"].strip())
         assert found.ID == account["ID"]

@@ -1,6 +1,6 @@
 """Screenshots of the Dagster UI for the README (run by hand, not in CI).
 
-    /tmp/venv/bin/python scripts/screenshots.py [--out docs]
+    .venv/bin/python scripts/screenshots.py [--out docs]      # from the repo root
 
 Starts the sandbox CLI and ``dg dev`` on free ports (as ``test_smoke.py`` does, with a
 temp ``DAGSTER_HOME`` and ledger), backfills the sandbox world's half hour of history for the
@@ -15,15 +15,14 @@ import argparse
 import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from integration_project_testkit.live_stack import LOCATION, LiveStack, live_stack
+from integration_project_testkit.run_tags import BACKFILL_TAG
 
-from integration_project_tests.live_stack import LOCATION, LiveStack, live_stack  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ROUTE = "eu_orders_shopware_to_exact"
 log = logging.getLogger("screenshots")
@@ -34,6 +33,7 @@ STATUS = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status
 
 
 def chromium() -> str:
+    """The headless browser's executable (Chromium, or Chrome)."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if found := shutil.which(name):
             return found
@@ -56,7 +56,7 @@ def backfill_history(stack: LiveStack) -> str:
     answer = stack.graphql(BACKFILL, {"params": params})["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":
         raise SystemExit(f"could not launch the backfill: {answer}")
-    tags = [{"key": "dagster/backfill", "value": answer["backfillId"]}]
+    tags = [{"key": BACKFILL_TAG, "value": answer["backfillId"]}]
     run_id = wait_for_run(stack, {"tags": tags})
     wait_for_run(stack, {"pipelineName": f"{ROUTE}__erp_delivery_job"})
     wait_until_idle(stack)
@@ -119,6 +119,7 @@ def screenshot(browser: str, url: str, target: Path, profile: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start the stack, backfill its history, save the two screenshots, stop the stack."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNGs")
     args = parser.parse_args(argv)

@@ -13,11 +13,14 @@ class Lines(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record (``logging.Handler``'s hook)."""
         self.records.append(record)
 
     def at(self, level: int) -> list[str]:
+        """The messages logged at exactly ``level`` (``logging.WARNING``, ...), in order."""
         return [r.getMessage() for r in self.records if r.levelno == level]
 
     @property
     def text(self) -> str:
+        """Every message, one a line, as an operator reads the run's log."""
         return "\n".join(r.getMessage() for r in self.records)

@@ -49,7 +49,11 @@ def by_ref(orders: Iterable[Mapping[str, Any]], template: str = "{}") -> dict[st
 def assert_invoiced_as_paid(
     erp: SandboxErp, shop_orders: Mapping[str, Mapping[str, Any]], *, at_least: int = 1
 ) -> int:
+    """Fail (``AssertionError``) unless at least ``at_least`` sales orders were compared and
+    every one is invoiced at what its customer paid; the number compared."""
     compared, problems = invoice_mismatches(erp, shop_orders)
-    assert compared >= at_least, f"only {compared} sales orders to compare"
-    assert not problems, "\n".join(problems[:20])
+    if compared < at_least:
+        raise AssertionError(f"only {compared} sales orders to compare")
+    if problems:
+        raise AssertionError("\n".join(problems[:20]))
     return compared

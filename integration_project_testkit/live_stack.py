@@ -1,7 +1,7 @@
 """The real thing, started as an operator would: the sandbox CLI (``integration-sandbox``) and
 ``dg dev`` (webserver + daemon) on free ports, with a temp ``DAGSTER_HOME`` holding the
-repo's ``deploy/dagster.yaml`` and a temp ledger. Used by ``test_smoke.py`` and
-``scripts/screenshots.py``.
+repo's ``deploy/dagster.yaml`` and a temp ledger. Used by ``test_smoke.py``,
+``test_first_hour.py`` (its process markers) and ``scripts/screenshots.py``.
 
 Every process it starts runs in a session of its own and carries a marker in its environment
 (``INTEGRATION_LIVE_STACK``), so :meth:`LiveStack.stop` can stop exactly those process groups
@@ -31,10 +31,12 @@ from typing import Any
 
 from integration_project import settings
 
+#: The checkout: the processes run in it, and the instance is its ``deploy/dagster.yaml``.
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MARKER = "INTEGRATION_LIVE_STACK"
 LOCATION = "integration_project"
+HOST = "http://127.0.0.1"
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,7 @@ class StackUnavailable(RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -79,6 +82,7 @@ def marked_pids(marker: str) -> list[int]:
 
 
 def _get(url: str, timeout: float = 2.0) -> bytes:
+    """The body of a GET of ``url`` (an HTTP error or no answer raises)."""
     with urllib.request.urlopen(url, timeout=timeout) as answer:
         return answer.read()
 
@@ -137,6 +141,7 @@ class LiveStack:
 def _start(
     stack: LiveStack, name: str, argv: list[str | Path], env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the stack's process ``name``: its own session, output to its log."""
     out = (stack.logs / f"{name}.log").open("wb")
     try:
         proc = subprocess.Popen(
@@ -157,6 +162,8 @@ def _start(
 def _wait_until(
     stack: LiveStack, proc: subprocess.Popen[bytes], name: str, url: str, timeout: float
 ) -> None:
+    """Until ``url`` answers; a process that exits first fails (:class:`StackUnavailable` when
+    its output names a reason that is the machine's)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -194,30 +201,24 @@ def wait_for_location(stack: LiveStack, timeout: float = 60.0) -> None:
     raise AssertionError(f"code location {LOCATION} not loaded after {timeout:.0f} s")
 
 
-@contextmanager
-def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
-    """Start the sandbox CLI and ``dg dev`` (as ``dev.py up`` does); yield when the code location
-    has loaded; stop both (and prove it) on the way out. :class:`StackUnavailable` if they
-    cannot start here."""
-    dagster, sandbox = BIN / "dg", BIN / "integration-sandbox"
-    for exe in (dagster, sandbox):
-        if not exe.exists():
-            raise StackUnavailable(f"{exe} is not installed")
-    shop, erp, shop2, web = (free_port() for _ in range(4))
-    home = tmp / "dagster_home"
-    home.mkdir(parents=True)
-    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    logs = tmp / "logs"
-    logs.mkdir()
-    marker = uuid.uuid4().hex
-    host = "http://127.0.0.1"
-    # A sandbox world as `dev.py up` makes one: half an hour of history, the routes' partitions
-    # starting with it (not weeks of empty windows).
-    now = datetime.now(UTC)
-    world = settings.window_start(now) - timedelta(minutes=30)
-    history_minutes = (now - world).total_seconds() / 60
+@dataclass(frozen=True)
+class _Ports:
+    """Free ports for the sandbox's shop, ERP and second shop, and for the webserver."""
+
+    shop: int
+    erp: int
+    shop2: int
+    web: int
+
+
+def _stack_env(
+    tmp: Path, home: Path, ports: _Ports, marker: str, world: datetime
+) -> dict[str, str]:
+    """The environment of every process of the stack: this one's, without its Dagster, shop,
+    ERP and integration settings, plus the stack's own (as ``dev.py up`` sets them), for a
+    sandbox world that starts at ``world``."""
     inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_")
-    env = {
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(inherited)},
         MARKER: marker,
         "DAGSTER_HOME": str(home),
@@ -227,27 +228,55 @@ def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
         settings.SANDBOX_MODE_ENV: "1",
         settings.DUCKDB_PATH_ENV: str(tmp / "ledger" / "integration.duckdb"),
         settings.SANDBOX_START_ENV: world.strftime(settings.PARTITION_FORMAT),
-        "SHOP_API_URL": f"{host}:{shop}",
+        "SHOP_API_URL": f"{HOST}:{ports.shop}",
         "SHOP_CLIENT_ID": settings.SANDBOX_SHOP_CLIENT_ID,
         "SHOP_CLIENT_SECRET": settings.SANDBOX_SHOP_CLIENT_SECRET,
-        "SHOP2_API_URL": f"{host}:{shop2}",
+        "SHOP2_API_URL": f"{HOST}:{ports.shop2}",
         "SHOP2_CLIENT_ID": settings.SANDBOX_SHOP2_CLIENT_ID,
         "SHOP2_CLIENT_SECRET": settings.SANDBOX_SHOP2_CLIENT_SECRET,
-        "ERP_API_URL": f"{host}:{erp}",
+        "ERP_API_URL": f"{HOST}:{ports.erp}",
         "ERP_DIVISION": settings.SANDBOX_ERP_DIVISION,
         "ERP_CLIENT_ID": settings.SANDBOX_ERP_CLIENT_ID,
         "ERP_CLIENT_SECRET": settings.SANDBOX_ERP_CLIENT_SECRET,
         "ERP_REFRESH_TOKEN": settings.SANDBOX_ERP_REFRESH_TOKEN,
     }
-    stack = LiveStack(url=f"{host}:{web}", env=env, home=home, logs=logs, marker=marker)
+
+
+def _start_sandbox(stack: LiveStack, ports: _Ports, history_minutes: float) -> None:
+    """The sandbox CLI with ``history_minutes`` of orders, started and answering."""
+    argv: list[str | Path] = [BIN / "integration-sandbox"]
+    argv += ["--shop-port", str(ports.shop), "--erp-port", str(ports.erp)]
+    argv += ["--shop2-port", str(ports.shop2), "--history-minutes", f"{history_minutes:.2f}"]
+    # A generous ERP minute budget: mapping a fresh ERP's customers must not wait a minute.
+    argv += ["--erp-minute-limit", "100000"]
+    proc = _start(stack, "sandbox", argv, stack.env)
+    _wait_until(stack, proc, "sandbox", f"{HOST}:{ports.shop}/sandbox/state", 30)
+
+
+@contextmanager
+def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
+    """Start the sandbox CLI and ``dg dev`` (as ``dev.py up`` does); yield when the code location
+    has loaded; stop both (and prove it) on the way out. :class:`StackUnavailable` if they
+    cannot start here."""
+    for exe in (BIN / "dg", BIN / "integration-sandbox"):
+        if not exe.exists():
+            raise StackUnavailable(f"{exe} is not installed")
+    ports = _Ports(*(free_port() for _ in range(4)))
+    home = tmp / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    logs = tmp / "logs"
+    logs.mkdir()
+    marker = uuid.uuid4().hex
+    # A sandbox world as `dev.py up` makes one: half an hour of history, the routes' partitions
+    # starting with it (not weeks of empty windows).
+    now = datetime.now(UTC)
+    world = settings.window_start(now) - timedelta(minutes=30)
+    env = _stack_env(tmp, home, ports, marker, world)
+    stack = LiveStack(url=f"{HOST}:{ports.web}", env=env, home=home, logs=logs, marker=marker)
     try:
-        argv: list[str | Path] = [sandbox, "--shop-port", str(shop), "--erp-port", str(erp)]
-        # A generous ERP minute budget: mapping a fresh ERP's customers must not wait a minute.
-        argv += ["--shop2-port", str(shop2), "--history-minutes", f"{history_minutes:.2f}"]
-        argv += ["--erp-minute-limit", "100000"]
-        proc = _start(stack, "sandbox", argv, env)
-        _wait_until(stack, proc, "sandbox", f"{host}:{shop}/sandbox/state", 30)
-        dev = [dagster, "dev", "-h", "127.0.0.1", "-p", str(web), "--log-level", "warning"]
+        _start_sandbox(stack, ports, (now - world).total_seconds() / 60)
+        dev = [BIN / "dg", "dev", "-h", "127.0.0.1", "-p", str(ports.web), "--log-level", "warning"]
         proc = _start(stack, "dagster", dev, env)
         _wait_until(stack, proc, "dagster", f"{stack.url}/server_info", timeout)
         wait_for_location(stack)

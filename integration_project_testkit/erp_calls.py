@@ -1,6 +1,6 @@
 """A tiny test-side caller of the sandbox ERP: one access token, Exact's URLs, Exact's headers.
 
-Shared by the sandbox tests (plain HTTP, no client of ours in between) so that what they send
+Used by the sandbox tests (plain HTTP, no client of ours in between) so that what they send
 is exactly what a test spells out.
 """
 
@@ -27,23 +27,29 @@ def erp_access_token(sb: Sandbox) -> str:
         "client_secret": settings.SANDBOX_ERP_CLIENT_SECRET,
     }
     answer = requests.post(sb.erp_url + TOKEN_PATH, data=form, timeout=TIMEOUT)
-    assert answer.status_code == 200, answer.text
+    if answer.status_code != 200:
+        raise AssertionError(answer.text)
     return str(answer.json()["access_token"])
 
 
 class Erp:
+    """Calls to the sandbox ERP ``sb`` with one access token, taken when this is made."""
+
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
         self.token = erp_access_token(sb)
 
     def url(self, resource: str, division: str = DIVISION) -> str:
+        """The REST URL of ``resource`` (e.g. ``salesorder/SalesOrders``) in ``division``."""
         return self.sb.erp_url + data_path(division, resource)
 
     def get(self, resource: str, token: str | None = None, **params: str) -> requests.Response:
+        """GET ``resource`` with OData ``params`` (``$filter=...``), as ``token`` if given."""
         headers = {"Authorization": f"Bearer {token or self.token}", "Accept": "application/json"}
         return requests.get(self.url(resource), params=params, headers=headers, timeout=TIMEOUT)
 
     def post(self, resource: str, body: Any) -> requests.Response:
+        """POST ``body`` to ``resource``, asking for the created entity back (as Exact does)."""
         headers = {
             "Authorization": f"Bearer {self.token}",
             "Accept": "application/json",
@@ -52,8 +58,10 @@ class Erp:
         return requests.post(self.url(resource), json=body, headers=headers, timeout=TIMEOUT)
 
     def item(self, code: str) -> str:
+        """The ERP id of the item with ``code`` (the shop's product number)."""
         item = self.sb.erp.item_by_code(code)
-        assert item is not None, code
+        if item is None:
+            raise AssertionError(f"the sandbox ERP has no item {code}")
         return str(item["ID"])
 
     def sales_order(
@@ -75,4 +83,5 @@ class Erp:
     def post_order(
         self, ref: str, lines: list[dict[str, Any]], currency: str = "EUR"
     ) -> requests.Response:
+        """POST a sales order for ``ref`` with ``lines`` in ``currency``."""
         return self.post(SALES_ORDERS, self.sales_order(ref, lines, Currency=currency))

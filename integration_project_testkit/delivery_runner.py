@@ -1,16 +1,17 @@
 """A delivery run in a process of its own, so that tests can kill it (SIGKILL) or start two.
 
-``python -m integration_project_tests.delivery_runner`` reads a JSON spec from the environment
+``python -m integration_project_testkit.delivery_runner`` reads a JSON spec from the environment
 variable ``DELIVERY_RUNNER_SPEC`` (secrets stay out of ``ps``)::
 
     {"shop_url", "erp_url", "duckdb", "run_id", "tags", "run_config",
      "erp": {...ErpResource fields...}, "shop": {...ShopResource fields...},
-     "job": "delivery" | "source", "partition_key": null}
+     "job": "delivery" | "source", "partition_key": null, "route": {...changes...}}
 
 and executes the default route's real job (``<route>__erp_delivery_job``, or the fetch job)
 against those resources, on the Dagster instance in ``DAGSTER_HOME`` (shared with the parent,
 so the parent sees the run and can report it failed after killing it, as run monitoring
-would). It prints one JSON line: the run's success and the delivery metadata.
+would). It prints one JSON line: the run's success and the delivery metadata; its exit code is
+0 when the run succeeded, 1 when it did not.
 """
 
 from __future__ import annotations
@@ -31,27 +32,24 @@ from dagster_duckdb import DuckDBResource
 from integration_project.resources import ErpResource, ShopResource
 from integration_project.schedules import build_route_schedules
 from integration_project.settings import SANDBOX_MODE_ENV
-from integration_project_tests.conftest import DEFAULT, route_assets
+from integration_project_testkit.routes import route_assets, shipped_route
 
 SPEC_ENV = "DELIVERY_RUNNER_SPEC"
 #: Set for a runner started ahead of time: it imports everything, prints "ready" and waits for
 #: its spec on stdin (the chaos test starts the next runner while the current one works).
 WARM_ENV = "DELIVERY_RUNNER_WARM"
+#: The checkout the runners start in.
 REPO = Path(__file__).resolve().parents[1]
-
-
-#: The default route's jobs and schedules, as ``definitions.py`` builds them.
-SCHEDULES = build_route_schedules(DEFAULT)
-ROUTE_ID = DEFAULT.route.id
-DELIVERY_JOB = f"{ROUTE_ID}__erp_delivery_job"
-SOURCE_JOB = f"{ROUTE_ID}__source_orders_job"
+#: The spec's ``job`` -> the suffix of the route's job of that name (``<route>__<suffix>``).
+JOBS = {"delivery": "erp_delivery_job", "source": "source_orders_job"}
 
 
 def build_defs(spec: dict[str, Any]) -> dg.Definitions:
-    """The default route (changed by ``spec["route"]``, if given) with the resources the spec
-    names (``shop``, ``erp``, ``duckdb``)."""
+    """The default route (changed by ``spec["route"]``, if given) with its jobs and schedules,
+    as ``definitions.py`` builds them, and the resources the spec names (``shop``, ``erp``,
+    ``duckdb``)."""
     assets = route_assets(**spec.get("route", {}))
-    schedules = build_route_schedules(assets) if assets is not DEFAULT else SCHEDULES
+    schedules = build_route_schedules(assets)
     return dg.Definitions(
         assets=assets.all,
         jobs=schedules.jobs,
@@ -64,7 +62,14 @@ def build_defs(spec: dict[str, Any]) -> dg.Definitions:
     )
 
 
+def job_name(spec: dict[str, Any]) -> str:
+    """The name of the route's job the spec asks for."""
+    route_id = shipped_route(**spec.get("route", {})).id
+    return f"{route_id}__{JOBS[spec['job']]}"
+
+
 def main() -> int:
+    """Run the spec's job once; print its success and metadata as one JSON line."""
     if WARM_ENV in os.environ:
         # Started ahead of time (imports done): the spec comes on stdin when the run starts.
         instance = dg.DagsterInstance.get()
@@ -77,8 +82,7 @@ def main() -> int:
     else:
         spec = json.loads(os.environ[SPEC_ENV])
         instance = dg.DagsterInstance.get()
-    defs = build_defs(spec)
-    job = defs.resolve_job_def(DELIVERY_JOB if spec["job"] == "delivery" else SOURCE_JOB)
+    job = build_defs(spec).resolve_job_def(job_name(spec))
     result = job.execute_in_process(
         run_config=spec.get("run_config") or None,
         instance=instance,
@@ -141,6 +145,7 @@ class Runner:
 
     @property
     def pid(self) -> int:
+        """The runner's process id."""
         return self.process.pid
 
     def kill(self) -> None:
@@ -151,6 +156,8 @@ class Runner:
         self.process.wait(timeout=30)
 
     def wait(self, timeout: float = 180) -> dict[str, Any]:
+        """The runner's JSON line (``{}`` if it printed none) once it has ended; killed, and
+        ``subprocess.TimeoutExpired`` raised, if it has not after ``timeout`` seconds."""
         try:
             out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -161,6 +168,7 @@ class Runner:
         return self.output
 
     def stop(self) -> None:
+        """Kill the runner if it still runs, and close its pipes."""
         if self.process.poll() is None:
             self.kill()
         for stream in (self.process.stdout, self.process.stderr):
@@ -168,7 +176,49 @@ class Runner:
                 stream.close()
 
     def log(self) -> str:
+        """The end of the runner's stderr (Dagster's log of the run)."""
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+class WarmRunners:
+    """At most one runner started ahead of time for ``dagster_home``, waiting for its spec:
+    it imports Dagster and the route while the current run works, so the next run starts at
+    once. :meth:`stop` ends the one not used."""
+
+    def __init__(self, dagster_home: str | Path) -> None:
+        self.dagster_home = Path(dagster_home)
+        self._next: tuple[subprocess.Popen[bytes], Path] | None = None
+
+    def take(self) -> tuple[subprocess.Popen[bytes], Path] | None:
+        """The waiting runner and its log, if there is one and it is still alive."""
+        waiting, self._next = self._next, None
+        if waiting is not None and waiting[0].poll() is not None:
+            _close(waiting[0])
+            return None
+        return waiting
+
+    def refill(self) -> None:
+        """Start the next runner ahead of time (after the current run has started)."""
+        self.stop()
+        log_path = self.dagster_home / f"runner-warm-{uuid.uuid4()}.log"
+        process = _spawn(self.dagster_home, log_path, {WARM_ENV: "1"}, stdin=subprocess.PIPE)
+        self._next = (process, log_path)
+
+    def stop(self) -> None:
+        """Stop the runner started ahead of time and not used, if any."""
+        if self._next is not None:
+            _close(self._next[0])
+            self._next = None
+
+
+def _close(process: subprocess.Popen[bytes]) -> None:
+    """Kill a waiting runner (if it still runs) and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            stream.close()
 
 
 def start(
@@ -180,10 +230,10 @@ def start(
     run_config: dict[str, Any] | None = None,
     partition_key: str | None = None,
     run_id: str | None = None,
-    prewarm: bool = False,
+    warm: WarmRunners | None = None,
 ) -> Runner:
-    """Start a runner for ``spec``. ``prewarm``: use the runner started ahead of time for this
-    home, if any, and start the next one (it imports Dagster while this one works)."""
+    """Start a runner for ``spec``. ``warm`` (for the same ``dagster_home``): use its runner
+    started ahead of time, if any, then have it start the next one."""
     run_id = run_id or str(uuid.uuid4())
     full = {
         **spec,
@@ -194,28 +244,24 @@ def start(
         "partition_key": partition_key,
     }
     log_path = Path(dagster_home) / f"runner-{run_id}.log"
-    warm = _WARM.pop(str(dagster_home), None) if prewarm else None
-    if warm is not None and warm[0].poll() is None:
-        process, warm_log = warm
-        assert process.stdin is not None
-        process.stdin.write(json.dumps(full).encode() + b"\n")
-        process.stdin.close()
-        process.stdin = None  # so that communicate() does not flush it again
-        log_path = warm_log
-    else:
+    waiting = warm.take() if warm is not None else None
+    if waiting is None:
         process = _spawn(dagster_home, log_path, {SPEC_ENV: json.dumps(full)})
-    if prewarm:
-        _WARM[str(dagster_home)] = _start_warm(dagster_home)
+    else:
+        process, log_path = waiting
+        _hand_over(process, full)
+    if warm is not None:
+        warm.refill()
     return Runner(process, run_id, log_path)
 
 
-#: DAGSTER_HOME -> a runner started ahead of time, waiting for its spec.
-_WARM: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-
-
-def _start_warm(dagster_home: str | Path) -> tuple[subprocess.Popen[bytes], Path]:
-    log_path = Path(dagster_home) / f"runner-warm-{uuid.uuid4()}.log"
-    return _spawn(dagster_home, log_path, {WARM_ENV: "1"}, stdin=subprocess.PIPE), log_path
+def _hand_over(process: subprocess.Popen[bytes], spec: dict[str, Any]) -> None:
+    """Give a runner started ahead of time its spec (one line on its stdin, then EOF)."""
+    if process.stdin is None:
+        raise RuntimeError("a runner started ahead of time has no stdin")
+    process.stdin.write(json.dumps(spec).encode() + b"\n")
+    process.stdin.close()
+    process.stdin = None  # so that communicate() does not flush it again
 
 
 def _spawn(
@@ -227,25 +273,13 @@ def _spawn(
     full_env |= {"DAGSTER_HOME": str(dagster_home), SANDBOX_MODE_ENV: "1", **env}
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "integration_project_tests.delivery_runner"],
+            [sys.executable, "-m", "integration_project_testkit.delivery_runner"],
             cwd=REPO,
             env=full_env,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=log,
         )
-
-
-def stop_warm() -> None:
-    """Stop the runners started ahead of time and not used."""
-    while _WARM:
-        _, (process, _) = _WARM.popitem()
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()
 
 
 if __name__ == "__main__":

@@ -1,28 +1,16 @@
-"""Hooks used by the route tests (referenced from route config by dotted path)."""
+"""Hooks that break the hook contract on purpose, for the tests of what the route does then
+(each order such a hook breaks is quarantined or failed, naming the hook; the rest go on).
 
+Route configs name them by dotted path (``integration_project_testkit.broken_hooks.<name>``).
+Each misbehaves only for orders with an even number (or ``YourRef``), so one run holds both
+kinds. Working examples are in ``examples/hooks.py``.
+"""
+
+from datetime import UTC, datetime
 from typing import Any
 
-
-def tag_remarks(payload: dict[str, Any]) -> dict[str, Any]:
-    """before_send: stamp every sales order."""
-    return {**payload, "Remarks": "sent by the hook test"}
-
-
-def shout_description(payload: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
-    """after_mapping: upper-case the description and put the customer number in it."""
-    number = (order.get("orderCustomer") or {}).get("customerNumber", "")
-    return {**payload, "Description": f"{payload['Description'].upper()} / {number}"}
-
-
-def drop_even_orders(order: dict[str, Any]) -> dict[str, Any] | None:
-    """before_mapping: skip orders with an even order number."""
-    return None if int(order["orderNumber"]) % 2 == 0 else order
-
-
+#: Not a callable: a route naming it must not load.
 not_callable = 42
-
-
-# --- hooks that misbehave for orders with an even number (test_bad_shapes.py) --------------
 
 
 def _even(reference: Any) -> bool:
@@ -43,8 +31,6 @@ def after_mapping_returns_a_list(payload: dict[str, Any], order: dict[str, Any])
 
 def after_mapping_adds_a_datetime(payload: dict[str, Any], order: dict[str, Any]) -> Any:
     """after_mapping: puts a datetime (not JSON) into the sales order for even numbers."""
-    from datetime import UTC, datetime
-
     if _even(order.get("orderNumber")):
         return {**payload, "DeliveryDate": datetime(2026, 11, 21, 9, 0, tzinfo=UTC)}
     return payload

@@ -1,0 +1,1 @@
+"""Examples to copy from; importable from the repository root (``examples.hooks.<name>``)."""
