@@ -110,3 +110,42 @@ def test_production_code_comes_in_readable_pieces(git_available: None) -> None:
     outer one) and classes of one concern (≤ 250 lines)."""
     offenders = [line for path in production_python() for line in long_definitions(path)]
     assert not offenders, "\n".join(offenders)
+
+
+def layout_entries() -> list[str]:
+    """The paths the README's Layout section lists: top-level entries at column 0, entries of a
+    folder at column 2 under it; deeper-indented lines continue a description."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("\n## Layout", 1)[1].split("```", 2)[1]
+    entries, folder = [], ""
+    for line in block.splitlines()[1:]:
+        if not line.strip() or line.startswith("    "):
+            continue
+        name = line.split()[0]
+        if line.startswith("  "):
+            entries.append(folder + name)
+        else:
+            folder = name if name.endswith("/") else ""
+            entries.append(name)
+    return entries
+
+
+def test_the_readme_layout_matches_the_tree(git_available: None) -> None:
+    """Every path the Layout section names exists, and every module, package and top-level
+    folder of the repository is named there (``<route>`` stands for any one folder)."""
+    entries = layout_entries()
+    missing = [e for e in entries if not list(ROOT.glob(re.sub(r"<[^>]+>", "*", e).rstrip("/")))]
+    assert not missing, f"README Layout names paths that do not exist: {missing}"
+    named = {e.rstrip("/") for e in entries}
+    files = [p.relative_to(ROOT) for p in tracked("*")]
+    wanted = {str(p.parts[0]) for p in files if len(p.parts) > 1 and not p.parts[0].startswith(".")}
+    wanted |= {
+        str(Path(*p.parts[:2]))
+        for p in files
+        if p.parts[0] == "integration_project"
+        and len(p.parts) > 2 - (p.suffix == ".py")
+        and p.name != "__init__.py"
+        and p.parts[1] not in ("__init__.py", "py.typed")
+    }
+    covered = {w for w in wanted if any(n == w or n.startswith(w + "/") for n in named)}
+    assert wanted == covered, f"not in README Layout: {sorted(wanted - covered)}"
