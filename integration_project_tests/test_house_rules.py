@@ -74,9 +74,12 @@ def test_no_private_dagster_module_is_imported_anywhere(git_available: None) -> 
 
 
 def test_nothing_points_outside_the_repository(git_available: None) -> None:
-    """Code and docs stand alone: no team notes (a DESIGN.md that is not here) and no paths
-    that leave the checkout."""
-    outside = re.compile(r"DESIGN\.md|\.\./shared|/work/")
+    """Code and docs stand alone: no team notes kept beside the checkout (a design file, the
+    shared folder) and no absolute paths of the machine that wrote them: what a reader needs is
+    in docs/ and reference/."""
+    # Spelt in pieces so that this test, which looks for them, is not itself a citation.
+    notes = ["DESIGN" + ".md", ".." + "/shared", "/" + "work/"]
+    outside = re.compile("|".join(re.escape(name) for name in notes))
     offenders = [
         f"{path.relative_to(ROOT)}:{number}"
         for path in tracked("*.py", "*.toml", "*.md", "*.yaml", "*.yml", "*.cfg", ".ci/*")
