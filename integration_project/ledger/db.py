@@ -83,14 +83,15 @@ class Database:
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Apply every migration the file has not had, oldest first. Another connection of this
     process may be applying them at the same moment (DuckDB then refuses one of the two
-    transactions): wait for it and look again."""
+    transactions, or the second to record a version finds it recorded): wait for it and look
+    again, so a migration is applied and recorded once."""
     for attempt in range(1, _MIGRATE_ATTEMPTS + 1):
         try:
             con.execute(_VERSIONS_DDL)
             for migration in MIGRATIONS:
                 _apply(con, migration)
             return
-        except duckdb.TransactionException:
+        except (duckdb.TransactionException, duckdb.ConstraintException):
             if attempt == _MIGRATE_ATTEMPTS:
                 raise
             time.sleep(0.05 * attempt)
