@@ -1,7 +1,8 @@
 """Fetching: a window's shop orders, with its look-back, paged into the ledger's staging.
 
-One paging pass over the whole range (a backfill of many windows is one run), staged page by
-page so memory stays flat, and committed as one fetch: a run that fails leaves
+One paging pass over the whole range (a backfill of many windows is one run). Each page's bytes
+are read into rows by DuckDB (:mod:`integration_project.page_rows`) and written to the ledger a
+few thousand at a time, so memory stays flat, and committed as one fetch: a run that fails leaves
 ``staged_orders`` as it was. Staging is an upsert, so the look-back re-reads late arrivals
 without staging anything twice.
 """
@@ -16,11 +17,15 @@ from typing import Any
 
 from integration_project.hooks import kind_of
 from integration_project.ledger import Ledger
+from integration_project.page_rows import PageRows
 from integration_project.shopware.client import ShopwareClient
 from integration_project.shopware.models import storable_text
 
 #: Rows of each preview a run shows (orders fetched, quarantined, sent, would be sent).
 PREVIEW_ROWS = 10
+#: Orders read ahead before they are written to the ledger in one connection (~40 MB of
+#: Shopware JSON): few connections, and the ledger's file is free while pages are read.
+STAGE_EVERY_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -62,20 +67,23 @@ def fetch_window(
     """Fetch ``[window.read_from, window.end)`` from the shop into staging, as run ``run_id``."""
     ledger.staging.begin_fetch(run_id)
     fetched = pages = 0
-    preview: list[list[Any]] = []
     try:
-        with open_client() as client:
-            for page in client.iter_order_pages(
-                start=window.read_from, end=window.end, page_size=page_size
+        with open_client() as client, PageRows(run_id, window.start, preview=PREVIEW_ROWS) as rows:
+            for _ in client.iter_order_pages(
+                start=window.read_from, end=window.end, page_size=page_size, read=rows.read
             ):
                 pages += 1
-                fetched += ledger.staging.stage_page(run_id, page.orders, window.start)
-                for order in page.orders[: max(0, PREVIEW_ROWS - len(preview))]:
-                    preview.append(order_preview(order))
+                if rows.buffered >= STAGE_EVERY_ROWS:
+                    fetched += ledger.staging.stage_rows(rows.take())
+            fetched += ledger.staging.stage_rows(rows.take())
+            preview = [order_preview(order) for order in rows.preview_orders]
+            python_pages = rows.python_pages
         new, updated = ledger.staging.commit_fetch(run_id)
     except BaseException:
         ledger.staging.abort_fetch(run_id)  # staged_orders stays as it was
         raise
+    if python_pages:
+        log.info("%s of %s pages had orders that needed reading one by one", python_pages, pages)
     log.info(
         "Fetched %s orders in %s pages for [%s, %s): %s new, %s re-fetched",
         fetched,

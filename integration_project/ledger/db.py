@@ -21,6 +21,10 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 #: DuckDB's memory limit for every ledger connection (its buffer pool; larger work spills).
 MEMORY_LIMIT = "256MB"
+#: How DuckDB compresses text when it writes the file. Its default (dictionary + FSST) costs
+#: three times the CPU of zstd on order JSON and leaves a file seven times the size
+#: (20,000 sandbox orders: 10.6 s and 131 MB against 3.1 s and 18 MB).
+COMPRESSION = "zstd"
 #: Tries at the migrations while another connection of this process applies them.
 _MIGRATE_ATTEMPTS = 10
 
@@ -77,6 +81,7 @@ class Database:
             # DuckDB caches table blocks up to 80 % of RAM by default; a bounded buffer pool
             # (spilling to <db>.tmp) keeps a day-long backfill's memory flat.
             con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+            con.execute(f"SET force_compression = '{COMPRESSION}'")
             yield con
 
 

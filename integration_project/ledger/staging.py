@@ -57,6 +57,32 @@ def staging_key(order: Any) -> str:
     return f"missing-id-{digest[:16]}"
 
 
+def page_table(run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> pa.Table:
+    """Staging rows of raw orders, whatever their shape, so that none is lost and none fails
+    the page: under its shop id, or under :func:`staging_key`'s stand-in key when it has no
+    usable id. One that cannot be stored as JSON and read back (``NaN``, text that is not
+    valid Unicode, nesting deeper than ``MAX_ORDER_DEPTH``) becomes a stand-in that keeps its
+    id and says why (``order_json``). The transforms quarantine all of these. An order without
+    a usable ``createdAt`` is staged at ``fallback_created_at``."""
+    staged = [order_json(o) for o in orders]
+    created = [
+        (parse_created_at(o.get("createdAt")) if isinstance(o, dict) else None)
+        or fallback_created_at
+        for o, _ in staged
+    ]
+    utc = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "run_id": [run_id] * len(staged),
+            "shop_order_id": pa.array([staging_key(o) for o, _ in staged], pa.string()),
+            "order_number": pa.array([order_number_text(o) for o, _ in staged], pa.string()),
+            "created_at": pa.array(created, utc),
+            "payload": pa.array([text for _, text in staged], pa.string()),
+            "fetched_at": pa.array([now_utc()] * len(staged), utc),
+        }
+    )
+
+
 class Staging:
     def __init__(self, db: Database, route_id: str, endpoints: Endpoints) -> None:
         self._db = db
@@ -68,49 +94,27 @@ class Staging:
         self.abort_fetch(run_id)
 
     def stage_page(self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> int:
-        """Write one page of raw orders to the run's incoming area.
-
-        Every entry is staged, whatever its shape, so that none is lost and none fails the
-        page: under its shop id, or under :func:`staging_key`'s stand-in key when it has no
-        usable id. One that cannot be stored as JSON and read back (``NaN``, text that is not
-        valid Unicode, nesting deeper than ``MAX_ORDER_DEPTH``) is staged as a stand-in that
-        keeps its id and says why (``order_json``). The transforms quarantine all of these.
-        An order without a usable ``createdAt`` is staged at ``fallback_created_at``.
-        """
+        """Write one page of raw orders to the run's incoming area (see :func:`page_table`)."""
         if not orders:
             return 0
-        batch = self._page_table(run_id, orders, fallback_created_at)
+        return self.stage_rows(page_table(run_id, orders, fallback_created_at))
+
+    def stage_rows(self, rows: pa.Table) -> int:
+        """Write rows of :func:`page_table`'s columns (or
+        :meth:`~integration_project.page_rows.PageRows.take`'s) to the incoming area, in one
+        connection."""
+        if not rows.num_rows:
+            return 0
         with self._db.connect() as con:
-            con.register("page_batch", batch)
+            con.register("page_batch", rows)
             con.execute(
                 "INSERT INTO staged_orders_incoming "
-                "SELECT route_id, run_id, shop_order_id, CAST(order_number AS VARCHAR), "
-                "created_at, payload::JSON, fetched_at FROM page_batch"
+                "SELECT ?, run_id, shop_order_id, CAST(order_number AS VARCHAR), "
+                "created_at, payload::JSON, fetched_at FROM page_batch",
+                [self._route_id],
             )
             con.unregister("page_batch")
-        return batch.num_rows
-
-    def _page_table(
-        self, run_id: str, orders: Sequence[Any], fallback_created_at: datetime
-    ) -> pa.Table:
-        staged = [order_json(o) for o in orders]
-        created = [
-            (parse_created_at(o.get("createdAt")) if isinstance(o, dict) else None)
-            or fallback_created_at
-            for o, _ in staged
-        ]
-        utc = pa.timestamp("us", tz="UTC")
-        return pa.table(
-            {
-                "route_id": [self._route_id] * len(staged),
-                "run_id": [run_id] * len(staged),
-                "shop_order_id": pa.array([staging_key(o) for o, _ in staged], pa.string()),
-                "order_number": pa.array([order_number_text(o) for o, _ in staged], pa.string()),
-                "created_at": pa.array(created, utc),
-                "payload": pa.array([text for _, text in staged], pa.string()),
-                "fetched_at": pa.array([now_utc()] * len(staged), utc),
-            }
-        )
+        return rows.num_rows
 
     def commit_fetch(self, run_id: str) -> tuple[int, int]:
         """Merge the run's pages into ``staged_orders`` (upsert by shop id) in one transaction.

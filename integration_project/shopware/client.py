@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import requests
@@ -50,17 +51,67 @@ SAFE_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 
 
 @dataclass(frozen=True)
-class OrderPage:
-    """One page of an order search: the raw orders (validated later, one by one).
+class PageFacts:
+    """What paging needs to know of a page: how many entries it held, and the ``total`` the
+    shop reported (None when it sent none)."""
 
-    An entry is whatever the shop sent (``null``, a number, an object without ``id`` …), or a
-    stand-in (:func:`~integration_project.shopware.models.unreadable_order`) for one that could
-    not be parsed: staging keeps each, the transforms quarantine the odd ones.
+    entries: int
+    total: int | None
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    """One page of an order search: the answer's bytes as the shop sent them, read lazily.
+
+    :attr:`orders` parses them in Python (:func:`parse_order_page`); a caller that reads the
+    bytes some faster way (e.g. DuckDB's JSON reader) need not pay for that. An entry of
+    :attr:`orders` is whatever the shop sent (``null``, a number, an object without ``id`` …),
+    or a stand-in (:func:`~integration_project.shopware.models.unreadable_order`) for one that
+    could not be parsed: staging keeps each, the transforms quarantine the odd ones.
     """
 
     page: int
-    total: int | None
-    orders: list[Any]
+    body: bytes
+    status: int
+    url: str
+    content_type: str | None = None
+
+    @cached_property
+    def _parsed(self) -> tuple[int | None, list[Any]]:
+        try:
+            return parse_order_page(self.body)
+        except ValueError as exc:
+            raise self.unreadable(exc) from None
+
+    @property
+    def total(self) -> int | None:
+        return self._parsed[0]
+
+    @property
+    def orders(self) -> list[Any]:
+        return self._parsed[1]
+
+    @property
+    def facts(self) -> PageFacts:
+        return PageFacts(len(self.orders), self.total)
+
+    def unreadable(self, exc: ValueError) -> ApiError:
+        """The error for an answer that is no order search page, naming the call and page."""
+        where = f"POST {self.url} (page {self.page} of the order search)"
+        if isinstance(exc, BadOrderPage):
+            text = f"{where} answered {self.status} with an unexpected body: {exc}"
+        else:
+            shown = self.body[:120].decode("utf-8", "replace")
+            text = (
+                f"{where} answered {self.status} with a body that is not JSON "
+                f"({exc}; content-type {self.content_type!r}): {shown!r}"
+            )
+        return ApiError(text, method="POST", url=self.url, status=self.status)
+
+
+#: Reads a page for :meth:`ShopwareClient.iter_order_pages` (e.g. stages it) and says what
+#: paging needs to know of it.
+PageReader = Callable[[OrderPage], PageFacts]
 
 
 class ShopwareClient:
@@ -144,53 +195,60 @@ class ShopwareClient:
     def search_orders_page(
         self, *, start: datetime, end: datetime, page: int, limit: int
     ) -> OrderPage:
+        """One page of the orders created in ``[start, end)``, parsed (an answer that is no
+        order search page raises :class:`ApiError` here)."""
+        result = self._order_page(start=start, end=end, page=page, limit=limit)
+        result.facts  # noqa: B018 - parse now: a bad answer is this call's error
+        return result
+
+    def _order_page(self, *, start: datetime, end: datetime, page: int, limit: int) -> OrderPage:
         criteria = created_at_window_criteria(start=start, end=end, page=page, limit=limit)
         url = self._base_url + ORDER_SEARCH_PATH
         response = self._authorized("POST", url, json=criteria.to_json())
         if not response.ok:
             self._parse(response, OrderSearchResponse, "POST", url)  # raises, naming the status
         # Not response.json(): one odd order must not cost the page (see parse_order_page).
-        try:
-            total, orders = parse_order_page(response.content)
-        except ValueError as exc:
-            where = f"POST {safe_url(url)} (page {page} of the order search)"
-            if isinstance(exc, BadOrderPage):
-                text = f"{where} answered {response.status_code} with an unexpected body: {exc}"
-            else:
-                text = (
-                    f"{where} answered {response.status_code} with a body that is not JSON "
-                    f"({exc}; content-type {response.headers.get('Content-Type')!r}): "
-                    f"{response.text[:120]!r}"
-                )
-            raise ApiError(
-                text, method="POST", url=safe_url(url), status=response.status_code
-            ) from None
-        return OrderPage(page=page, total=total, orders=orders)
+        return OrderPage(
+            page=page,
+            body=response.content,
+            status=response.status_code,
+            url=safe_url(url),
+            content_type=response.headers.get("Content-Type"),
+        )
 
     def iter_order_pages(
-        self, *, start: datetime, end: datetime, page_size: int
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        page_size: int,
+        read: PageReader | None = None,
     ) -> Iterator[OrderPage]:
         """Every order created in ``[start, end)``, a page at a time (memory stays flat).
 
-        Pages are requested until one comes back short; ``total`` is cross-checked so that a
-        shop that changes while we page is noticed in the logs.
+        ``read`` reads each page before the next is asked for and says how many entries it
+        held (default: parse it in Python, :attr:`OrderPage.facts`). Pages are requested
+        until one comes back short; ``total`` is cross-checked so that a shop that changes
+        while we page is noticed in the logs.
         """
+        read = read or _parsed_facts
         page = 1
         seen = 0
         while True:
-            result = self.search_orders_page(start=start, end=end, page=page, limit=page_size)
-            seen += len(result.orders)
+            result = self._order_page(start=start, end=end, page=page, limit=page_size)
+            facts = read(result)
+            seen += facts.entries
             yield result
-            if len(result.orders) < page_size:
+            if facts.entries < page_size:
                 break
-            if result.total is not None and seen >= result.total:
+            if facts.total is not None and seen >= facts.total:
                 break
             page += 1
-        if result.total is not None and seen != result.total:
+        if facts.total is not None and seen != facts.total:
             log.warning(
                 "Shopware reported %s orders in [%s, %s) but %s were paged; the window changed "
                 "while it was read (the look-back or the next run will pick the rest up)",
-                result.total,
+                facts.total,
                 start.isoformat(),
                 end.isoformat(),
                 seen,
@@ -294,6 +352,10 @@ MAX_INT_DIGITS = 4000
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[][{}:,]')
 #: Members of an order kept in a stand-in when the order itself cannot be parsed.
 _IDENTITY = ("id", "orderNumber", "createdAt")
+
+
+def _parsed_facts(page: OrderPage) -> PageFacts:
+    return page.facts
 
 
 class BadOrderPage(ValueError):
