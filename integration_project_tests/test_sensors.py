@@ -3,7 +3,6 @@ sensor (a real failed run in the session instance, the alert received by the san
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -12,8 +11,7 @@ import requests
 from dagster_duckdb import DuckDBResource
 
 from integration_project.assets import DELIVERY_TAG, build_route_assets
-from integration_project.ledger import MappingRow
-from integration_project.resources import open_ledger, route_resources
+from integration_project.resources import route_resources
 from integration_project.schedules import build_route_schedules
 from integration_project.sensors import (
     ALERT_WEBHOOK_ENV,
@@ -58,10 +56,9 @@ def mapped_event(instance: dg.DagsterInstance, mapped: int) -> int:
     return record.storage_id
 
 
-def tick(instance: dg.DagsterInstance, duckdb: DuckDBResource, cursor: str | None):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"duckdb": duckdb}
-    )
+def tick(instance: dg.DagsterInstance, duckdb: DuckDBResource | None, cursor: str | None):
+    resources = {"duckdb": duckdb} if duckdb is not None else None
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     return SENSOR.evaluate_tick(context)
 
 
@@ -70,7 +67,7 @@ def test_delivery_sensor_requests_a_tagged_run_once_per_materialisation(
 ):
     assert SENSOR.name == f"{ROUTE.id}__erp_delivery_sensor"
     assert SENSOR.job_name == DELIVERY_JOB.name
-    assert SENSOR.minimum_interval_seconds == 15
+    assert SENSOR.minimum_interval_seconds == 30
     assert SENSOR.default_status == dg.DefaultSensorStatus.RUNNING
 
     # First run, nothing materialised yet.
@@ -117,28 +114,31 @@ def test_delivery_sensor_requests_a_tagged_run_once_per_materialisation(
     assert later.cursor == str(newest)
 
 
-def test_delivery_sensor_falls_back_on_the_ledgers_pending_count(dagster_instance, duckdb):
+def delivered_event(instance: dg.DagsterInstance, **metadata: int) -> None:
+    """Record an erp_delivered_orders materialisation (as a delivery run does)."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=ASSETS.erp_delivered_orders.key, metadata=metadata)
+    )
+
+
+def test_delivery_sensor_falls_back_on_what_the_last_delivery_left(dagster_instance):
+    """A materialisation that mapped nothing still starts a delivery when the last delivery
+    left orders behind. The sensor reads that from the event log, never from the ledger: it
+    has no resource to open the DuckDB file with, which a run may be holding."""
+    assert not SENSOR.required_resource_keys
     storage_id = mapped_event(dagster_instance, mapped=0)
     cursor = str(storage_id - 1)
-    assert not tick(dagster_instance, duckdb, cursor).run_requests
+    assert not tick(dagster_instance, None, cursor).run_requests
 
-    # An order mapped earlier but not delivered yet (e.g. the last delivery stopped early).
-    open_ledger(duckdb, ROUTE.id).mapped.record(
-        [
-            MappingRow(
-                "p-1",
-                "91001",
-                datetime(2026, 11, 20, 10, 1, tzinfo=UTC),
-                "mapped",
-                "DE",
-                None,
-                {"YourRef": "91001"},
-            )
-        ],
-        "run-1",
-    )
-    [request] = tick(dagster_instance, duckdb, cursor).run_requests
+    # The last delivery stopped early: an order still pending, as its metadata says.
+    delivered_event(dagster_instance, sent=3, pending_left=1, failed=0, unknown_outcome=0)
+    [request] = tick(dagster_instance, None, cursor).run_requests
     assert request.tags[DELIVERY_TAG] == ROUTE.id
+
+    # The next delivery left nothing behind: the same materialisation is skipped again.
+    delivered_event(dagster_instance, sent=1, pending_left=0, failed=0, unknown_outcome=0)
+    skipped = tick(dagster_instance, None, cursor)
+    assert not skipped.run_requests and "nothing to deliver" in (skipped.skip_message or "")
 
 
 def test_route_sensors_stay_stopped_when_the_route_says_so():
