@@ -1,5 +1,6 @@
 """``SandboxShop.add_bulk``: many orders stored compactly for benchmarks, served by the order
-search like any other (paging, range filter, sort), with stored orders mixed in."""
+search like any other (paging, range filter, sort), with stored orders mixed in. Derived
+orders, ``autoIncrement`` and the bulk index are in ``test_sandbox_keyset.py``."""
 
 from __future__ import annotations
 
@@ -46,12 +47,15 @@ def test_bulk_orders_are_paged_like_stored_ones():
         assert len(orders) == 301
         assert len({o["id"] for o in orders}) == 301
         assert stored["id"] in {o["id"] for o in orders}
-        created = [datetime.fromisoformat(o["createdAt"]) for o in orders]
+        # In the order the client pages (createdAt, or autoIncrement: the stored order was
+        # stored after the bulk ones); the bulk orders rise in both.
+        bulk = [o for o in orders if o["id"] != stored["id"]]
+        created = [datetime.fromisoformat(o["createdAt"]) for o in bulk]
         assert created == sorted(created)
         assert START <= created[0] and created[-1] < END
+        assert [o["autoIncrement"] for o in bulk] == list(range(10001, 10301))
         # Associations come back as for stored orders: loaded because the client asks. Only a
         # malformed order (no line items, null currency) may lack them.
-        bulk = [o for o in orders if o["id"] != stored["id"]]
         complete = sum(1 for o in bulk if o["lineItems"] and o["currency"])
         assert 300 - tally["malformed"] <= complete < 300, (complete, tally)
         # And they are the orders the tally counts: as many shipped inside the EU.
@@ -69,7 +73,10 @@ def test_bulk_orders_are_paged_like_stored_ones():
 
 def test_bulk_storage_is_compact():
     with Sandbox(seed=3) as sb:
-        sb.shop.add_bulk(200, start=START, end=END)
+        tally = sb.shop.add_bulk(2000, start=START, end=END, templates=50)
         assert not sb.shop.orders and not sb.shop.truth
-        packed = sum(len(b) for b in sb.shop._packed)
-        assert packed / 200 < 4000  # bytes per order; a dict of one takes ~14 KB
+        assert tally["orders"] == sb.shop.bulk_count == sb.shop.state()["orders"] == 2000
+        # Fifty orders made; the rest derived from them on demand, nothing stored per order.
+        [segment] = sb.shop._bulk
+        assert len(segment.templates) == 50
+        assert not [v for v in vars(segment).values() if isinstance(v, list) and len(v) > 50]

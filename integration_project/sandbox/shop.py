@@ -29,13 +29,7 @@ from integration_project.sandbox.shop_answers import fault_answer, shop_error
 from integration_project.sandbox.shop_auth import ShopTokens
 from integration_project.sandbox.shop_criteria import BadCriteria, parse_criteria
 from integration_project.sandbox.shop_orders import ShopOrders
-from integration_project.sandbox.shop_search import (
-    MatchCache,
-    find_page,
-    has_verbatim,
-    search_body,
-    with_verbatim,
-)
+from integration_project.sandbox.shop_search import MatchCache, answer_bytes, find_page
 from integration_project.sandbox.world import SandboxData
 from integration_project.settings import (
     SANDBOX_SHOP2_CLIENT_ID,
@@ -116,6 +110,9 @@ class SandboxShop(ShopOrders):
         #: Requests per endpoint ("token", "search", ...), whatever their outcome.
         self.calls: Counter[str] = Counter()
         self._matches = MatchCache()
+        #: Answer from the bulk index and splice answers from ready texts where the criteria
+        #: allow; False = always the general path (tests compare the two).
+        self.fast_search = True
 
     @classmethod
     def b2b(cls, **options: Any) -> SandboxShop:
@@ -134,7 +131,7 @@ class SandboxShop(ShopOrders):
     def state(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "orders": len(self.orders) + len(self._packed),
+                "orders": len(self.orders) + self.bulk_count,
                 "tokens_issued": self.tokens.tokens_issued,
                 "calls": dict(self.calls),
                 "faults_injected": dict(self.faults.injected),
@@ -186,11 +183,13 @@ class SandboxShop(ShopOrders):
             criteria = parse_criteria(request.body, self.max_limit, self.default_limit)
         except BadCriteria as bad:
             return shop_error(400, "Bad Request", bad.detail, bad.code)
-        searchable = self._searchable()
-        matched, page = find_page(criteria, request.body, *searchable, self._matches)
-        body = search_body(criteria, matched, page)
+        orders, bulk, version = self._searchable()
+        fast = self.fast_search
+        matched, page = find_page(
+            criteria, request.body, orders, bulk, version, self._matches, indexed=fast
+        )
         if fault is not None and fault.kind == "malformed_json":
             return Response(200, b'{"total": 1, "data": [{"id": "0f')  # cut off mid-body
-        if has_verbatim(body):
-            return Response(200, with_verbatim(body, self._verbatim))
-        return Response(200, body)
+        return Response(
+            200, answer_bytes(criteria, matched, page, bulk, self._verbatim, splice=fast)
+        )

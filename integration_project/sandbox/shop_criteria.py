@@ -6,12 +6,19 @@
 filters into predicates over stored orders; :func:`sort_key` orders them as MySQL would (NULLs
 first). A range filter on a date compares its bound *as text* with the stored value in
 Shopware's storage format (UTC ``2026-11-22 06:15:00.000``), as the database does: a bound sent
-in another form (``T``, an offset) selects the wrong orders.
+in another form (``T``, an offset) selects the wrong orders. Integer columns
+(:data:`INTEGER_FIELDS`: ``autoIncrement``) compare as integers, and take a bound sent as a
+number or as its digits (``12345`` or ``"12345"``), as MySQL compares an INT with either.
+
+Criteria whose filters are all ranges on :data:`INDEXED_FIELDS` keep those ranges in
+:attr:`Criteria.ranges`, so the search can answer them from the bulk orders' index instead of
+a scan.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +33,10 @@ from integration_project.shopware.models import (
 )
 
 DATETIME_FIELDS = frozenset({"createdAt", "updatedAt", "orderDateTime"})
+#: Integer columns: compared and sorted as integers (Shopware's ``AutoIncrementField`` is one).
+INTEGER_FIELDS = frozenset({"autoIncrement"})
+#: Order fields the bulk orders are indexed on (both rise with the order's place in storage).
+INDEXED_FIELDS = frozenset({"createdAt", "autoIncrement"})
 #: Shopware's ``total-count-mode``: names, and the integers older clients send.
 TOTAL_COUNT_MODES = {"none": "none", "exact": "exact", "next-pages": "next-pages"} | {
     "0": "none", "1": "exact", "2": "next-pages"
@@ -51,6 +62,9 @@ class Criteria:
     ids: list[str] | None
     #: Sorts of to-many associations, by dotted path (``"lineItems"``).
     association_sorts: dict[str, list[SortField]]
+    #: (field, bounds) of every filter when all are ranges on :data:`INDEXED_FIELDS` (bounds as
+    #: the predicates compare them: storage text for dates, numbers for integers); else None.
+    ranges: list[tuple[str, dict[str, Any]]] | None = None
 
 
 def parse_criteria(raw: bytes, max_limit: int = 500, default_limit: int = 25) -> Criteria:
@@ -90,6 +104,7 @@ def parse_criteria(raw: bytes, max_limit: int = 500, default_limit: int = 25) ->
         associations=_association_tree(body.get("associations"), sorts=association_sorts),
         ids=ids,
         association_sorts=association_sorts,
+        ranges=_index_ranges(filters),
     )
 
 
@@ -115,11 +130,10 @@ def _compile_filter(raw: Any) -> Callable[[dict[str, Any]], bool]:
         if not isinstance(params, dict) or not params or set(params) - _RANGE_OPERATORS:
             detail = f"A range filter needs parameters among {sorted(_RANGE_OPERATORS)}."
             raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+        bounds = _range_bounds(field, params)
         if field.rsplit(".", 1)[-1] in DATETIME_FIELDS:
             # The database compares the bound as sent with the stored text (storage format).
-            texts = {op: _date_bound(field, value) for op, value in params.items()}
-            return lambda order: any(_in_range(v, texts) for v in _stored_dates(order, field))
-        bounds = {op: _comparable(field, value, strict=True) for op, value in params.items()}
+            return lambda order: any(_in_range(v, bounds) for v in _stored_dates(order, field))
         return lambda order: any(_in_range(v, bounds) for v in _values(order, field, coerce=True))
     if kind == "equals":
         if "value" not in raw:
@@ -135,6 +149,26 @@ def _compile_filter(raw: Any) -> Callable[[dict[str, Any]], bool]:
         return lambda order: any(_same(v, w) for v in _values(order, field) for w in wanted)
     detail = f"Filter type {kind!r} is not supported (the sandbox knows range, equals, equalsAny)."
     raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+
+
+def _range_bounds(field: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A range filter's bounds as its predicate compares them: the text as sent for a date
+    (checked to be one), a number for an integer field, else :func:`_comparable`."""
+    if field.rsplit(".", 1)[-1] in DATETIME_FIELDS:
+        return {op: _date_bound(field, value) for op, value in params.items()}
+    return {op: _comparable(field, value, strict=True) for op, value in params.items()}
+
+
+def _index_ranges(filters: list[Any]) -> list[tuple[str, dict[str, Any]]] | None:
+    """(field, bounds) per filter if every filter is a range on :data:`INDEXED_FIELDS`
+    (filters already checked by :func:`_compile_filter`), else None."""
+    ranges = []
+    for raw in filters:
+        field = raw["field"].removeprefix("order.")
+        if raw.get("type") != "range" or field not in INDEXED_FIELDS:
+            return None
+        ranges.append((field, _range_bounds(field, raw["parameters"])))
+    return ranges
 
 
 def _association_tree(
@@ -225,11 +259,37 @@ def _comparable(field: str, value: Any, *, strict: bool) -> Any:
                 raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail) from None
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if field.rsplit(".", 1)[-1] in INTEGER_FIELDS:
+        number = _number(value)
+        if number is None and strict:
+            detail = f"{value!r} is not a number for {field} (an integer column)."
+            raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", detail)
+        return number
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if strict and not isinstance(value, str):
         raise BadCriteria("FRAMEWORK__INVALID_FILTER_QUERY", f"bad range bound {value!r}")
     return value
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` as a finite number for an integer column (ints stay ints, digits in a string
+    are read), or None: what MySQL would compare an INT column with."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
 
 
 def _in_range(value: Any, bounds: dict[str, Any]) -> bool:
@@ -259,7 +319,7 @@ def sort_key(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
         value = values[0]
         if isinstance(value, datetime):
             return (1, value.timestamp())
-        if isinstance(value, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return (1, value)
         return (2, str(value))
 

@@ -8,20 +8,36 @@ loaded or not. To-many associations (``lineItems``) come back in a shuffled orde
 order, unless the association is sorted in the criteria
 (``"associations": {"lineItems": {"sort": [{"field": "position"}]}}``): the database promises
 no order either. Entries stored as raw text (verbatim) are put into the answer as they are.
+
+Bulk orders (:class:`~integration_project.sandbox.shop_orders.BulkSegment`, up to millions)
+are found two ways. Criteria that are only range filters on ``createdAt`` and/or
+``autoIncrement``, sorted by ``createdAt`` + ``id`` or by ``autoIncrement`` (page numbers or
+keyset paging, as the route's client sends) are answered from an index: bisection over the
+bulk orders, which rise in both, merged with the stored orders that match
+(:func:`_indexed_page`). Any other criteria scan every order once and keep the sorted matches
+for the following pages (:class:`MatchCache`). An answer to criteria with exactly the route's
+associations (:data:`~integration_project.shopware.models.ORDER_ASSOCIATIONS`) is spliced from
+each entry's ready JSON text (a bulk order's rendered from its template, never a dict);
+other answers are encoded from dicts. Both ways give the same bytes
+(``SandboxShop.fast_search = False`` takes the general way; tests compare the two).
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import json
 import random
 import threading
-import zlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from integration_project.sandbox.shop_criteria import Criteria, sort_key
-from integration_project.shopware.models import SortField
+from integration_project.sandbox.shop_criteria import Criteria, parse_criteria, sort_key
+from integration_project.shopware.models import ORDER_ASSOCIATIONS, SortField, format_shop_datetime
+
+if TYPE_CHECKING:
+    from integration_project.sandbox.shop_orders import BulkOrders
 
 #: Key that marks a search stand-in for a verbatim entry
 #: (:meth:`~integration_project.sandbox.shop_orders.ShopOrders.add_verbatim`), and the prefix
@@ -41,16 +57,26 @@ LOADABLE_ASSOCIATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def pack(order: dict[str, Any]) -> bytes:
-    """An order as compact as the search can still read it: zlib-compressed JSON."""
-    return zlib.compress(json.dumps(order, separators=(",", ":")).encode("utf-8"), 1)
+@functools.cache
+def _route_projection() -> tuple[dict[str, Any], dict[str, list[SortField]]]:
+    """The association tree and sorts of the route's client (:data:`ORDER_ASSOCIATIONS`)."""
+    criteria = parse_criteria(json.dumps({"associations": ORDER_ASSOCIATIONS}).encode())
+    return criteria.associations, criteria.association_sorts
 
 
-def _unpack(blob: bytes) -> dict[str, Any]:
-    return json.loads(zlib.decompress(blob))
+def route_answer_text(order: dict[str, Any]) -> str:
+    """``order`` as one entry of an answer to criteria with the route's associations."""
+    tree, sorts = _route_projection()
+    projected = _project(order, LOADABLE_ASSOCIATIONS, tree, sorts, seed=str(order.get("id")))
+    return json.dumps(projected, ensure_ascii=False)
 
 
-#: A match: a stored order (or verbatim stand-in) itself, or the index of a packed order.
+def _asks_route_associations(criteria: Criteria) -> bool:
+    return (criteria.associations, criteria.association_sorts) == _route_projection()
+
+
+#: A match: a stored order (or verbatim stand-in) itself, or a bulk order's place in
+#: :class:`~integration_project.sandbox.shop_orders.BulkOrders`.
 Match = dict[str, Any] | int
 
 
@@ -58,7 +84,8 @@ class MatchCache:
     """Sorted matches of the last few searches over bulk orders, per criteria and version.
 
     Computed on page 1 (and whenever an order was added since), reused for later pages of the
-    same filter/sort/ids: paging a day costs one pass over the orders, not one a page.
+    same filter/sort/ids: paging costs one pass over the orders, not one a page. Only for
+    criteria the bulk index cannot answer (:func:`find_page`).
     """
 
     def __init__(self, size: int = 8) -> None:
@@ -71,7 +98,7 @@ class MatchCache:
         raw: bytes,
         criteria: Criteria,
         orders: list[dict[str, Any]],
-        packed: list[bytes],
+        bulk: BulkOrders,
         version: int,
     ) -> list[Match]:
         body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
@@ -80,7 +107,7 @@ class MatchCache:
             hit = self._entries.get(key)
         if criteria.page > 1 and hit is not None and hit[0] == version:
             return hit[1]
-        entries = _match_all(criteria, orders, packed)
+        entries = _match_all(criteria, orders, bulk)
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.pop(next(iter(self._entries)))
@@ -88,17 +115,15 @@ class MatchCache:
         return entries
 
 
-def _match_all(
-    criteria: Criteria, orders: list[dict[str, Any]], packed: list[bytes]
-) -> list[Match]:
-    """Matching orders, sorted: a stored order itself, or the index of a packed one."""
+def _match_all(criteria: Criteria, orders: list[dict[str, Any]], bulk: BulkOrders) -> list[Match]:
+    """Matching orders, sorted: a stored order itself, or the place of a bulk one."""
     wanted = set(criteria.ids) if criteria.ids is not None else None
     sort_keys = [sort_key(s.field) for s in criteria.sort]
     rows: list[tuple[list[Any], Match]] = []
-    # One order decoded at a time: the packed ones never all sit in memory as dicts.
+    # One bulk order made at a time: they never all sit in memory as dicts.
     stored = ((o, o) for o in orders)
-    bulk = ((_unpack(b), i) for i, b in enumerate(packed))
-    for order, ref in itertools.chain(stored, bulk):
+    derived = ((bulk.order(g), g) for g in range(len(bulk)))
+    for order, ref in itertools.chain(stored, derived):
         if wanted is not None and order.get("id") not in wanted:
             continue
         if all(f(order) for f in criteria.filters):
@@ -108,36 +133,43 @@ def _match_all(
     return [ref for _, ref in rows]
 
 
-def find_page(
-    criteria: Criteria,
-    raw: bytes,
-    orders: list[dict[str, Any]],
-    packed: list[bytes],
-    version: int,
-    cache: MatchCache,
-) -> tuple[int, list[dict[str, Any]]]:
-    """(how many orders match, the requested page of them). ``orders``: stored orders and
-    verbatim stand-ins; ``packed``: bulk orders (searched through ``cache``)."""
-    offset = (criteria.page - 1) * criteria.limit
-    if packed:
-        entries = cache.matches(raw, criteria, orders, packed, version)
-        page = [
-            e if isinstance(e, dict) else _unpack(packed[e])
-            for e in entries[offset : offset + criteria.limit]
-        ]
-        return len(entries), page
+def _stored_matches(criteria: Criteria, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored orders (and verbatim stand-ins) that match, sorted."""
     if criteria.ids is not None:
         wanted = set(criteria.ids)
         orders = [o for o in orders if o.get("id") in wanted]
     matched = [o for o in orders if all(f(o) for f in criteria.filters)]
     for sort in reversed(criteria.sort):
         matched.sort(key=sort_key(sort.field), reverse=sort.order == "DESC")
+    return matched
+
+
+def find_page(
+    criteria: Criteria,
+    raw: bytes,
+    orders: list[dict[str, Any]],
+    bulk: BulkOrders,
+    version: int,
+    cache: MatchCache,
+    *,
+    indexed: bool = True,
+) -> tuple[int, list[Match]]:
+    """(how many orders match, the requested page of them). ``orders``: stored orders and
+    verbatim stand-ins; ``bulk``: bulk orders, answered from their index when the criteria
+    allow it (:func:`_indexed_page`; ``indexed`` False = never), else through ``cache``."""
+    offset = (criteria.page - 1) * criteria.limit
+    if len(bulk):
+        answered = _indexed_page(criteria, orders, bulk) if indexed else None
+        if answered is not None:
+            return answered
+        entries = cache.matches(raw, criteria, orders, bulk, version)
+        return len(entries), entries[offset : offset + criteria.limit]
+    matched = _stored_matches(criteria, orders)
     return len(matched), matched[offset : offset + criteria.limit]
 
 
-def search_body(criteria: Criteria, matched: int, page: list[dict[str, Any]]) -> dict[str, Any]:
-    """The search answer: ``total`` per ``total-count-mode``, the page's orders with only the
-    associations asked for (a verbatim entry as its placeholder, see :func:`with_verbatim`)."""
+def _total(criteria: Criteria, matched: int, page_size: int) -> int:
+    """``total`` per ``total-count-mode``."""
     offset = (criteria.page - 1) * criteria.limit
     if criteria.total_count_mode == "exact":
         total = matched
@@ -145,7 +177,13 @@ def search_body(criteria: Criteria, matched: int, page: list[dict[str, Any]]) ->
         # Shopware only looks a few pages ahead in this mode.
         total = offset + min(matched - offset, criteria.limit * 5 + 1)
     else:  # "none": Shopware reports the size of the page
-        total = len(page)
+        total = page_size
+    return max(total, 0)
+
+
+def search_body(criteria: Criteria, matched: int, page: list[dict[str, Any]]) -> dict[str, Any]:
+    """The search answer: ``total`` per ``total-count-mode``, the page's orders with only the
+    associations asked for (a verbatim entry as its placeholder, see :func:`with_verbatim`)."""
     data = [
         _VERBATIM_MARK + o[VERBATIM_KEY]
         if VERBATIM_KEY in o
@@ -158,7 +196,41 @@ def search_body(criteria: Criteria, matched: int, page: list[dict[str, Any]]) ->
         )
         for o in page
     ]
-    return {"total": max(total, 0), "data": data, "aggregations": []}
+    return {"total": _total(criteria, matched, len(page)), "data": data, "aggregations": []}
+
+
+def _entry_bytes(entry: Match, bulk: BulkOrders, texts: Mapping[str, str], errors: str) -> bytes:
+    """One entry of an answer with the route's associations, as UTF-8."""
+    if isinstance(entry, int):
+        return bulk.answer(entry)
+    text = texts[entry[VERBATIM_KEY]] if VERBATIM_KEY in entry else route_answer_text(entry)
+    return text.encode("utf-8", errors)
+
+
+def answer_bytes(
+    criteria: Criteria,
+    matched: int,
+    page: list[Match],
+    bulk: BulkOrders,
+    texts: Mapping[str, str],
+    *,
+    splice: bool = True,
+) -> bytes:
+    """The answer's JSON. For the route's associations (and ``splice``) each entry's text is
+    joined into the envelope as is (a bulk order's rendered from its template, no dict made);
+    otherwise :func:`search_body` is encoded. Both give the same bytes."""
+    if splice and _asks_route_associations(criteria):
+        # As :func:`with_verbatim`: with a verbatim entry, the whole answer passes surrogates.
+        raw = any(isinstance(e, dict) and VERBATIM_KEY in e for e in page)
+        errors = "surrogatepass" if raw else "strict"
+        parts = [_entry_bytes(e, bulk, texts, errors) for e in page]
+        total = _total(criteria, matched, len(page))
+        return b'{"total": %d, "data": [%s], "aggregations": []}' % (total, b", ".join(parts))
+    orders = [bulk.order(e) if isinstance(e, int) else e for e in page]
+    body = search_body(criteria, matched, orders)
+    if has_verbatim(body):
+        return with_verbatim(body, texts)
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def has_verbatim(body: dict[str, Any]) -> bool:
@@ -217,3 +289,105 @@ def _arrange(items: list[Any], sort: list[SortField], seed: str) -> list[Any]:
     for by in reversed(sort):
         items.sort(key=sort_key(by.field), reverse=by.order == "DESC")
     return items
+
+
+# --- The bulk index ----------------------------------------------------------------------------
+
+#: Sorts the bulk index answers, by (field, order) pairs: bulk orders are stored by createdAt
+#: (ids break no ties when each has its own millisecond) and autoIncrement, both rising.
+_INDEX_SORTS = {
+    (("createdAt", "ASC"), ("id", "ASC")): "createdAt",
+    (("autoIncrement", "ASC"),): "autoIncrement",
+}
+
+
+class _Run:
+    """The bulk orders a search selects, in sort order: spans ``[lo, hi)`` of places in
+    :class:`BulkOrders`, each span's keys below the next's."""
+
+    def __init__(self, spans: list[tuple[int, int]], key: Callable[[int], Any]) -> None:
+        self.spans = spans
+        self.key = key
+        self.starts = list(itertools.accumulate((hi - lo for lo, hi in spans), initial=0))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def at(self, v: int) -> int:
+        """The place of the ``v``-th bulk order of the run."""
+        k = bisect.bisect_right(self.starts, v) - 1
+        return self.spans[k][0] + v - self.starts[k]
+
+    def rank(self, key: Any) -> int:
+        """How many orders of the run sort before one with ``key`` (ties: none)."""
+        before = 0
+        for lo, hi in self.spans:
+            at = bisect.bisect_left(range(hi), key, lo, hi, key=self.key)
+            before += at - lo
+            if at < hi:
+                break
+        return before
+
+
+def _bulk_run(criteria: Criteria, kind: str, bulk: BulkOrders) -> _Run | None:
+    """The bulk orders inside ``criteria.ranges``, or None if the index cannot give them in
+    ``kind``'s order (a segment's orders share milliseconds, or segments overlap in time)."""
+    assert criteria.ranges is not None
+    keys = [sort_key(s.field) for s in criteria.sort]
+
+    def key(g: int) -> tuple[Any, ...]:
+        segment, i = bulk.locate(g)
+        stub = {
+            "createdAt": format_shop_datetime(segment.created(i)),
+            "id": segment.order_id(i) if kind == "createdAt" else None,
+            "autoIncrement": segment.first_auto + i,
+        }
+        return tuple(k(stub) for k in keys)
+
+    spans = []
+    for base, segment in zip(bulk.bases, bulk.segments, strict=False):
+        if kind == "createdAt" and not segment.strict:
+            return None
+        lo, hi = 0, segment.n
+        for field, bounds in criteria.ranges:
+            lo, hi = segment.narrow(field, bounds, lo, hi)
+        if lo < hi:
+            if spans and not key(spans[-1][1] - 1) < key(base + lo):
+                return None
+            spans.append((base + lo, base + hi))
+    return _Run(spans, key)
+
+
+def _indexed_page(
+    criteria: Criteria, orders: list[dict[str, Any]], bulk: BulkOrders
+) -> tuple[int, list[Match]] | None:
+    """The page from the bulk index merged with the stored orders that match, as the general
+    path would give it; None if the criteria are not only ranges on indexed fields with an
+    indexed sort. A stored order goes before a bulk order with the same key (the general
+    path's stable sort sees stored orders first)."""
+    sort = tuple((s.field, s.order) for s in criteria.sort)
+    kind = _INDEX_SORTS.get(sort)
+    if criteria.ranges is None or criteria.ids is not None or kind is None:
+        return None
+    run = _bulk_run(criteria, kind, bulk)
+    if run is None:
+        return None
+    stored = _stored_matches(criteria, orders)
+    keys = [sort_key(s.field) for s in criteria.sort]
+
+    def place(j: int) -> int:  # where stored match j lands among all matches
+        return j + run.rank(tuple(k(stored[j]) for k in keys))
+
+    total = len(stored) + len(run)
+    offset = (criteria.page - 1) * criteria.limit
+    j = bisect.bisect_left(range(len(stored)), offset, key=place)
+    upcoming = place(j) if j < len(stored) else total
+    page: list[Match] = []
+    for at in range(offset, min(offset + criteria.limit, total)):
+        if at == upcoming:
+            page.append(stored[j])
+            j += 1
+            upcoming = place(j) if j < len(stored) else total
+        else:
+            page.append(run.at(at - j))
+    return total, page
