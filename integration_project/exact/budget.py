@@ -2,7 +2,9 @@
 
 * The rate limits: one request at a time, paced by the ``X-RateLimit-*`` headers so steady
   state never hits 429; when the daily budget is spent, :class:`BudgetExhausted` stops the
-  caller (and, through the :class:`CallGuard`, every later run until the reset).
+  caller (and, through the :class:`CallGuard`, every later run until the reset). A client
+  alone on the division uses the whole minute; once the headers show another caller, it
+  keeps a few calls in reserve (see :meth:`CallBudget.pace`).
 * The client-error block: Exact blocks the app for an hour after ten client errors an hour on
   one endpoint, so an endpoint that answered ``MAX_CLIENT_ERRORS_PER_HOUR`` is not called
   again within the hour (:class:`ErrorBudgetSpent`). 401s count, and so do the token
@@ -28,7 +30,8 @@ log = logging.getLogger("integration_project.exact.client")
 #: Client errors (4xx) allowed per endpoint and hour before this client stops calling it:
 #: Exact blocks the whole app for an hour at ten.
 MAX_CLIENT_ERRORS_PER_HOUR = 8
-#: Calls of the minute budget left unused for other processes on the same division (60 → 3).
+#: Calls of the minute budget left unused once another process shows on the same division
+#: (60 → 3); none while this client is alone on it.
 MAX_MINUTE_RESERVE = 5
 #: Longest we wait for the per-minute budget to reset before giving the run back.
 MAX_RATE_WAIT_S = 65.0
@@ -74,6 +77,8 @@ class CallBudget:
         self._sleep = sleep
         self._client_errors: dict[str, list[float]] | None = None  # loaded on first call
         self.rate_limit: RateLimit | None = None
+        #: Another caller uses the division too (seen in the headers): keep a reserve.
+        self.shared = False
 
     # --- the rate limits -------------------------------------------------------------------
 
@@ -96,9 +101,11 @@ class CallBudget:
                     url=safe_url(self._base_url),
                     status=429,
                 )
-        # The headers count the whole division's calls, but what this process saw is a call
-        # or two old when another run shares the division: keep a few calls in reserve.
-        reserve = min(MAX_MINUTE_RESERVE, (rl.minutely_limit or 0) // 20)
+        # The headers count the whole division's calls. Alone on it, this client's view is
+        # exact and it uses the whole minute (a reserve of 3 of 60 would cap it at 95 %).
+        # Once another caller shows, what this client saw is a call or two old: keep a few
+        # calls in reserve from then on.
+        reserve = min(MAX_MINUTE_RESERVE, (rl.minutely_limit or 0) // 20) if self.shared else 0
         if rl.minutely_remaining is not None and rl.minutely_remaining <= reserve:
             reset = rl.minutely_reset_ms
             wait = (reset - now_ms) / 1000 if reset else 1.0
@@ -115,12 +122,27 @@ class CallBudget:
             self.rate_limit = None  # unknown until the next response tells us
 
     def note_answer(self, response: requests.Response) -> None:
-        """Keep the rate limit headers of an answer (an answer without them keeps the last)."""
-        self.rate_limit = RateLimit.from_headers(response.headers) or self.rate_limit
+        """Keep the rate limit headers of an answer (an answer without them keeps the last),
+        and notice another caller: within one minute, the calls left fell by more than this
+        client's one call since its last answer."""
+        seen = RateLimit.from_headers(response.headers)
+        if seen is None:
+            return
+        last = self.rate_limit
+        if (
+            last is not None
+            and last.minutely_reset_ms == seen.minutely_reset_ms
+            and last.minutely_remaining is not None
+            and seen.minutely_remaining is not None
+            and last.minutely_remaining - seen.minutely_remaining > 1
+        ):
+            self.shared = True
+        self.rate_limit = seen
 
     def note_429(self, times: int, where: str, method: str, url: str) -> None:
         """A call was answered 429 for the ``times``-th time: stop if the day's budget is spent
         or the call keeps being refused, else make :meth:`pace` wait for the minute's reset."""
+        self.shared = True  # a 429 this client's view did not foresee: someone else calls
         if self.rate_limit and self.rate_limit.daily_remaining == 0:
             self.pace()  # raises BudgetExhausted
         if times > MAX_429_PER_CALL:

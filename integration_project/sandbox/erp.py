@@ -32,7 +32,11 @@
   ``AmountFC`` / ``AmountFCExclVat`` / ``VATAmount`` (header ``AmountFC`` = what will be
   invoiced, VAT included).
 - Every data call is counted against a minutely and a daily budget and announces both in the
-  ``X-RateLimit-*`` headers (reset in epoch milliseconds); over budget -> 429.
+  ``X-RateLimit-*`` headers (reset in epoch milliseconds); over budget -> 429. Each minute's
+  calls admitted and refused are kept (``minute_windows`` in the state): how a client's pace
+  is counted from the ERP's side.
+- ``latency_s``: every token and data call takes at least that long (the answer waits for
+  what the sandbox's own work left of it).
 - As Exact does, ``block_after_4xx`` (10) client errors (4xx other than 429, 401 included) on
   one endpoint within an hour block the app for an hour: every data call and the token
   endpoint then answer 403. The token endpoint's 4xx count under its own key (``token_post``).
@@ -156,6 +160,7 @@ class SandboxErp(ErpBooks):
         faults: FaultPlan | None = None,
         strict_rotation: bool = False,
         block_after_4xx: int | None = 10,
+        latency_s: float = 0.0,
     ) -> None:
         data = data or SandboxData.build(seed)
         super().__init__(data, seed=seed, clock=clock or system_clock, division=str(division))
@@ -172,6 +177,9 @@ class SandboxErp(ErpBooks):
         )
         self.block = ErrorBlock(block_after_4xx)
         self.page_size = page_size
+        #: Seconds every token and data call takes at least (the network and Exact's own
+        #: time): the answer waits for the rest of it. 0: answer at once.
+        self.latency_s = latency_s
         self.faults = faults or FaultPlan(seed=seed)
         #: Requests per endpoint: "token" (any outcome), and for data calls that passed auth
         #: and the rate limit: "accounts_get", "accounts_post", "items_get",
@@ -230,6 +238,7 @@ class SandboxErp(ErpBooks):
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "blocked_until": blocked_until.isoformat() if blocked_until else None,
                 "rate_limit": self.rate_limit().to_headers(),
+                "minute_windows": [list(w) for w in self.limits.windows],
                 "faults_injected": dict(self.faults.injected),
                 "webhooks": len(self.webhooks),
             }
@@ -237,6 +246,13 @@ class SandboxErp(ErpBooks):
     # --- HTTP ------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
+        started = time.monotonic()
+        response = self._handle(request)
+        if self.latency_s > 0 and request.path.startswith("/api/"):  # token and data calls
+            time.sleep(max(0.0, self.latency_s - (time.monotonic() - started)))
+        return response
+
+    def _handle(self, request: Request) -> Response:
         route = (request.method, request.path)
         if route == ("POST", TOKEN_PATH):
             return self._token(request)

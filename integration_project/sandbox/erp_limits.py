@@ -16,11 +16,14 @@ from datetime import datetime, timedelta
 from integration_project.exact.models import RateLimit
 
 _HOUR = timedelta(hours=1)
+#: Minute windows a :class:`RateBudget` keeps a record of (a day of one-minute windows).
+MAX_WINDOWS = 1440
 
 
 class RateBudget:
     """A division's minutely and daily call budgets. Minutes start with the first call after
-    the last one ran out; days are UTC days (or :meth:`reset`'s shortened ones)."""
+    the last one ran out; days are UTC days (or :meth:`reset`'s shortened ones). ``windows``
+    records the calls admitted and refused in each minute; :meth:`reset` starts it afresh."""
 
     def __init__(self, *, minute_limit: int, day_limit: int, minute_window_s: float) -> None:
         self.minute_limit = minute_limit
@@ -32,6 +35,10 @@ class RateBudget:
         self._minute_used = 0
         self._day = -1
         self._day_used = 0
+        #: The minute windows calls were made in, oldest first (the last :data:`MAX_WINDOWS`):
+        #: [epoch start, calls admitted, calls refused with 429]. What a bench or a test
+        #: counts the client's pace by, from the ERP's side.
+        self.windows: list[list[float]] = []
 
     def take(self, now: float, *, consume: bool) -> tuple[bool, RateLimit]:
         """Check (and maybe use) one call at epoch ``now``: (allowed, what to announce)."""
@@ -41,6 +48,8 @@ class RateBudget:
         if day != self._day:
             self._day, self._day_used = day, 0
         allowed = self._minute_used < self.minute_limit and self._day_used < self.day_limit
+        if consume:
+            self._record(allowed)
         if allowed and consume:
             self._minute_used += 1
             self._day_used += 1
@@ -52,6 +61,13 @@ class RateBudget:
             minutely_remaining=max(0, self.minute_limit - self._minute_used),
             minutely_reset_ms=int((self._minute_start + self.minute_window_s) * 1000),
         )
+
+    def _record(self, allowed: bool) -> None:
+        """Count a call in its window's record (a window is recorded from its first call)."""
+        if not self.windows or self.windows[-1][0] != self._minute_start:
+            self.windows.append([self._minute_start or 0.0, 0, 0])
+            del self.windows[:-MAX_WINDOWS]
+        self.windows[-1][1 if allowed else 2] += 1
 
     def reset(
         self,
@@ -72,6 +88,7 @@ class RateBudget:
             self.day_window_s = day_window_s
             self._day_anchor, self._day = now, -1
         self._minute_start, self._minute_used, self._day_used = None, 0, 0
+        self.windows = []
 
 
 class ErrorBlock:
