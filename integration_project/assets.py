@@ -115,6 +115,7 @@ def _source_orders(
             page_size=route.page_size,
             run_id=context.run.run_id,
             log=context.log,
+            late_orders=route.late_orders,
         )
         return dg.MaterializeResult(metadata=as_metadata(report))
 

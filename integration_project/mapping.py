@@ -9,11 +9,13 @@ order would hit alike (auth, rate budget, the ledger, the disk) fail the run.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,10 +31,13 @@ from integration_project.exact.client import (
 from integration_project.fetching import PREVIEW_ROWS, Window
 from integration_project.hooks import Hook, error_text, hook_name, kind_of, sales_order_problem
 from integration_project.http import ApiError, AuthError
-from integration_project.ledger import Ledger, MappingRow, StagedOrder, parse_created_at
+from integration_project.ledger import Ledger, MappingRow, parse_created_at
+from integration_project.ledger.projection import Projection, Projector, StagedForMapping
 from integration_project.resolver import AccountUnresolved, Resolver
+from integration_project.settings import ISO_COUNTRIES
 from integration_project.shopware.models import order_number_text, storable_text, unreadable_reason
 from integration_project.transforms import (
+    ORDER_FIELDS_READ,
     MappedOrder,
     MappingRules,
     Quarantined,
@@ -40,6 +45,7 @@ from integration_project.transforms import (
     UnknownItemError,
     UnknownVatCodeError,
     evaluate_order,
+    outside_reason,
     to_sales_order,
 )
 
@@ -49,6 +55,11 @@ MAX_CONSECUTIVE_DEFERRED = 5
 CATCH_UP_LIMIT = 2000
 #: Mapped sales orders a run shows in full.
 PAYLOAD_PREVIEW_ROWS = 3
+#: Staged orders read, mapped and recorded at a time: cut to the fields the mapping reads
+#: (~1 KB each, read from the ledger ~8 KB each as Arrow text), or whole (~8 KB, and ~10 times
+#: that as Python dicts) for a route whose mapping hooks need the whole order.
+BATCH_CUT = 8000
+BATCH_WHOLE = 1000
 
 
 @dataclass(frozen=True)
@@ -96,23 +107,13 @@ def map_window(
     with open_client() as client:
         resolver = Resolver(ledger, client, log, mapping.account_match)
         mapper = _Mapper(mapping, resolver, window.start, log)
-        older = ledger.staging.unmapped_before(window.read_from, CATCH_UP_LIMIT)
-        if older:
-            log.warning(
-                "Also mapping %s staged orders from before the look-back that were never "
-                "mapped (their window's erp_orders run failed)",
-                len(older),
-            )
-        batches = itertools.chain(
-            ledger.staging.batches(window.read_from, window.end), [older] if older else []
-        )
-        for batch in batches:
-            ledger.mapped.record(mapper.map_batch(batch), run_id)
+        with Projector(_projection(mapping)) as projector:
+            caught_up = _map_all(ledger, mapper, projector, window, run_id, log)
     report = MappingReport(
         window,
         mapper.counts,
         mapper.deferred,
-        len(older),
+        caught_up,
         resolver.erp_lookups,
         resolver.accounts_created,
         mapping.rules.allowed_countries,
@@ -121,6 +122,65 @@ def map_window(
     )
     _log_summary(log, report)
     return report
+
+
+def _map_all(
+    ledger: Ledger,
+    mapper: _Mapper,
+    projector: Projector,
+    window: Window,
+    run_id: str,
+    log: logging.Logger,
+) -> int:
+    """Map and record the window's staged orders batch by batch, then the older ones never
+    mapped (at most ``CATCH_UP_LIMIT``, read first); how many of those there were."""
+    older = ledger.staging.unmapped_before(window.read_from, CATCH_UP_LIMIT, projector)
+    if older:
+        log.warning(
+            "Also mapping %s staged orders from before the look-back that were never "
+            "mapped (their window's erp_orders run failed)",
+            len(older),
+        )
+    whole = projector.projection is None or projector.projection.fields is None
+    batches = itertools.chain(
+        ledger.staging.batches(
+            window.read_from, window.end, BATCH_WHOLE if whole else BATCH_CUT, projector
+        ),
+        [older] if older else [],
+    )
+    while True:
+        with _cycle_collector_paused():  # read, map and record one batch
+            batch = next(batches, None)
+            if batch is None:
+                return len(older)
+            ledger.mapped.record(mapper.map_batch(batch), run_id)
+
+
+@contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for one batch, as it was after. A batch holds thousands of
+    orders as dicts, and the collector would walk them all again and again while the next
+    ones are read (it doubled the time ``json.loads`` takes); reference counting still frees
+    all that is not a cycle, and the collector runs again between batches."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _projection(mapping: RouteMapping) -> Projection:
+    """What the mapping asks of the staged orders: cut to the fields it reads unless a mapping
+    hook wants the whole order, and the orders outside the route's countries found in SQL
+    unless a before_mapping hook may change or drop them first."""
+    hooked = mapping.before_mapping is not None or mapping.after_mapping is not None
+    return Projection(
+        fields=None if hooked else ORDER_FIELDS_READ,
+        allowed=None if mapping.before_mapping is not None else mapping.rules.allowed_countries,
+        known=ISO_COUNTRIES,
+    )
 
 
 def _log_summary(log: logging.Logger, report: MappingReport) -> None:
@@ -166,9 +226,9 @@ class _Mapper:
         self.quarantine_preview: list[list[Any]] = []
         self.payload_preview: list[list[Any]] = []
 
-    def map_batch(self, batch: list[StagedOrder]) -> list[MappingRow]:
+    def map_batch(self, batch: list[StagedForMapping]) -> list[MappingRow]:
         """The rows of a batch of staged orders (a deferred order has none)."""
-        self._resolver.prefetch([staged.payload for staged in batch])
+        self._resolver.prefetch([s.payload for s in batch if s.outside is None])
         rows = []
         for staged in batch:
             row = self._map_staged(staged)
@@ -177,7 +237,7 @@ class _Mapper:
                 self._count(row)
         return rows
 
-    def _map_staged(self, staged: StagedOrder) -> MappingRow | None:
+    def _map_staged(self, staged: StagedForMapping) -> MappingRow | None:
         # Any shape may arrive here (null, a number, a stand-in for an order that could not
         # be staged as it came): each one ends as a row, never a crash.
         number = order_number_text(staged.payload)
@@ -186,6 +246,12 @@ class _Mapper:
             parse_created_at(payload.get("createdAt") if isinstance(payload, dict) else None)
             or self._fallback_created_at
         )
+        if staged.outside is not None:  # found in SQL (see ledger/projection.py)
+            reason = storable_text(outside_reason(staged.outside), 1000)
+            self._consecutive_deferred = 0
+            return MappingRow(
+                staged.shop_order_id, number, created_at, "skipped", staged.outside, reason, None
+            )
         try:
             row = map_order(
                 payload, staged.shop_order_id, created_at, self._mapping, self._resolver

@@ -25,6 +25,7 @@ Scanning for the unusual costs about a third of what parsing a page in Python wo
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime
 from typing import Any
 
@@ -51,15 +52,18 @@ CREATE TABLE page_rows (
     order_number  VARCHAR,
     created_at    TIMESTAMPTZ NOT NULL,
     payload       VARCHAR NOT NULL,
-    fetched_at    TIMESTAMPTZ NOT NULL
+    fetched_at    TIMESTAMPTZ NOT NULL,
+    auto_increment BIGINT
 )
 """
 _ENTRIES = """
 CREATE OR REPLACE TEMP TABLE page_entries AS
 SELECT text, json_type(e) AS kind, json_keys(e) AS keys,
-       f[1] AS id, f[2] AS created_at, f[3] AS number
+       f[1] AS id, f[2] AS created_at, f[3] AS number,
+       CASE WHEN json_type(f[4]) IN ('BIGINT', 'UBIGINT') THEN TRY_CAST(f[4] ->> '$' AS BIGINT)
+       END AS auto_increment
 FROM (SELECT e, CAST(e AS VARCHAR) AS text,
-             json_extract(e, ['$.id', '$.createdAt', '$.orderNumber']) AS f
+             json_extract(e, ['$.id', '$.createdAt', '$.orderNumber', '$.autoIncrement']) AS f
       FROM (SELECT unnest(CAST(json_extract(CAST(? AS JSON), '$.data') AS JSON[])) AS e))
 """
 _HEAD = """
@@ -83,7 +87,8 @@ SELECT count(*) FILTER (WHERE NOT coalesce(
            false)),
        list(text) FILTER (
            WHERE 2 * strlen(text) - strlen(replace(text, '[', '')) - strlen(replace(text, '{{', ''))
-               > {MAX_ORDER_DEPTH})
+               > {MAX_ORDER_DEPTH}),
+       count(*), max(auto_increment)
 FROM page_entries
 """
 _INSERT = """
@@ -94,7 +99,7 @@ SELECT ?, id ->> '$',
            WHEN 'BIGINT' THEN number ->> '$'
            WHEN 'UBIGINT' THEN number ->> '$'
        END,
-       CAST(created_at ->> '$' AS TIMESTAMPTZ), text, ?
+       CAST(created_at ->> '$' AS TIMESTAMPTZ), text, ?, auto_increment
 FROM page_entries
 """
 
@@ -107,7 +112,13 @@ class PageRows:
     def __init__(self, run_id: str, fallback_created_at: datetime, *, preview: int = 0) -> None:
         self._run_id = run_id
         self._fallback = fallback_created_at
-        self._con = duckdb.connect(":memory:", config={"memory_limit": MEMORY_LIMIT})
+        # Its own folder for anything it spills (DuckDB's default is ./.tmp, in whatever folder
+        # the run happens to start in), removed with the connection.
+        self._spill = tempfile.TemporaryDirectory(prefix="page-rows-")
+        self._con = duckdb.connect(
+            ":memory:",
+            config={"memory_limit": MEMORY_LIMIT, "temp_directory": self._spill.name},
+        )
         self._run("SET TimeZone = 'UTC'")
         self._run(_ROWS_DDL)
         self._preview_wanted = preview
@@ -121,6 +132,7 @@ class PageRows:
 
     def close(self) -> None:
         self._con.close()
+        self._spill.cleanup()
 
     def __enter__(self) -> PageRows:
         return self
@@ -157,16 +169,16 @@ class PageRows:
             if unusual or kind != "OBJECT" or data != "ARRAY":
                 return None
             self._run(_ENTRIES, [text])
-            odd, bracketed = self._con.execute(_CHECK).fetchall()[0]
+            odd, bracketed, entries, last_key = self._con.execute(_CHECK).fetchall()[0]
         except (UnicodeDecodeError, duckdb.Error):
             return None
         if odd or any(nested_deeper_than(entry) for entry in bracketed or ()):
             return None
         self._run(_INSERT, [self._run_id, now_utc()])
-        entries = self._con.execute("SELECT count(*) FROM page_entries").fetchall()[0][0]
         self._keep_preview_fast()
         self.fast_pages += 1
-        return PageFacts(entries, int(total) if total_kind in ("BIGINT", "UBIGINT") else None)
+        known = int(total) if total_kind in ("BIGINT", "UBIGINT") else None
+        return PageFacts(entries, known, last_key)
 
     def _keep_preview_fast(self) -> None:
         wanted = self._preview_wanted - len(self.preview_orders)
@@ -183,4 +195,4 @@ class PageRows:
         wanted = self._preview_wanted - len(self.preview_orders)
         self.preview_orders.extend(orders[: max(0, wanted)])
         self.python_pages += 1
-        return PageFacts(len(orders), page.total)
+        return page.facts

@@ -64,6 +64,7 @@ def _fetch(report: FetchReport) -> Metadata:
         "new": report.new,
         "refetched": report.refetched,
         "pages": report.pages,
+        "late": report.late,
         "window_start": window.start.isoformat(),
         "window_end": window.end.isoformat(),
         "lookback_minutes": window.lookback.total_seconds() / 60,

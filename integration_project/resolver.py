@@ -53,6 +53,7 @@ class Resolver:
         self._items: dict[str, str | None] = {}  # item code → id (None: unknown), this run
         self._not_cached: set[str] = set()  # e-mails prefetched and not in the DuckDB cache
         self._vat_codes: list[VatCode] | None = None  # the division's, this run
+        self._vat_code_of: dict[Decimal, str] = {}  # rate -> its code among _vat_codes
         self._vat_codes_fetched = False  # asked the ERP this run
 
     def prefetch(self, payloads: list[Any]) -> None:
@@ -173,12 +174,19 @@ class Resolver:
         found: dict[Decimal, str] = {}
         for rate in sorted(rates):
             try:
-                found[rate] = choose_vat_code(rate, self._division_vat_codes())
+                found[rate] = self._vat_code(rate)
             except UnknownVatCodeError:
                 if self._vat_codes_fetched:
                     raise
-                found[rate] = choose_vat_code(rate, self._division_vat_codes(refresh=True))
+                self._division_vat_codes(refresh=True)
+                found[rate] = self._vat_code(rate)
         return found
+
+    def _vat_code(self, rate: Decimal) -> str:
+        """The code for ``rate`` among the division's codes, worked out once per list."""
+        if rate not in self._vat_code_of:
+            self._vat_code_of[rate] = choose_vat_code(rate, self._division_vat_codes())
+        return self._vat_code_of[rate]
 
     def _division_vat_codes(self, *, refresh: bool = False) -> list[VatCode]:
         if self._vat_codes is None and not refresh:
@@ -188,6 +196,7 @@ class Resolver:
         if self._vat_codes is None or refresh:
             self.erp_lookups += 1
             self._vat_codes = self._client.list_vat_codes()
+            self._vat_code_of.clear()
             self._vat_codes_fetched = True
             self._ledger.lookups.cache_vat_codes(self._vat_codes)
             self._log.info(

@@ -21,6 +21,7 @@ give or take a cent per line of rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import reprlib
@@ -45,6 +46,7 @@ from integration_project.shopware.models import (
     MAX_ORDER_ID,
     OrderLineItem,
     ShopOrder,
+    read_plain,
     storable_text,
     unreadable_reason,
     usable_order_id,
@@ -77,6 +79,53 @@ TEMPLATE_FIELDS = (
     "customer_number",
     "currency",
 )
+
+
+#: Every field of a shop order that :func:`evaluate_order` (and the mapping around it: the
+#: look-ups, the row's date and number) reads: ``True`` the whole value; ``{key: ...}`` those
+#: keys of an object (of a field typed as anything: read only when it is an object, anything
+#: else read as having none of them); ``[...]`` each element of a list. The ledger hands the
+#: mapping orders cut to these fields (``ledger/projection.py``); tests hold
+#: :func:`evaluate_order` to the same outcome on the cut order as on the whole one.
+ORDER_FIELDS_READ: dict[str, Any] = {
+    "id": True,
+    "orderNumber": True,
+    "orderDateTime": True,
+    "createdAt": True,
+    "amountTotal": True,
+    "shippingTotal": True,
+    "shippingCosts": {"calculatedTaxes": True},
+    "taxStatus": True,
+    "currency": {"isoCode": True},
+    "orderCustomer": {
+        "email": True,
+        "firstName": True,
+        "lastName": True,
+        "company": True,
+        "customerNumber": True,
+    },
+    "billingAddress": {"country": {"iso": True}},
+    "deliveries": [{"shippingOrderAddress": {"country": {"iso": True}}}],
+    "lineItems": [
+        {
+            "type": True,
+            "label": True,
+            "position": True,
+            "quantity": True,
+            "unitPrice": True,
+            "totalPrice": True,
+            "price": {"calculatedTaxes": True},
+            "payload": {"productNumber": True},
+        }
+    ],
+    "stateMachineState": {"technicalName": True},
+    "salesChannelId": True,
+}
+
+
+def outside_reason(country: str) -> str:
+    """Why an order shipping to ``country`` outside the route's countries is skipped."""
+    return f"ships to {country}, outside the allowed countries"
 
 
 @dataclass(frozen=True)
@@ -220,12 +269,25 @@ class _Reject(Exception):
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+    if isinstance(value, str):
+        value = value.strip()
+        if value:
+            return value
     return None
 
 
 def _money(value: Any, where: str, places: Decimal = CENT) -> Decimal:
+    # The common cases first (a JSON number in range), ending as _checked_money ends for them.
+    if value.__class__ is float:
+        amount = Decimal(repr(value))
+        if amount.is_finite() and abs(amount) < MAX_AMOUNT:
+            return amount.quantize(places, rounding=ROUND_HALF_UP)
+    elif value.__class__ is int and abs(value) < MAX_AMOUNT:
+        return Decimal(value).quantize(places, rounding=ROUND_HALF_UP)
+    return _checked_money(value, where, places)
+
+
+def _checked_money(value: Any, where: str, places: Decimal) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Reject(f"{where}: expected a number, got {_show(value)}")
     if isinstance(value, int) and abs(value) >= MAX_AMOUNT:
@@ -239,6 +301,11 @@ def _money(value: Any, where: str, places: Decimal = CENT) -> Decimal:
     if abs(amount) >= MAX_AMOUNT:
         raise _Reject(f"{where}: implausible amount {_show(value)}")
     return amount.quantize(places, rounding=ROUND_HALF_UP)
+
+
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, the common case (a dict) without the ABC's check."""
+    return value.__class__ is dict or isinstance(value, Mapping)
 
 
 def _quantity(value: Any, where: str) -> Decimal:
@@ -291,6 +358,12 @@ def destination_country(order: ShopOrder) -> tuple[str | None, str]:
 
 
 def _parse_order(raw: Mapping[str, Any]) -> ShopOrder:
+    """The order as :class:`ShopOrder` reads it: plainly (``read_plain``, the same values
+    without pydantic's cost) when every field is plainly as declared, else by pydantic, whose
+    first complaint is the quarantine reason."""
+    plain = read_plain(ShopOrder, raw)
+    if plain is not None:
+        return plain  # ShopOrder's fields, as attributes
     try:
         return ShopOrder.model_validate(raw)
     except ValidationError as exc:
@@ -355,6 +428,7 @@ def _rate(value: Any, where: str) -> Decimal:
     return rate
 
 
+@functools.lru_cache(maxsize=1024)
 def rate_text(rate: Decimal | None) -> str:
     """``Decimal("19.00")`` → ``"19 %"``, ``Decimal("5.5")`` → ``"5.5 %"``."""
     if rate is None:
@@ -372,7 +446,7 @@ def _tax_parts(
     Gross prices include VAT: a rate's part is its ``price`` minus its ``tax``. Net prices
     exclude it: the part is the ``price``. Tax-free prices carry none.
     """
-    taxes = price.get("calculatedTaxes") if isinstance(price, Mapping) else None
+    taxes = price.get("calculatedTaxes") if _is_mapping(price) else None
     if tax_status == "tax-free":
         if not isinstance(taxes, list):
             # Shopware always sends the list (``[]`` when empty): without it nothing says
@@ -384,7 +458,7 @@ def _tax_parts(
                 "still say it carries no tax"
             )
         for n, entry in enumerate(taxes):
-            tax = entry.get("tax") if isinstance(entry, Mapping) else None
+            tax = entry.get("tax") if _is_mapping(entry) else None
             if tax not in (None, 0, 0.0, "0", "0.00"):
                 raise _Reject(
                     f"{where}.calculatedTaxes[{n}] ({what}): a tax-free order charges "
@@ -400,7 +474,7 @@ def _tax_parts(
     parts: list[_TaxPart] = []
     for n, entry in enumerate(taxes):
         at = f"{where}.calculatedTaxes[{n}]"
-        if not isinstance(entry, Mapping):
+        if not _is_mapping(entry):
             raise _Reject(f"{at} ({what}): expected {{tax, taxRate, price}}, got {_show(entry)}")
         rate = _rate(entry.get("taxRate"), at)
         label = f"{at} ({what}, {rate_text(rate)})"
@@ -600,10 +674,10 @@ def _gross(amount: Decimal, price: Any, tax_status: str) -> Decimal:
     """A shop price including its VAT (for what a route leaves off the ERP order)."""
     if tax_status != "net":
         return amount
-    taxes = price.get("calculatedTaxes") if isinstance(price, Mapping) else None
+    taxes = price.get("calculatedTaxes") if _is_mapping(price) else None
     tax = Decimal(0)
     for entry in taxes if isinstance(taxes, list) else []:
-        if isinstance(entry, Mapping) and entry.get("tax") is not None:
+        if _is_mapping(entry) and entry.get("tax") is not None:
             tax += _money(entry.get("tax"), "calculatedTaxes.tax")
     return amount + tax
 
@@ -651,9 +725,7 @@ def evaluate_order(raw: Mapping[str, Any], rules: MappingRules | None = None) ->
         if country not in ISO_COUNTRIES:
             raise _Reject(f"{source}: unknown country code {_show(country)}")
         if country not in rules.allowed_countries:
-            return Skipped(
-                shop_id, number, country, f"ships to {country}, outside the allowed countries"
-            )
+            return Skipped(shop_id, number, country, outside_reason(country))
         skip = _filtered_out(raw, order, rules)
         if skip:
             return Skipped(shop_id, number, country, skip)

@@ -55,9 +55,8 @@ def test_shop_pages_through_a_window_with_one_token(sandbox: Sandbox) -> None:
     with shop_client(sandbox) as client:
         pages = list(client.iter_order_pages(start=WINDOW_START, end=WINDOW_END, page_size=5))
     assert [len(p.orders) for p in pages] == [5, 5, 2]
-    assert {p.total for p in pages} == {12}
     ids = [o["id"] for p in pages for o in p.orders]
-    assert ids == [o["id"] for o in created]  # oldest first, each once
+    assert ids == [o["id"] for o in created]  # in the order the shop stored them, each once
     assert client.token_requests == 1
     assert sandbox.shop.token_calls == 1
 

@@ -150,4 +150,5 @@ def test_connections_opening_a_new_file_at_once_all_get_the_schema(tmp_path: Pat
         thread.join()
     assert errors == []
     with resource.get_connection() as con:
-        assert con.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        versions = con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+        assert versions == [(m.version,) for m in MIGRATIONS]

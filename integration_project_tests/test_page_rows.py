@@ -149,3 +149,27 @@ def test_an_answer_that_is_no_page_fails_naming_the_page(sandbox: Sandbox, body:
         rows.read(page)
     assert "page 1 of the order search" in str(failed.value)
     assert rows.buffered == 0
+
+
+def test_a_fetch_that_reads_an_order_twice_stages_its_latest_copy(sandbox: Sandbox, ledger) -> None:
+    """Keyset paging reads each order once and the merge is one statement; a shop that sends
+    an order twice in one fetch (it changed while paged) still leaves one row, the latest."""
+    first, second = real_page(sandbox, n=2).orders
+    ledger.staging.begin_fetch("run-1")
+    ledger.staging.stage_page("run-1", [first, second], FALLBACK)
+    assert ledger.staging.commit_fetch("run-1") == (2, 0)
+
+    changed = {**first, "customerComment": "changed while paged"}
+    ledger.staging.begin_fetch("run-2")
+    ledger.staging.stage_page("run-2", [first], FALLBACK)
+    ledger.staging.stage_page("run-2", [changed], FALLBACK)
+    assert ledger.staging.commit_fetch("run-2") == (0, 1)
+    [staged] = [
+        b
+        for batch in ledger.staging.batches(START, END)
+        for b in batch
+        if b.shop_order_id == first["id"]
+    ]
+    assert staged.payload["customerComment"] == "changed while paged"
+    assert ledger.staging.count(START, END) == 2
+    assert ledger.staging.stored_up_to() == max(first["autoIncrement"], second["autoIncrement"])

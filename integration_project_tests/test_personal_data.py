@@ -354,7 +354,8 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
     # Pages of a fetch that died two hours ago, holding one of the customer's orders.
     with duckdb.connect(duckdb_path) as con:
         con.execute(
-            "INSERT INTO staged_orders_incoming VALUES (?, 'dead-run', ?, ?, ?, ?::JSON, ?)",
+            "INSERT INTO staged_orders_incoming (route_id, run_id, shop_order_id, order_number, "
+            "created_at, payload, fetched_at) VALUES (?, 'dead-run', ?, ?, ?, ?::JSON, ?)",
             [
                 ROUTE.route.id,
                 own[0]["id"],

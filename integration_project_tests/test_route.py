@@ -4,6 +4,7 @@ says, and the metadata the UI shows."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ import dagster as dg
 import pytest
 
 from integration_project.sandbox import Sandbox
+from integration_project.settings import PARTITION_FORMAT
 from integration_project_testkit.invoices import assert_invoiced_as_paid, by_ref
 from integration_project_testkit.ledger_reads import delivered_rows
 from integration_project_testkit.resources import make_resources
@@ -64,7 +66,7 @@ def test_window_reaches_the_erp_exactly_once_with_everything_mapped(sandbox, res
     assert mapped.success
     fetched = metadata(mapped, "source_orders")
     assert fetched["dagster/row_count"] == 15  # 8 + 3 + 4 in the window
-    assert fetched["fetched"] == 16  # and the one just before it, in the look-back
+    assert fetched["fetched"] == 15  # only the window: a route's first fetch has no cursor
     mapping = metadata(mapped, "erp_orders")
     assert mapping["mapped"] == len(expected)
     assert mapping["quarantined"] == 4
@@ -157,11 +159,16 @@ def test_second_delivery_sends_nothing_and_refetch_stages_nothing_twice(sandbox,
 
     refetched = fetch_and_map(resources)
     meta = metadata(refetched, "source_orders")
-    assert meta["new"] == 0
-    assert meta["refetched"] == 16  # the window and its look-back
-    assert ledger.staging.count(WINDOW_START, WINDOW_END) == 15
-    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 0
-    assert erp_refs(sandbox) == before
+    assert meta["refetched"] == 15 and ledger.staging.count(WINDOW_START, WINDOW_END) == 15
+    # The order 1 ms before the window was stored after the window's orders: for the route,
+    # a late order of the window before, read once by the cursor and delivered like any.
+    [just_before] = sandbox.shop.truth_between(WINDOW_START - timedelta(seconds=1), WINDOW_START)
+    assert (meta["new"], meta["late"]) == (1, 1)
+    sent = metadata(deliver(resources), "erp_delivered_orders")["sent"]
+    assert sent == int(just_before.expected_in_erp)
+    after = erp_refs(sandbox)
+    assert after - before == Counter({just_before.order_number: 1} if sent else {})
+    assert all(after[ref] == 1 for ref in before)
 
 
 def test_all_pages_are_fetched(sandbox, resources, ledger):
@@ -366,19 +373,47 @@ def test_missing_secret_for_a_real_shop_names_the_variable(
         dg.materialize([source_orders], partition_key=WINDOW_KEY, resources=resources)
 
 
-def test_a_late_order_is_delivered_by_a_later_tick(sandbox, resources, ledger):
-    """An order committed late into a window that was already fetched and delivered."""
-    assert DEFAULT.route.lookback >= timedelta(minutes=5)
+def test_an_order_that_shows_up_two_hours_late_is_delivered_by_the_next_tick(
+    sandbox, resources, ledger
+):
+    """The shop stores an order two hours after its createdAt, long after its window was
+    fetched and delivered. The next tick asks the shop for what it stored since the route's
+    last fetch (autoIncrement), so the order is staged under its own window, caught up by the
+    mapping and delivered, and no old window is read again."""
+    assert DEFAULT.route.late_orders >= timedelta(hours=2) and not DEFAULT.route.lookback
     sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
     assert fetch_and_map(resources).success
     assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 2
 
+    two_hours_on = WINDOW_START + timedelta(hours=2)
+    sandbox.shop.add_orders(
+        3, start=two_hours_on, end=two_hours_on + timedelta(minutes=5), shipping_country="AT"
+    )
     late = sandbox.shop.add_order(WINDOW_START + timedelta(minutes=2), shipping_country="NL")
-    next_window = "2026-11-20-10:05"
-    assert fetch_and_map(resources, partition_key=next_window).success
-    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 1
+    result = fetch_and_map(resources, partition_key=two_hours_on.strftime(PARTITION_FORMAT))
+    fetched = metadata(result, "source_orders")
+    # The window's three and the late one, each read once: two searches, no re-reading.
+    assert (fetched["fetched"], fetched["late"], fetched["new"]) == (4, 1, 4)
+    assert fetched["pages"] == 2
+    assert metadata(result, "erp_orders")["caught_up"] == 1
+    assert metadata(deliver(resources), "erp_delivered_orders")["sent"] == 4
     refs = erp_refs(sandbox)
-    assert refs[late["orderNumber"]] == 1 and len(refs) == 3
+    assert refs[late["orderNumber"]] == 1 and len(refs) == 6
+
+
+def test_without_late_orders_a_tick_reads_only_its_window(sandbox, resources, ledger):
+    """``late_orders: 0m`` (a shop whose orders carry no autoIncrement): one search per tick,
+    by createdAt alone; a late order waits for a look-back or a re-run of its window."""
+    assets = route_assets(late_orders="0m")
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    assert fetch_and_map(resources, assets=assets).success
+    sandbox.shop.add_order(WINDOW_START + timedelta(minutes=2), shipping_country="NL")
+    later = (WINDOW_START + timedelta(hours=2)).strftime(PARTITION_FORMAT)
+    result = fetch_and_map(resources, partition_key=later, assets=assets)
+    fetched = metadata(result, "source_orders")
+    assert (fetched["fetched"], fetched["late"], fetched["pages"]) == (0, 0, 1)
+    again = metadata(fetch_and_map(resources, assets=assets), "source_orders")
+    assert (again["fetched"], again["new"]) == (3, 1)  # the re-run of its window finds it
 
 
 def test_orders_whose_mapping_failed_beyond_the_look_back_are_mapped_by_a_later_tick(

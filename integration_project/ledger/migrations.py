@@ -173,7 +173,65 @@ CREATE TABLE IF NOT EXISTS personal_data_blanked (
 );
 """
 
+# Staged orders keep the shop's autoIncrement (the order in which it stored them): the fetch's
+# late-order cursor is its highest value. Rows staged before keep theirs from the payload.
+_STORED_ORDER_KEY = """
+ALTER TABLE staged_orders ADD COLUMN IF NOT EXISTS auto_increment BIGINT;
+ALTER TABLE staged_orders_incoming ADD COLUMN IF NOT EXISTS auto_increment BIGINT;
+UPDATE staged_orders
+SET auto_increment = TRY_CAST(json_extract_string(payload, '$.autoIncrement') AS BIGINT)
+WHERE auto_increment IS NULL
+  AND json_type(payload, '$.autoIncrement') IN ('BIGINT', 'UBIGINT');
+"""
+
+# What waits for delivery, one row per order, so a delivery tick reads only that and not every
+# order the ledger ever held: an order mapped and never claimed, or claimed and not settled
+# (pending, sending, failed). Each row mirrors what delivery needs of the order's erp_orders
+# row (NULL when there is none) and its delivered_orders row (d_*, NULL: never claimed). Kept
+# in the same transaction as the changes it mirrors (ledger/mapped.py, ledger/deliveries.py).
+_WAITING = """
+CREATE TABLE IF NOT EXISTS waiting_orders (
+    route_id       VARCHAR NOT NULL,
+    shop_order_id  VARCHAR NOT NULL,
+    order_number   VARCHAR,
+    created_at     TIMESTAMPTZ,
+    status         VARCHAR,
+    country        VARCHAR,
+    payload        JSON,
+    payload_hash   VARCHAR,
+    your_ref       VARCHAR,
+    mapped_at      TIMESTAMPTZ,
+    d_status       VARCHAR,
+    d_order_number VARCHAR,
+    d_your_ref     VARCHAR,
+    d_run_id       VARCHAR,
+    d_attempts     INTEGER,
+    d_payload_hash VARCHAR,
+    d_claimed_at   TIMESTAMPTZ,
+    PRIMARY KEY (route_id, shop_order_id)
+);
+INSERT INTO waiting_orders
+SELECT d.route_id, d.shop_order_id, e.order_number, e.created_at, e.status, e.country,
+       e.payload, e.payload_hash, e.your_ref, e.mapped_at, d.status, d.order_number,
+       d.your_ref, d.run_id, d.attempts, d.payload_hash, d.claimed_at
+FROM delivered_orders d
+LEFT JOIN erp_orders e ON e.route_id = d.route_id AND e.shop_order_id = d.shop_order_id
+WHERE d.status IN ('pending', 'sending', 'failed');
+INSERT INTO waiting_orders
+    (route_id, shop_order_id, order_number, created_at, status, country, payload,
+     payload_hash, your_ref, mapped_at)
+SELECT e.route_id, e.shop_order_id, e.order_number, e.created_at, e.status, e.country,
+       e.payload, e.payload_hash, e.your_ref, e.mapped_at
+FROM erp_orders e
+ANTI JOIN delivered_orders d ON d.route_id = e.route_id AND d.shop_order_id = e.shop_order_id
+WHERE e.status = 'mapped';
+"""
+
 #: Every migration, oldest first; versions are 1, 2, 3, ... without gaps.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the schema of the unversioned ledger", _BASELINE),
+    Migration(2, "staged orders keep the shop's autoIncrement", _STORED_ORDER_KEY),
+    Migration(
+        3, "waiting_orders: what waits for delivery, apart from what was delivered", _WAITING
+    ),
 )

@@ -18,7 +18,13 @@ import pyarrow as pa
 
 from integration_project.ledger.db import Database, now_utc
 from integration_project.ledger.endpoints import Endpoints
-from integration_project.shopware.models import order_json, order_number_text, usable_order_id
+from integration_project.ledger.projection import Projector, StagedForMapping
+from integration_project.shopware.models import (
+    order_json,
+    order_number_text,
+    stored_order_key,
+    usable_order_id,
+)
 
 #: Orders merged from the incoming area into ``staged_orders`` per statement (one transaction).
 MERGE_CHUNK = 2000
@@ -57,6 +63,23 @@ def staging_key(order: Any) -> str:
     return f"missing-id-{digest[:16]}"
 
 
+#: ``staged_orders``' columns as a fetch writes them, and the upsert by shop id.
+_STAGED_COLUMNS = (
+    "route_id, shop_order_id, order_number, created_at, payload, fetched_at, run_id, "
+    "shop_host, auto_increment"
+)
+_UPSERT = """
+ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
+    order_number = excluded.order_number,
+    created_at = excluded.created_at,
+    payload = excluded.payload,
+    fetched_at = excluded.fetched_at,
+    run_id = excluded.run_id,
+    shop_host = excluded.shop_host,
+    auto_increment = excluded.auto_increment
+"""
+
+
 def page_table(run_id: str, orders: Sequence[Any], fallback_created_at: datetime) -> pa.Table:
     """Staging rows of raw orders, whatever their shape, so that none is lost and none fails
     the page: under its shop id, or under :func:`staging_key`'s stand-in key when it has no
@@ -79,6 +102,7 @@ def page_table(run_id: str, orders: Sequence[Any], fallback_created_at: datetime
             "created_at": pa.array(created, utc),
             "payload": pa.array([text for _, text in staged], pa.string()),
             "fetched_at": pa.array([now_utc()] * len(staged), utc),
+            "auto_increment": pa.array([stored_order_key(o) for o, _ in staged], pa.int64()),
         }
     )
 
@@ -108,9 +132,10 @@ class Staging:
         with self._db.connect() as con:
             con.register("page_batch", rows)
             con.execute(
-                "INSERT INTO staged_orders_incoming "
+                "INSERT INTO staged_orders_incoming (route_id, run_id, shop_order_id, "
+                "order_number, created_at, payload, fetched_at, auto_increment) "
                 "SELECT ?, run_id, shop_order_id, CAST(order_number AS VARCHAR), "
-                "created_at, payload::JSON, fetched_at FROM page_batch",
+                "created_at, payload::JSON, fetched_at, auto_increment FROM page_batch",
                 [self._route_id],
             )
             con.unregister("page_batch")
@@ -130,12 +155,12 @@ class Staging:
                 WHERE i.route_id = ? AND i.run_id = ? AND s.shop_order_id IS NULL
                 """,
                 params,
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             total = con.execute(
                 "SELECT count(DISTINCT shop_order_id) FROM staged_orders_incoming "
                 "WHERE route_id = ? AND run_id = ?",
                 params,
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             self._merge(con, run_id)
             con.execute(
                 "DELETE FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?", params
@@ -143,9 +168,36 @@ class Staging:
         return int(new), int(total) - int(new)
 
     def _merge(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-        """Upsert the run's incoming rows (the latest fetch of each id) in chunks of shop ids:
-        one statement over a day of payloads would hold them all in memory at once (the
-        de-duplicating window cannot spill)."""
+        """Upsert the run's incoming rows into ``staged_orders``, :data:`MERGE_CHUNK` rows per
+        statement (one statement over a day of payloads would need them all in memory at
+        once): by row number when every id came once (keyset paging reads each order once),
+        else the latest fetch of each id, in chunks of shop ids."""
+        params = [self._route_id, run_id]
+        twice, first, last = con.execute(
+            "SELECT count(*) - count(DISTINCT shop_order_id), min(rowid), max(rowid) "
+            "FROM staged_orders_incoming WHERE route_id = ? AND run_id = ?",
+            params,
+        ).fetchall()[0]
+        if twice:
+            self._merge_latest(con, run_id)
+            return
+        if first is None:
+            return  # nothing came
+        for start in range(first, last + 1, MERGE_CHUNK):
+            con.execute(
+                f"""
+                INSERT INTO staged_orders ({_STAGED_COLUMNS})
+                SELECT route_id, shop_order_id, order_number, created_at, payload,
+                       fetched_at, run_id, ?, auto_increment
+                FROM staged_orders_incoming
+                WHERE route_id = ? AND run_id = ? AND rowid >= ? AND rowid < ?
+                {_UPSERT}
+                """,
+                [self._endpoints.shop_host, *params, start, start + MERGE_CHUNK],
+            ).fetchall()
+
+    def _merge_latest(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        """:meth:`_merge` for a fetch that read some order more than once: the latest of each."""
         after = ""
         while True:
             upto = con.execute(
@@ -156,32 +208,45 @@ class Staging:
                     ORDER BY shop_order_id LIMIT ?)
                 """,
                 [self._route_id, run_id, after, MERGE_CHUNK],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if upto is None:
                 return
             con.execute(
-                """
-                INSERT INTO staged_orders (route_id, shop_order_id, order_number,
-                    created_at, payload, fetched_at, run_id, shop_host)
+                f"""
+                INSERT INTO staged_orders ({_STAGED_COLUMNS})
                 SELECT route_id, shop_order_id, order_number, created_at, payload,
-                       fetched_at, run_id, ?
+                       fetched_at, run_id, ?, auto_increment
                 FROM staged_orders_incoming
                 WHERE route_id = ? AND run_id = ?
                   AND shop_order_id > ? AND shop_order_id <= ?
                 QUALIFY row_number() OVER (
                     PARTITION BY shop_order_id ORDER BY fetched_at DESC
                 ) = 1
-                ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
-                    order_number = excluded.order_number,
-                    created_at = excluded.created_at,
-                    payload = excluded.payload,
-                    fetched_at = excluded.fetched_at,
-                    run_id = excluded.run_id,
-                    shop_host = excluded.shop_host
+                {_UPSERT}
                 """,
                 [self._endpoints.shop_host, self._route_id, run_id, after, upto],
-            )
+            ).fetchall()
             after = upto
+
+    def incoming_before(self, run_id: str, before: datetime) -> int:
+        """How many orders the run has read (not yet committed) that were created before
+        ``before``."""
+        with self._db.connect() as con:
+            return con.execute(
+                "SELECT count(DISTINCT shop_order_id) FROM staged_orders_incoming "
+                "WHERE route_id = ? AND run_id = ? AND created_at < ?",
+                [self._route_id, run_id, before],
+            ).fetchall()[0][0]
+
+    def stored_up_to(self) -> int | None:
+        """The highest ``autoIncrement`` of the orders staged for this route: every order the
+        shop stored up to it and created before the windows fetched so far has been read.
+        None before the first fetch (or for a shop that numbers no orders)."""
+        with self._db.connect() as con:
+            return con.execute(
+                "SELECT max(auto_increment) FROM staged_orders WHERE route_id = ?",
+                [self._route_id],
+            ).fetchall()[0][0]
 
     def abort_fetch(self, run_id: str) -> None:
         """Drop the run's incoming pages: ``staged_orders`` stays as it was."""
@@ -191,58 +256,65 @@ class Staging:
                 [self._route_id, run_id],
             )
 
-    def unmapped_before(self, before: datetime, limit: int) -> list[StagedOrder]:
+    def unmapped_before(
+        self, before: datetime, limit: int, projector: Projector | None = None
+    ) -> list[StagedForMapping]:
         """Staged orders created before ``before`` that were never mapped (their window's
         ``erp_orders`` failed, e.g. the ERP was down longer than the look-back), oldest
-        first, at most ``limit``."""
+        first, at most ``limit``; read by ``projector`` (whole, without one)."""
         with self._db.connect() as con:
-            rows = con.execute(
+            batch = con.sql(
                 """
-                SELECT s.shop_order_id, s.payload FROM staged_orders s
+                SELECT s.shop_order_id, s.payload::VARCHAR AS payload FROM staged_orders s
                 ANTI JOIN erp_orders e USING (route_id, shop_order_id)
                 WHERE s.route_id = ? AND s.created_at < ?
                 ORDER BY s.created_at, s.shop_order_id LIMIT ?
                 """,
-                [self._route_id, before, limit],
-            ).fetchall()
-        return [StagedOrder(r[0], json.loads(r[1])) for r in rows]
+                params=[self._route_id, before, limit],
+            ).to_arrow_table()
+        return (projector or Projector(None)).read(batch)
 
     def batches(
-        self, start: datetime, end: datetime, batch_size: int = 500
-    ) -> Iterator[list[StagedOrder]]:
-        """Staged orders created in ``[start, end)``, in batches, keyset-paged by shop id.
+        self,
+        start: datetime,
+        end: datetime,
+        batch_size: int = 500,
+        projector: Projector | None = None,
+    ) -> Iterator[list[StagedForMapping]]:
+        """Staged orders created in ``[start, end)``, in batches of ``batch_size`` by shop id,
+        read by ``projector`` (whole, without one; or cut to what the mapping reads, the ones
+        shipping outside the route's countries found in SQL: see :mod:`.projection`).
 
-        The connection is closed between batches, so callers may do HTTP in between.
+        The batches' bounds are found in one pass first (keyset ranges: no query reads the
+        orders before its own). The connection is closed between batches, so callers may do
+        HTTP in between, and while the projector reads a batch.
         """
         window = [self._route_id, start, end]
-        after = ""
-        while True:
-            with self._db.connect() as con:
-                # The batch's ids first (narrow columns), then only their payloads: ordering
-                # the payloads themselves would read every payload of the range per batch.
-                upto = con.execute(
-                    """
-                    SELECT max(shop_order_id) FROM (
-                        SELECT shop_order_id FROM staged_orders
-                        WHERE route_id = ? AND created_at >= ? AND created_at < ?
-                          AND shop_order_id > ?
-                        ORDER BY shop_order_id LIMIT ?)
+        where = "route_id = ? AND created_at >= ? AND created_at < ?"
+        with self._db.connect() as con:
+            bounds = [
+                r[0]
+                for r in con.execute(
+                    f"""
+                    SELECT shop_order_id FROM (
+                        SELECT shop_order_id, row_number() OVER (ORDER BY shop_order_id) AS n
+                        FROM staged_orders WHERE {where})
+                    WHERE n % ? = 0 ORDER BY shop_order_id
                     """,
-                    [*window, after, batch_size],
-                ).fetchone()[0]
-                if upto is None:
-                    return
-                rows = con.execute(
-                    """
-                    SELECT shop_order_id, payload FROM staged_orders
-                    WHERE route_id = ? AND created_at >= ? AND created_at < ?
-                      AND shop_order_id > ? AND shop_order_id <= ?
-                    ORDER BY shop_order_id
-                    """,
-                    [*window, after, upto],
+                    [*window, batch_size],
                 ).fetchall()
-            yield [StagedOrder(r[0], json.loads(r[1])) for r in rows]
-            after = rows[-1][0]
+            ]
+        for after, upto in zip(["", *bounds], [*bounds, None], strict=True):  # (after, upto]
+            with self._db.connect() as con:
+                # Unsorted: sorting the payloads costs more than reading them (the projector
+                # hands them over by shop id).
+                batch = con.sql(
+                    f"SELECT shop_order_id, payload::VARCHAR AS payload FROM staged_orders "
+                    f"WHERE {where} AND shop_order_id > ? AND (? IS NULL OR shop_order_id <= ?)",
+                    params=[*window, after, upto, upto],
+                ).to_arrow_table()
+            if batch.num_rows:
+                yield (projector or Projector(None)).read(batch, by_id=True)  # file let go
 
     def count(self, start: datetime, end: datetime) -> int:
         """How many orders created in ``[start, end)`` are staged."""

@@ -506,7 +506,15 @@ class RouteConfig(_Strict):
     page_size: int = Field(default=settings.DEFAULT_PAGE_SIZE, ge=1, le=500)
     lookback: timedelta = Field(
         default=timedelta(0),
-        description="Also re-read this much before each window, for orders that arrive late",
+        description="Also re-read this much before each window (late_orders makes this "
+        "unnecessary for a shop that numbers its orders)",
+    )
+    late_orders: timedelta = Field(
+        default=timedelta(days=1),
+        description="Each fetch also asks the shop for orders it stored since the route's last "
+        "fetch (by autoIncrement) that were created up to this long before the window's end: "
+        "late orders are staged under their own window and mapped by the next run; '0m' turns "
+        "it off (older ones, e.g. an import of last year's orders, are left alone)",
     )
     partitions_start: str | None = Field(
         default=None,
@@ -520,12 +528,12 @@ class RouteConfig(_Strict):
         "skipped, e.g. '30d' (at least 1 day); README 'Personal data'",
     )
 
-    @field_validator("lookback", mode="before")
+    @field_validator("lookback", "late_orders", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
         duration = parse_duration(value)
         if duration < timedelta(0) or duration > timedelta(days=7):
-            raise ValueError("expected a look-back between 0 and 7 days")
+            raise ValueError("expected a duration between 0 and 7 days, e.g. '1h' or '1d'")
         return duration
 
     @field_validator("partitions_start")

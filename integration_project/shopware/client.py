@@ -34,11 +34,14 @@ from integration_project.shopware.models import (
     ORDER_SEARCH_PATH,
     TOKEN_PATH,
     ClientCredentialsGrant,
+    OrderCriteria,
     OrderSearchResponse,
     ShopErrorResponse,
     TokenResponse,
     created_at_window_criteria,
     json_path,
+    stored_order_key,
+    stored_orders_criteria,
     unreadable_order,
 )
 
@@ -57,6 +60,8 @@ class PageFacts:
 
     entries: int
     total: int | None
+    #: The highest ``autoIncrement`` on the page (None: no entry had a usable one).
+    last_key: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,8 @@ class OrderPage:
 
     @property
     def facts(self) -> PageFacts:
-        return PageFacts(len(self.orders), self.total)
+        keys = [k for k in map(stored_order_key, self.orders) if k is not None]
+        return PageFacts(len(self.orders), self.total, max(keys, default=None))
 
     def unreadable(self, exc: ValueError) -> ApiError:
         """The error for an answer that is no order search page, naming the call and page."""
@@ -195,21 +201,21 @@ class ShopwareClient:
     def search_orders_page(
         self, *, start: datetime, end: datetime, page: int, limit: int
     ) -> OrderPage:
-        """One page of the orders created in ``[start, end)``, parsed (an answer that is no
-        order search page raises :class:`ApiError` here)."""
-        result = self._order_page(start=start, end=end, page=page, limit=limit)
+        """One page of the orders created in ``[start, end)`` by page number, oldest first,
+        parsed (an answer that is no order search page raises :class:`ApiError` here)."""
+        criteria = created_at_window_criteria(start=start, end=end, page=page, limit=limit)
+        result = self._order_page(criteria)
         result.facts  # noqa: B018 - parse now: a bad answer is this call's error
         return result
 
-    def _order_page(self, *, start: datetime, end: datetime, page: int, limit: int) -> OrderPage:
-        criteria = created_at_window_criteria(start=start, end=end, page=page, limit=limit)
+    def _order_page(self, criteria: OrderCriteria) -> OrderPage:
         url = self._base_url + ORDER_SEARCH_PATH
         response = self._authorized("POST", url, json=criteria.to_json())
         if not response.ok:
             self._parse(response, OrderSearchResponse, "POST", url)  # raises, naming the status
         # Not response.json(): one odd order must not cost the page (see parse_order_page).
         return OrderPage(
-            page=page,
+            page=criteria.page,
             body=response.content,
             status=response.status_code,
             url=safe_url(url),
@@ -219,40 +225,43 @@ class ShopwareClient:
     def iter_order_pages(
         self,
         *,
-        start: datetime,
+        start: datetime | None,
         end: datetime,
         page_size: int,
         read: PageReader | None = None,
+        stored_after: int | None = None,
+        stored_up_to: int | None = None,
     ) -> Iterator[OrderPage]:
-        """Every order created in ``[start, end)``, a page at a time (memory stays flat).
+        """Every order created in ``[start, end)`` (no lower bound when ``start`` is None)
+        and stored after ``autoIncrement`` ``stored_after`` and up to ``stored_up_to`` (None:
+        unbounded), a page at a time, in the order the shop stored them (memory stays flat).
 
-        ``read`` reads each page before the next is asked for and says how many entries it
-        held (default: parse it in Python, :attr:`OrderPage.facts`). Pages are requested
-        until one comes back short; ``total`` is cross-checked so that a shop that changes
-        while we page is noticed in the logs.
+        Paged by key (:func:`stored_orders_criteria`): the next page asks for what was stored
+        after the page's highest ``autoIncrement``. ``read`` reads each page before the next
+        is asked for (default: parse it in Python, :attr:`OrderPage.facts`). A page that comes
+        back short is the last; one without a usable ``autoIncrement`` is followed by the next
+        page number under the same key.
         """
         read = read or _parsed_facts
-        page = 1
-        seen = 0
+        after, page = stored_after, 1
         while True:
-            result = self._order_page(start=start, end=end, page=page, limit=page_size)
+            criteria = stored_orders_criteria(
+                created_from=start,
+                created_to=end,
+                stored_after=after,
+                stored_up_to=stored_up_to,
+                page=page,
+                limit=page_size,
+            )
+            result = self._order_page(criteria)
             facts = read(result)
-            seen += facts.entries
             yield result
             if facts.entries < page_size:
-                break
-            if facts.total is not None and seen >= facts.total:
-                break
-            page += 1
-        if facts.total is not None and seen != facts.total:
-            log.warning(
-                "Shopware reported %s orders in [%s, %s) but %s were paged; the window changed "
-                "while it was read (the look-back or the next run will pick the rest up)",
-                facts.total,
-                start.isoformat(),
-                end.isoformat(),
-                seen,
-            )
+                return
+            if facts.last_key is not None and (after is None or facts.last_key > after):
+                after, page = facts.last_key, 1
+            else:
+                page += 1
 
     # --- plumbing --------------------------------------------------------------------------
 

@@ -11,11 +11,15 @@ reason instead of failing the whole page.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import re
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -66,10 +70,11 @@ class TokenResponse(_Wire):
 
 
 class RangeParameters(_Wire):
-    gte: str | None = None
-    lt: str | None = None
-    gt: str | None = None
-    lte: str | None = None
+    # Text for dates (see format_storage_datetime), integers for autoIncrement.
+    gte: str | int | None = None
+    lt: str | int | None = None
+    gt: str | int | None = None
+    lte: str | int | None = None
 
 
 class RangeFilter(_Wire):
@@ -144,17 +149,69 @@ def created_at_window_criteria(
     )
 
 
+#: The order's ``autoIncrement``: Shopware numbers orders as it stores them (a MySQL
+#: AUTO_INCREMENT column, ``AutoIncrementField`` in ``OrderDefinition``), so it orders them
+#: uniquely and keeps growing; it is what keyset paging and the late-order cursor go by.
+#: Never null: ``auto_increment BIGINT unsigned NOT NULL AUTO_INCREMENT`` with a unique key
+#: (Shopware's ``Migration1536232990Order``).
+STORED_ORDER_KEY = "autoIncrement"
+
+
+def stored_orders_criteria(
+    *,
+    created_from: datetime | None,
+    created_to: datetime,
+    stored_after: int | None,
+    page: int,
+    limit: int,
+    stored_up_to: int | None = None,
+) -> OrderCriteria:
+    """One page of the orders created in ``[created_from, created_to)`` (no lower bound when
+    ``created_from`` is None) that the shop stored after the order numbered ``stored_after``
+    and up to ``stored_up_to`` (``autoIncrement``; None: no bound), in the order it stored
+    them.
+
+    Paged by key: the next page asks for ``autoIncrement`` above the last one seen, so every
+    page costs the shop the same (an offset makes it skip all the rows before, ever slower
+    as a backfill goes on). No total count either (``total-count-mode: none``): it costs the
+    shop a second query per page, and paging stops at the first short page.
+    """
+    created = RangeParameters(lt=format_storage_datetime(created_to))
+    if created_from is not None:
+        created.gte = format_storage_datetime(created_from)
+    filters = [RangeFilter(field="createdAt", parameters=created)]
+    if stored_after is not None or stored_up_to is not None:
+        stored = RangeParameters(gt=stored_after, lte=stored_up_to)
+        filters.append(RangeFilter(field=STORED_ORDER_KEY, parameters=stored))
+    return OrderCriteria(
+        page=page,
+        limit=limit,
+        total_count_mode="none",
+        filter=filters,
+        sort=[SortField(field=STORED_ORDER_KEY, order="ASC")],
+        associations=ORDER_ASSOCIATIONS,
+    )
+
+
+def stored_order_key(order: Any) -> int | None:
+    """An order's ``autoIncrement`` when it is one (an integer a BIGINT holds), else None."""
+    key = order.get(STORED_ORDER_KEY) if isinstance(order, dict) else None
+    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 2**63:
+        return key
+    return None
+
+
 # --- Orders --------------------------------------------------------------------------------
 
 
-def _php_empty_object(value: Any) -> Any:
+def php_empty_object(value: Any) -> Any:
     """PHP's ``json_encode`` writes an empty object (an empty associative array) as ``[]``:
     where Shopware sends an object, ``[]`` is the empty object, and reads as ``{}``."""
     return {} if isinstance(value, list) and not value else value
 
 
 #: An object-typed field that also takes PHP's ``[]`` for the empty object.
-PhpObject = BeforeValidator(_php_empty_object)
+PhpObject = BeforeValidator(php_empty_object)
 
 
 class Country(_Wire):
@@ -246,6 +303,155 @@ class OrderSearchResponse(_Wire):
     data: list[Any]
 
 
+# --- Orders read without pydantic, where it would only say yes -------------------------------
+
+
+@dataclass(frozen=True)
+class DeclaredField:
+    """One field of an order model as declared: ``kind`` is ``str``, ``any``, ``model`` (an
+    object of ``model``) or ``list`` (of ``model`` objects, ``null`` too when
+    ``element_nullable``). ``php_empty``: it takes PHP's ``[]`` for the empty object."""
+
+    name: str
+    kind: str
+    nullable: bool
+    required: bool
+    model: type[BaseModel] | None = None
+    php_empty: bool = False
+    element_nullable: bool = False
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any], bool]:
+    """(type, metadata, nullable) of ``X | None`` and ``Annotated[X, ...]``."""
+    metadata: list[Any] = []
+    nullable = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation, *extra = typing.get_args(annotation)
+            metadata += extra
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                raise TypeError(f"not an order model field type: {annotation!r}")
+            nullable = nullable or len(args) < len(typing.get_args(annotation))
+            annotation = args[0]
+        else:
+            return annotation, metadata, nullable
+
+
+def _takes_php_empty(metadata: list[Any]) -> bool:
+    return any(isinstance(m, BeforeValidator) and m.func is php_empty_object for m in metadata)
+
+
+@functools.cache
+def declared_fields(model: type[BaseModel]) -> tuple[DeclaredField, ...]:
+    """The fields of an order model, as the plain reader below and the ledger's SQL shape
+    check (``ledger/projection.py``) read them; TypeError for a type neither knows."""
+    found = []
+    for name, info in model.model_fields.items():
+        kind, metadata, nullable = _unwrap(info.annotation)
+        metadata += info.metadata
+        required = info.is_required()
+        if kind is Any or kind is str:
+            found.append(DeclaredField(name, "any" if kind is Any else "str", nullable, required))
+        elif isinstance(kind, type) and issubclass(kind, BaseModel):
+            php = _takes_php_empty(metadata)
+            found.append(DeclaredField(name, "model", nullable, required, kind, php))
+        elif typing.get_origin(kind) is list:
+            element, element_metadata, element_nullable = _unwrap(typing.get_args(kind)[0])
+            if not (isinstance(element, type) and issubclass(element, BaseModel)):
+                raise TypeError(f"{model.__name__}.{name}: not an order model field: {kind!r}")
+            php = _takes_php_empty(element_metadata)
+            found.append(
+                DeclaredField(name, "list", nullable, required, element, php, element_nullable)
+            )
+        else:
+            raise TypeError(f"{model.__name__}.{name}: not an order model field: {kind!r}")
+    return tuple(found)
+
+
+class _NotPlain(Exception):
+    """A value pydantic has to judge: the plain reader leaves the order to it."""
+
+
+_MISSING = object()
+
+
+def read_plain(model: type[BaseModel], raw: Any) -> Any:
+    """``raw`` read as ``model`` without pydantic: an object with the model's fields as
+    attributes, the very values ``model.model_validate(raw)`` would hold, when every field is
+    plainly what the model declares (a str where text belongs, a dict or PHP's ``[]`` where a
+    model does, a list of them); None when pydantic has to judge (and maybe reject) it.
+    Only the declared fields are read: the order models' extra fields are never used."""
+    try:
+        return _plain_reader(model)(raw) if type(raw) is dict else None
+    except _NotPlain:
+        return None
+
+
+@functools.cache
+def _plain_reader(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
+    """A function reading ``model`` plainly, written out for the model's fields and compiled
+    once (as :mod:`dataclasses` writes its ``__init__``): a loop over the fields with a call
+    per value took most of the time of reading an order."""
+    fields = declared_fields(model)
+    plain = type(f"Plain{model.__name__}", (), {"__slots__": tuple(f.name for f in fields)})
+    scope: dict[str, Any] = {"Plain": plain, "MISSING": _MISSING, "NotPlain": _NotPlain}
+    lines = ["def read(raw):", "    found = Plain()", "    get = raw.get"]
+    for n, field in enumerate(fields):
+        lines += [f"    # {field.name}: {field.kind}", *_plain_lines(field, n, scope)]
+        lines.append(f"    found.{field.name} = value")
+    lines.append("    return found")
+    exec(compile("\n".join(lines), f"<plain reader of {model.__name__}>", "exec"), scope)
+    return scope["read"]
+
+
+def _plain_lines(field: DeclaredField, n: int, scope: dict[str, Any]) -> list[str]:
+    """The lines reading one field into ``value`` (raising NotPlain where pydantic must judge:
+    a value of another type, a required field missing, a null where none is taken)."""
+    name = repr(field.name)
+    missing = "raise NotPlain" if field.required else "value = None"  # else the default
+    lines = [f"    value = get({name}, MISSING)", f"    if value is MISSING: {missing}"]
+    if field.kind == "any":
+        return lines
+    lines.append(f"    elif value is None: {'pass' if field.nullable else 'raise NotPlain'}")
+    if field.kind == "str":  # pydantic takes a str as it is (a lone surrogate too)
+        lines.append("    elif value.__class__ is not str: raise NotPlain")
+        return lines
+    assert field.model is not None
+    if field.kind == "model":
+        scope[f"object_{n}"] = _plain_object(field.model, field.php_empty, nullable=False)
+        return [*lines, f"    else: value = object_{n}(value)"]
+    scope[f"element_{n}"] = _plain_object(
+        field.model, field.php_empty, nullable=field.element_nullable
+    )
+    return [
+        *lines,
+        "    elif value.__class__ is not list: raise NotPlain",
+        f"    else: value = [element_{n}(item) for item in value]",
+    ]
+
+
+def _plain_object(
+    model: type[BaseModel], php_empty: bool, *, nullable: bool
+) -> Callable[[Any], Any]:
+    """Reads an object of ``model`` (PHP's ``[]`` too when ``php_empty``; ``null`` too when
+    ``nullable``)."""
+    reader = _plain_reader(model)
+
+    def one(value: Any) -> Any:
+        if value.__class__ is dict:
+            return reader(value)
+        if value is None and nullable:
+            return None
+        if php_empty and value.__class__ is list and not value:
+            return reader({})
+        raise _NotPlain
+
+    return one
+
+
 # --- Odd orders: what cannot be kept as it came ----------------------------------------------
 
 #: Key of a stand-in order (see :func:`unreadable_order`); never a Shopware field name.
@@ -306,6 +512,8 @@ def json_problem(value: Any, max_depth: int = MAX_ORDER_DEPTH) -> str | None:
     Iterative, so it works at any depth. Checks what :func:`json.dumps` with
     ``allow_nan=False`` and UTF-8 need, and nesting up to ``max_depth`` levels.
     """
+    if _plainly_json(value, max_depth):
+        return None  # the common case, without building a path for every value
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
         item, path = stack.pop()
@@ -335,6 +543,37 @@ def json_problem(value: Any, max_depth: int = MAX_ORDER_DEPTH) -> str | None:
         elif item is not None and not isinstance(item, bool):
             return f"{where}: a {type(item).__name__} is not JSON"
     return None
+
+
+def _plainly_json(value: Any, max_depth: int) -> bool:
+    """Whether :func:`json_problem` finds nothing wrong with ``value``: the same checks, with
+    only each value's depth kept (a mapped sales order is checked like this every time)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _is_utf8(item):
+                return False
+        elif isinstance(item, dict):
+            if depth >= max_depth:
+                return False
+            for key, child in item.items():
+                if not isinstance(key, str) or not (key.isascii() or _is_utf8(key)):
+                    return False
+                stack.append((child, depth + 1))
+        elif isinstance(item, list | tuple):
+            if depth >= max_depth:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, int):  # bool too: always plain
+            if item.bit_length() > 14_000:
+                return False
+        elif item is not None:
+            return False
+    return True
 
 
 def _is_utf8(text: str) -> bool:
