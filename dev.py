@@ -3,7 +3,7 @@
 
     python3 dev.py up      # venv + install, sandbox shop and ERP, Dagster UI with schedules on
     python3 dev.py test    # venv + install, ruff, dg check, the test suite (what CI runs)
-    python3 dev.py bench   # venv + install, the one-day backfill benchmark (bench/backfill.py)
+    python3 dev.py bench   # venv + install, the benchmarks and their table (python -m bench)
     python3 dev.py lock    # regenerate constraints.txt with uv, then install it
 
 All but lock run in sandbox mode (INTEGRATION_SANDBOX=1): a route whose URL variable is unset talks
@@ -576,11 +576,12 @@ def check_definitions(env: dict[str, str]) -> int:
 
 
 def bench(args: list[str]) -> int:
-    """The one-day backfill benchmark (``python -m bench.backfill``; ``--help`` for options)."""
+    """The benchmarks against the sandbox, one table of figures and goals (``python -m bench``;
+    ``--help`` for sizes and options, ``--write BENCHMARKS.md`` to keep the results)."""
     ensure_venv()
     env = {**os.environ}
     sandbox_env(env, force=True)
-    return subprocess.run([PY, "-m", "bench.backfill", *args], cwd=ROOT, env=env).returncode
+    return subprocess.run([PY, "-m", "bench", *args], cwd=ROOT, env=env).returncode
 
 
 COMMANDS = {"up": up, "test": test, "bench": bench, "lock": lock}
