@@ -11,53 +11,20 @@ a 429 either.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from integration_project.exact.client import ExactClient
-from integration_project.exact.models import StoredTokens
 from integration_project.sandbox import Sandbox, SandboxErp
 from integration_project.sandbox.common import ManualClock
 from integration_project.settings import SHIPPING_ITEM_CODE
+from integration_project_testkit.token_stores import SharedTokens
 
 pytestmark = pytest.mark.integration
 
 PER_MINUTE = 60
-
-
-class SharedTokens:
-    """A token store the clients of one test share in memory."""
-
-    def __init__(self) -> None:
-        self.tokens: StoredTokens | None = None
-        self.lock = threading.Lock()
-
-    def load(self) -> StoredTokens | None:
-        return self.tokens
-
-    def save(self, tokens: StoredTokens) -> None:
-        self.tokens = tokens
-
-    def note_refresh_started(self, at: float | None) -> None:
-        pass
-
-    def interrupted_refresh(self) -> float | None:
-        return None
-
-    def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:
-        return self.lock.acquire(timeout=ttl_s)
-
-    def release_refresh_lock(self, holder: str) -> None:
-        self.lock.release()
-
-    def authorisation_needed(self) -> tuple[str, str] | None:
-        return None
-
-    def note_authorisation_needed(self, seed_fingerprint: str, reason: str) -> None:
-        pass
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from datetime import timedelta
 import pytest
 
 from integration_project.exact.client import MAX_CLIENT_ERRORS_PER_HOUR
-from integration_project.exact.models import StoredTokens
 from integration_project.ledger import DuckDBTokenStore
 from integration_project.sandbox import FaultPlan
 from integration_project_testkit.ledger_reads import delivered_rows
+from integration_project_testkit.token_stores import SharedTokens
 from integration_project_testkit.windows import (
     WINDOW_END,
     WINDOW_START,
@@ -47,38 +47,6 @@ def test_steady_state_delivery_paces_itself_and_never_earns_a_429(sandbox, resou
     assert meta["erp_calls_left_minute"] == announced.minutely_remaining
     assert meta["erp_calls_left_day"] == announced.daily_remaining
     assert announced.minutely_remaining < 4  # this run used the minute it ended in
-
-
-class SharedTokens:
-    """A token store two clients share in memory (the ledger's is per process, in DuckDB)."""
-
-    def __init__(self) -> None:
-        self.tokens: StoredTokens | None = None
-        self.lock = threading.Lock()
-
-    def load(self) -> StoredTokens | None:
-        return self.tokens
-
-    def save(self, tokens: StoredTokens) -> None:
-        self.tokens = tokens
-
-    def note_refresh_started(self, at: float | None) -> None:
-        pass
-
-    def interrupted_refresh(self) -> float | None:
-        return None
-
-    def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:
-        return self.lock.acquire(timeout=ttl_s)
-
-    def release_refresh_lock(self, holder: str) -> None:
-        self.lock.release()
-
-    def authorisation_needed(self) -> tuple[str, str] | None:
-        return None
-
-    def note_authorisation_needed(self, seed_fingerprint: str, reason: str) -> None:
-        pass
 
 
 def test_two_clients_sharing_a_division_pace_without_a_429(sandbox, resources):
