@@ -551,10 +551,13 @@ def test(args: list[str]) -> int:
     if checked:
         return checked
     say("pytest")
-    # Two workers (pytest-xdist), one test file each at a time: the chaos test (~4 min) runs
-    # beside the rest instead of after it. TEST_WORKERS=0 runs everything in this process.
-    workers = os.environ.get("TEST_WORKERS", "2")
-    parallel = [] if workers == "0" or "-n" in args else ["-n", workers, "--dist", "loadfile"]
+    # Workers (pytest-xdist) take one test file at a time, the longest first (the conftest
+    # orders them; xdist's own reordering is off), so the chaos test (~3.5 min) runs beside
+    # the rest instead of after it. The tests wait on HTTP and rate windows more than they
+    # compute: three workers keep two cores busy. TEST_WORKERS=0 runs all in this process.
+    workers = os.environ.get("TEST_WORKERS", "3")
+    parallel = ["-n", workers, "--dist", "loadfile", "--no-loadscope-reorder"]
+    parallel = [] if workers == "0" or "-n" in args else parallel
     return subprocess.run([PY, "-m", "pytest", *parallel, *args], cwd=ROOT, env=env).returncode
 
 

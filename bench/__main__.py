@@ -67,6 +67,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--growth-rows", type=sizes, default=[10_000, 1_000_000],
         help="ledger sizes for growth (10000,1000000; 10000000 takes minutes)")  # fmt: skip
     add("--pacing-calls", type=int, default=300, help="ERP calls paced (%(default)s)")
+    add("--pacing-window-s", type=float, default=12.0,
+        help="seconds the ERP's minute is scaled to for pacing (%(default)s)")  # fmt: skip
     add("--tick-runs", type=int, default=2, help="runs of each kind timed (%(default)s)")
     add("--only", type=lambda text: text.split(","), default=list(SCENARIOS),
         help=f"scenarios to run, comma-separated ({','.join(SCENARIOS)})")  # fmt: skip
