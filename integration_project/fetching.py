@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+
 from integration_project.hooks import kind_of
 from integration_project.ledger import Ledger
+from integration_project.ledger.staging import Staging
 from integration_project.page_rows import PageRows
 from integration_project.shopware.client import ShopwareClient
 from integration_project.shopware.models import storable_text
@@ -88,15 +92,20 @@ def fetch_window(
     if cursor is not None:
         since = min(window.end - late_orders, window.read_from)
         passes.append({"start": since, "end": window.end, "stored_after": cursor})
-    fetched = pages = 0
+    pages = 0
     try:
-        with open_client() as client, PageRows(run_id, window.start, preview=PREVIEW_ROWS) as rows:
+        with (
+            open_client() as client,
+            PageRows(run_id, window.start, preview=PREVIEW_ROWS) as rows,
+            BackgroundStaging(ledger.staging) as staging,
+        ):
             for search in passes:
                 for _ in client.iter_order_pages(page_size=page_size, read=rows.read, **search):
                     pages += 1
                     if rows.buffered >= STAGE_EVERY_ROWS:
-                        fetched += ledger.staging.stage_rows(rows.take())
-            fetched += ledger.staging.stage_rows(rows.take())
+                        staging.put(rows.take())
+            staging.put(rows.take())
+            fetched = staging.finish()
             preview = [order_preview(order) for order in rows.preview_orders]
             python_pages = rows.python_pages
         late = ledger.staging.incoming_before(run_id, window.read_from)
@@ -118,6 +127,41 @@ def fetch_window(
     )
     staged = ledger.staging.count(window.start, window.end)
     return FetchReport(window, fetched, new, updated, pages, late, staged, preview)
+
+
+class BackgroundStaging:
+    """Writes batches of rows to the ledger's incoming area on a thread of its own, one batch
+    at a time, while the next pages are read (DuckDB lets go of the GIL while it works): at
+    most one batch waits, so memory stays flat. :meth:`finish` waits for the last one and
+    says how many rows were staged; a batch that failed raises there or at the next
+    :meth:`put`. Leaving the block waits for a batch still being written, so nothing writes
+    to the incoming area after the fetch is over (or aborted)."""
+
+    def __init__(self, staging: Staging) -> None:
+        self._staging = staging
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging")
+        self._pending: Future[int] | None = None
+        self._staged = 0
+
+    def put(self, rows: pa.Table) -> None:
+        self._wait()
+        if rows.num_rows:
+            self._pending = self._pool.submit(self._staging.stage_rows, rows)
+
+    def finish(self) -> int:
+        self._wait()
+        return self._staged
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._staged += pending.result()
+
+    def __enter__(self) -> BackgroundStaging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def order_preview(order: Any) -> list[Any]:

@@ -15,7 +15,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -230,11 +230,19 @@ class _Mapper:
         """The rows of a batch of staged orders (a deferred order has none)."""
         self._resolver.prefetch([s.payload for s in batch if s.outside is None])
         rows = []
-        for staged in batch:
-            row = self._map_staged(staged)
-            if row is not None:
-                rows.append(row)
-                self._count(row)
+        try:
+            for staged in batch:
+                row = self._map_staged(staged)
+                if row is not None:
+                    rows.append(row)
+                    self._count(row)
+        except BaseException:
+            # What the ERP told us is kept also when the run stops here (unless the ledger is
+            # what failed): the accounts it created are then found without asking it again.
+            with suppress(duckdb.Error, OSError):
+                self._resolver.flush()
+            raise
+        self._resolver.flush()
         return rows
 
     def _map_staged(self, staged: StagedForMapping) -> MappingRow | None:

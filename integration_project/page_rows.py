@@ -45,37 +45,43 @@ PLAIN_ID = r"[0-9A-Za-z_-]{1,64}"
 #: A ``createdAt`` the fast path takes as it is: ISO 8601 in UTC, as Shopware writes it.
 PLAIN_CREATED_AT = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)"
 
-_ROWS_DDL = """
-CREATE TABLE page_rows (
-    run_id        VARCHAR NOT NULL,
-    shop_order_id VARCHAR NOT NULL,
-    order_number  VARCHAR,
-    created_at    TIMESTAMPTZ NOT NULL,
-    payload       VARCHAR NOT NULL,
-    fetched_at    TIMESTAMPTZ NOT NULL,
-    auto_increment BIGINT
+#: The page's columns, as ``staged_orders_incoming`` has them (without ``route_id``).
+ROW_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("shop_order_id", pa.string()),
+        ("order_number", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("payload", pa.string()),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+        ("auto_increment", pa.int64()),
+    ]
 )
+# Each json_* call parses its argument again, so each is asked for as much as it can give at
+# once: the page is parsed twice (its shape; its entries, cut out as minified text), and each
+# entry twice (the four members; its member names, to find one named twice).
+#: The page's bytes as text, once (``decode`` refuses bytes that are not UTF-8).
+_DOC = "CREATE OR REPLACE TEMP TABLE page_doc AS SELECT decode(?) AS t"
+_HEAD = """
+SELECT regexp_matches(t, ?), json_type(t, ['$', '$.data', '$.total']),
+       json_extract_string(t, '$.total')
+FROM page_doc
 """
 _ENTRIES = """
 CREATE OR REPLACE TEMP TABLE page_entries AS
-SELECT text, json_type(e) AS kind, json_keys(e) AS keys,
+SELECT text, left(text, 1) = '{' AS is_object, json_keys(text) AS keys,
        f[1] AS id, f[2] AS created_at, f[3] AS number,
        CASE WHEN json_type(f[4]) IN ('BIGINT', 'UBIGINT') THEN TRY_CAST(f[4] ->> '$' AS BIGINT)
        END AS auto_increment
-FROM (SELECT e, CAST(e AS VARCHAR) AS text,
-             json_extract(e, ['$.id', '$.createdAt', '$.orderNumber', '$.autoIncrement']) AS f
-      FROM (SELECT unnest(CAST(json_extract(CAST(? AS JSON), '$.data') AS JSON[])) AS e))
+FROM (SELECT text,
+             json_extract(text, ['$.id', '$.createdAt', '$.orderNumber', '$.autoIncrement']) AS f
+      FROM (SELECT CAST(unnest(json_extract(t, '$.data[*]')) AS VARCHAR) AS text FROM page_doc))
 """
-_HEAD = """
-SELECT regexp_matches(t, ?), json_type(j), json_type(j, '$.data'), json_type(j, '$.total'),
-       json_extract_string(j, '$.total')
-FROM (SELECT t, CAST(t AS JSON) AS j FROM (SELECT CAST(? AS VARCHAR) AS t))
-"""
-# Every json_* call parses its argument again: the entries' members are extracted once
-# (above), and only those small values are looked at here.
+# Only the entries' small member values are looked at here (the text is minified: an object
+# starts with "{").
 _CHECK = f"""
 SELECT count(*) FILTER (WHERE NOT coalesce(
-           kind = 'OBJECT'
+           is_object
            AND json_type(id) = 'VARCHAR'
            AND regexp_full_match(id ->> '$', '{PLAIN_ID}')
            AND json_type(created_at) = 'VARCHAR'
@@ -91,15 +97,15 @@ SELECT count(*) FILTER (WHERE NOT coalesce(
        count(*), max(auto_increment)
 FROM page_entries
 """
-_INSERT = """
-INSERT INTO page_rows
-SELECT ?, id ->> '$',
+_ROWS = """
+SELECT CAST(? AS VARCHAR) AS run_id, id ->> '$' AS shop_order_id,
        CASE json_type(number)
            WHEN 'VARCHAR' THEN nullif(number ->> '$', '')
            WHEN 'BIGINT' THEN number ->> '$'
            WHEN 'UBIGINT' THEN number ->> '$'
-       END,
-       CAST(created_at ->> '$' AS TIMESTAMPTZ), text, ?, auto_increment
+       END AS order_number,
+       CAST(created_at ->> '$' AS TIMESTAMPTZ) AS created_at, text AS payload,
+       CAST(? AS TIMESTAMPTZ) AS fetched_at, auto_increment
 FROM page_entries
 """
 
@@ -120,7 +126,7 @@ class PageRows:
             config={"memory_limit": MEMORY_LIMIT, "temp_directory": self._spill.name},
         )
         self._run("SET TimeZone = 'UTC'")
-        self._run(_ROWS_DDL)
+        self._pages: list[pa.Table] = []  # read, not yet taken
         self._preview_wanted = preview
         #: The first orders read (as parsed from JSON), for a preview.
         self.preview_orders: list[Any] = []
@@ -151,8 +157,8 @@ class PageRows:
     def take(self) -> pa.Table:
         """The rows read since the last call (columns as ``staged_orders_incoming`` without
         ``route_id``; ``payload`` as text), and forget them."""
-        table = self._con.sql("SELECT * FROM page_rows").to_arrow_table()
-        self._run("DELETE FROM page_rows")
+        table = pa.concat_tables(self._pages) if self._pages else ROW_SCHEMA.empty_table()
+        self._pages = []
         self.buffered = 0
         return table
 
@@ -162,19 +168,19 @@ class PageRows:
 
     def _read_fast(self, page: OrderPage) -> PageFacts | None:
         try:
-            text = page.body.decode("utf-8")
-            unusual, kind, data, total_kind, total = self._con.execute(
-                _HEAD, [UNUSUAL, text]
-            ).fetchall()[0]
+            self._run(_DOC, [page.body])
+            unusual, kinds, total = self._con.execute(_HEAD, [UNUSUAL]).fetchall()[0]
+            kind, data, total_kind = kinds
             if unusual or kind != "OBJECT" or data != "ARRAY":
                 return None
-            self._run(_ENTRIES, [text])
+            self._run(_ENTRIES)
             odd, bracketed, entries, last_key = self._con.execute(_CHECK).fetchall()[0]
-        except (UnicodeDecodeError, duckdb.Error):
+        except duckdb.Error:
             return None
         if odd or any(nested_deeper_than(entry) for entry in bracketed or ()):
             return None
-        self._run(_INSERT, [self._run_id, now_utc()])
+        rows = self._con.sql(_ROWS, params=[self._run_id, now_utc()]).to_arrow_table()
+        self._pages.append(rows.cast(ROW_SCHEMA))
         self._keep_preview_fast()
         self.fast_pages += 1
         known = int(total) if total_kind in ("BIGINT", "UBIGINT") else None
@@ -189,9 +195,7 @@ class PageRows:
     def _read_python(self, page: OrderPage) -> PageFacts:
         orders = page.orders  # raises the error that names the page
         table = page_table(self._run_id, orders, self._fallback)
-        self._con.register("python_page", table)
-        self._run("INSERT INTO page_rows SELECT * FROM python_page")
-        self._con.unregister("python_page")
+        self._pages.append(table.cast(ROW_SCHEMA))
         wanted = self._preview_wanted - len(self.preview_orders)
         self.preview_orders.extend(orders[: max(0, wanted)])
         self.python_pages += 1

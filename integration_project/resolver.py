@@ -2,7 +2,9 @@
 
 Each is looked up in the ERP once and cached in the ledger (per ERP division), so a steady-state
 order costs the ERP nothing here; and each is remembered for the run, so a large backfill does
-not open a DuckDB connection per order (each open costs tens of milliseconds).
+not open a DuckDB connection per order (each open costs tens of milliseconds). What a batch of
+orders learnt from the ERP is written to the cache at once (:meth:`Resolver.flush`); a run that
+stops before loses only those cache entries: the ERP, the truth, is asked again.
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ class Resolver:
         self._vat_codes: list[VatCode] | None = None  # the division's, this run
         self._vat_code_of: dict[Decimal, str] = {}  # rate -> its code among _vat_codes
         self._vat_codes_fetched = False  # asked the ERP this run
+        #: learnt from the ERP since the last flush, for the DuckDB cache
+        self._new_accounts: dict[str, str] = {}
+        self._new_items: dict[str, str | None] = {}
+
+    def flush(self) -> None:
+        """Write what was learnt from the ERP since the last flush to the DuckDB cache, in
+        one transaction (the mapping calls it after each batch)."""
+        self._ledger.lookups.cache(self._new_accounts, self._new_items)
+        self._new_accounts, self._new_items = {}, {}
 
     def prefetch(self, payloads: list[Any]) -> None:
         """Load the DuckDB cache for a batch of raw orders in two queries, instead of one per
@@ -137,7 +148,7 @@ class Resolver:
                 )
             self.accounts_created += 1
             self._log.debug("Created ERP account for order %s", order.order_number)
-        self._ledger.lookups.cache_account(key, account_id)
+        self._new_accounts[key] = account_id
         self._accounts[key] = account_id
         return account_id
 
@@ -212,6 +223,6 @@ class Resolver:
                 self.erp_lookups += 1
                 cached[code] = self._client.find_item_id(code)
                 # A miss is remembered for a while.
-                self._ledger.lookups.cache_item(code, cached[code])
+                self._new_items[code] = cached[code]
             self._items.update(cached)
         return {code: self._items[code] for code in codes if self._items[code] is not None}
