@@ -44,6 +44,8 @@ import time
 import tomllib
 import urllib.request
 import venv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,7 +60,17 @@ PIP = "pip==26.3"
 UV = "uv==0.13.9"
 #: How uv writes the lock: every package ``-e .[dev]`` can pull in, on every platform and Python
 #: that pyproject.toml's requires-python allows (a pin's marker says where it applies).
-LOCK_COMMAND = ["uv", "pip", "compile", "pyproject.toml", "--extra", "dev", "--universal"]
+LOCK_COMMAND = [
+    "uv",
+    "pip",
+    "compile",
+    "pyproject.toml",
+    "--extra",
+    "dev",
+    "--extra",
+    "prod",
+    "--universal",
+]
 
 
 def say(message: str) -> None:
@@ -558,7 +570,39 @@ def test(args: list[str]) -> int:
     workers = os.environ.get("TEST_WORKERS", "3")
     parallel = ["-n", workers, "--dist", "loadfile", "--no-loadscope-reorder"]
     parallel = [] if workers == "0" or "-n" in args else parallel
-    return subprocess.run([PY, "-m", "pytest", *parallel, *args], cwd=ROOT, env=env).returncode
+    with test_postgres(env):
+        return subprocess.run([PY, "-m", "pytest", *parallel, *args], cwd=ROOT, env=env).returncode
+
+
+@contextmanager
+def test_postgres(env: dict[str, str]) -> Iterator[None]:
+    """A throwaway PostgreSQL server for the whole test run (the production instance's tests
+    use it), its URL in ``env``; stopped and removed after. Without PostgreSQL binaries here
+    the tests that need one skip (CI fails on that: see integration_project_tests/skips.py)."""
+    from integration_project_testkit.postgres import URL_ENV
+
+    if env.get(URL_ENV):
+        yield  # a server of the caller's
+        return
+    server = subprocess.Popen(
+        [PY, "-m", "integration_project_testkit.postgres"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    url = server.stdout.readline().strip() if server.stdout else ""
+    if url:
+        env[URL_ENV] = url
+        say("PostgreSQL started for the tests")
+    else:
+        say("no PostgreSQL server for the tests (see the error above); its tests skip")
+    try:
+        yield
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.wait(timeout=60)
 
 
 def check_definitions(env: dict[str, str]) -> int:

@@ -254,17 +254,24 @@ def _start_sandbox(stack: LiveStack, ports: _Ports, history_minutes: float) -> N
 
 
 @contextmanager
-def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
+def live_stack(
+    tmp: Path,
+    *,
+    timeout: float = 90.0,
+    instance_yaml: Path = REPO / "deploy" / "dagster.yaml",
+    env: dict[str, str] | None = None,
+) -> Iterator[LiveStack]:
     """Start the sandbox CLI and ``dg dev`` (as ``dev.py up`` does); yield when the code location
     has loaded; stop both (and prove it) on the way out. :class:`StackUnavailable` if they
-    cannot start here."""
+    cannot start here. ``instance_yaml`` becomes the instance's ``dagster.yaml`` (e.g. the
+    production one, with ``env`` holding what it reads)."""
     for exe in (BIN / "dg", BIN / "integration-sandbox"):
         if not exe.exists():
             raise StackUnavailable(f"{exe} is not installed")
     ports = _Ports(*(free_port() for _ in range(4)))
     home = tmp / "dagster_home"
     home.mkdir(parents=True)
-    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(instance_yaml, home / "dagster.yaml")
     logs = tmp / "logs"
     logs.mkdir()
     marker = uuid.uuid4().hex
@@ -272,12 +279,12 @@ def live_stack(tmp: Path, *, timeout: float = 90.0) -> Iterator[LiveStack]:
     # starting with it (not weeks of empty windows).
     now = datetime.now(UTC)
     world = settings.window_start(now) - timedelta(minutes=30)
-    env = _stack_env(tmp, home, ports, marker, world)
-    stack = LiveStack(url=f"{HOST}:{ports.web}", env=env, home=home, logs=logs, marker=marker)
+    stack_env = {**_stack_env(tmp, home, ports, marker, world), **(env or {})}
+    stack = LiveStack(url=f"{HOST}:{ports.web}", env=stack_env, home=home, logs=logs, marker=marker)
     try:
         _start_sandbox(stack, ports, (now - world).total_seconds() / 60)
         dev = [BIN / "dg", "dev", "-h", "127.0.0.1", "-p", str(ports.web), "--log-level", "warning"]
-        proc = _start(stack, "dagster", dev, env)
+        proc = _start(stack, "dagster", dev, stack_env)
         _wait_until(stack, proc, "dagster", f"{stack.url}/server_info", timeout)
         wait_for_location(stack)
         yield stack
