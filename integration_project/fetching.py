@@ -92,22 +92,10 @@ def fetch_window(
     if cursor is not None:
         since = min(window.end - late_orders, window.read_from)
         passes.append({"start": since, "end": window.end, "stored_after": cursor})
-    pages = 0
     try:
-        with (
-            open_client() as client,
-            PageRows(run_id, window.start, preview=PREVIEW_ROWS) as rows,
-            BackgroundStaging(ledger.staging) as staging,
-        ):
-            for search in passes:
-                for _ in client.iter_order_pages(page_size=page_size, read=rows.read, **search):
-                    pages += 1
-                    if rows.buffered >= STAGE_EVERY_ROWS:
-                        staging.put(rows.take())
-            staging.put(rows.take())
-            fetched = staging.finish()
-            preview = [order_preview(order) for order in rows.preview_orders]
-            python_pages = rows.python_pages
+        fetched, pages, python_pages, preview = _stage_pages(
+            ledger, open_client, passes, window, page_size=page_size, run_id=run_id
+        )
         late = ledger.staging.incoming_before(run_id, window.read_from)
         new, updated = ledger.staging.commit_fetch(run_id)
     except BaseException:
@@ -127,6 +115,34 @@ def fetch_window(
     )
     staged = ledger.staging.count(window.start, window.end)
     return FetchReport(window, fetched, new, updated, pages, late, staged, preview)
+
+
+def _stage_pages(
+    ledger: Ledger,
+    open_client: Callable[[], ShopwareClient],
+    passes: list[dict[str, Any]],
+    window: Window,
+    *,
+    page_size: int,
+    run_id: str,
+) -> tuple[int, int, int, list[list[Any]]]:
+    """Every page of each search pass, read into rows and written to the run's incoming area
+    a batch at a time: orders staged, pages, pages read by Python, preview rows."""
+    pages = 0
+    with (
+        open_client() as client,
+        PageRows(run_id, window.start, preview=PREVIEW_ROWS) as rows,
+        BackgroundStaging(ledger.staging) as staging,
+    ):
+        for search in passes:
+            for _ in client.iter_order_pages(page_size=page_size, read=rows.read, **search):
+                pages += 1
+                if rows.buffered >= STAGE_EVERY_ROWS:
+                    staging.put(rows.take())
+        staging.put(rows.take())
+        fetched = staging.finish()
+        preview = [order_preview(order) for order in rows.preview_orders]
+        return fetched, pages, rows.python_pages, preview
 
 
 class BackgroundStaging:
