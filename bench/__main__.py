@@ -43,7 +43,7 @@ from bench.sandbox_process import SandboxProcess, bench_start
 from integration_project.settings import SANDBOX_MODE_ENV
 
 #: Every scenario, in the order they run (each a module of ``bench.scenarios``).
-SCENARIOS = ("backfill", "transform", "growth", "pacing", "ticks")
+SCENARIOS = ("backfill", "transform", "growth", "pacing", "ticks", "routes")
 
 
 def sizes(text: str) -> list[int]:
@@ -70,6 +70,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--pacing-window-s", type=float, default=12.0,
         help="seconds the ERP's minute is scaled to for pacing (%(default)s)")  # fmt: skip
     add("--tick-runs", type=int, default=2, help="runs of each kind timed (%(default)s)")
+    add("--routes", type=int, default=1000,
+        help="route files in the many-routes code location (%(default)s)")  # fmt: skip
     add("--only", type=lambda text: text.split(","), default=list(SCENARIOS),
         help=f"scenarios to run, comma-separated ({','.join(SCENARIOS)})")  # fmt: skip
     add("--skip-dlt", action="store_true", help="leave the dlt contender out (no venv made)")
