@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -29,15 +28,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.contenders import peak_rss_mib
 from integration_project.settings import SANDBOX_ERP_REFRESH_TOKEN, SANDBOX_MODE_ENV, WINDOW
 
 SEED = 2026
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size, in MiB (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def bench_start(days: float, today: datetime | None = None) -> datetime:

@@ -53,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.contenders import peak_rss_mib
 from bench.figures import Context, Figure, Goal, ScenarioFailed, find, say
 from integration_project import settings
 
@@ -443,12 +444,6 @@ def _age_s() -> float:
     return uptime - started / CLOCK_TICKS
 
 
-def _peak_rss_mib() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _load(resolve: bool) -> dict[str, Any]:
     """Import the location's module and call ``defs()`` (then, with ``resolve``, resolve the
     repository as a code server does); wall and CPU from the interpreter's start to each, peak
@@ -459,11 +454,11 @@ def _load(resolve: bool) -> dict[str, Any]:
     found: dict[str, Any] = {"import_wall_s": _age_s(), "import_cpu_s": time.process_time()}
     defs = module.defs()
     found |= {"defs_wall_s": _age_s(), "defs_cpu_s": time.process_time()}
-    found["defs_rss_mib"] = _peak_rss_mib()
+    found["defs_rss_mib"] = peak_rss_mib()
     if resolve:
         defs.get_repository_def()
         found |= {"resolved_wall_s": _age_s(), "resolved_cpu_s": time.process_time()}
-        found["resolved_rss_mib"] = _peak_rss_mib()
+        found["resolved_rss_mib"] = peak_rss_mib()
     found = {key: round(value, 3) for key, value in found.items()}
     return found | _counts(defs)
 
