@@ -32,9 +32,6 @@ class Lookups:
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
 
-    def cache_account(self, email: str, account_id: str) -> None:
-        self.cache({email: account_id}, {})
-
     def cache(self, accounts: Mapping[str, str], items: Mapping[str, str | None]) -> None:
         """Remember accounts (e-mail -> id) and items (code -> id, or ``None``: the ERP has no
         such item, for a while) in one transaction: each connection costs tens of ms."""
@@ -71,10 +68,6 @@ class Lookups:
                 [self._erp_key, codes, now_utc() - missing_ttl],
             ).fetchall()
         return dict(rows)
-
-    def cache_item(self, code: str, item_id: str | None) -> None:
-        """Remember an item id, or (``None``) that the ERP has no such item, for a while."""
-        self.cache({}, {code: item_id})
 
     def cached_vat_codes(self) -> tuple[list[VatCode], datetime | None]:
         """The division's VAT codes as last fetched, and when (None: never)."""
