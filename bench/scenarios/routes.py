@@ -49,12 +49,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.contenders import peak_rss_mib
 from bench.figures import Context, Figure, Goal, ScenarioFailed, find, say
+from bench.scenarios.ticks import evaluate_schedule, evaluate_sensor
 from integration_project import settings
 
 SCENARIO = "routes"
@@ -69,8 +69,6 @@ SAMPLE_ROUTES = 10
 EVALUATIONS = 3
 LOAD_GOAL_S = 10.0
 TICK_GOAL_MS = 50.0
-#: The sensor daemon's interval for a sensor that names none.
-DEFAULT_SENSOR_INTERVAL_S = 30
 #: The largest location whose repository is resolved (and served): Dagster's resolution grows
 #: with the square of the routes, about 2.5 minutes of CPU at 1,000 on this 2-core machine.
 RESOLVE_MAX = 200
@@ -170,39 +168,18 @@ registry_modules = ["integration_project.components"]
 """
 
 DEFINITIONS = '''\
-"""Many routes in one code location, with what integration_project's own location shares."""
+"""Many routes in one code location, assembled as integration_project's own is."""
 
-import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from integration_project.components.order_route import load_routes
-from integration_project.privacy import erase_customer_job
-from integration_project.resources import duckdb_resource
-from integration_project.sensors import build_run_failure_alert_sensor, route_secret_env_names
+from integration_project.location import build_location
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    warnings.filterwarnings(
-        "ignore",
-        message=r"Parameter `execution_type` of function `AssetsDefinition.__init__`",
-        category=dg.BetaWarning,
-    )
-    return with_shared(load_routes(Path(__file__)))
-
-
-def with_shared(routes: dg.Definitions) -> dg.Definitions:
-    return dg.Definitions.merge(
-        routes,
-        dg.Definitions(
-            resources={"duckdb": duckdb_resource()},
-            sensors=[build_run_failure_alert_sensor(route_secret_env_names(routes))],
-            jobs=[erase_customer_job],
-            executor=dg.in_process_executor,
-        ),
-    )
+    return build_location(Path(__file__))
 '''
 
 
@@ -490,6 +467,7 @@ def _phases(resolve: bool) -> dict[str, Any]:
     import dagster as dg
 
     from integration_project.components.order_route import OrderRoute, check_route_set
+    from integration_project.location import with_shared
 
     cpu = [("python start and imports", time.process_time())]
     module = importlib.import_module(MODULE)
@@ -500,7 +478,7 @@ def _phases(resolve: bool) -> dict[str, Any]:
     cpu.append(("route-set check", time.process_time()))
     defs = tree.build_defs()
     cpu.append(("build routes", time.process_time()))
-    defs = module.with_shared(defs)
+    defs = with_shared(defs)
     cpu.append(("add shared", time.process_time()))
     if resolve:
         defs.get_repository_def()
@@ -527,87 +505,22 @@ def _evaluate(resolve: bool = True) -> dict[str, Any]:
     instance = dg.DagsterInstance.get()
     try:
         found = [
-            {**_evaluate_schedule(instance, repository, schedule), "route": owner[schedule.name]}
+            {
+                **evaluate_schedule(instance, schedule, EVALUATIONS, repository_def=repository),
+                "route": owner[schedule.name],
+            }
             for schedule in repository.schedule_defs
         ]
         found += [
-            {**_evaluate_sensor(instance, repository, sensor), "route": owner[sensor.name]}
+            {
+                **evaluate_sensor(instance, sensor, EVALUATIONS, repository_def=repository),
+                "route": owner[sensor.name],
+            }
             for sensor in repository.sensor_defs
         ]
     finally:
         instance.dispose()
     return {"routes": routes, "instigators": found}
-
-
-def _evaluate_schedule(instance: Any, repository: Any, schedule: Any) -> dict[str, Any]:
-    """CPU of building a tick's context (from the instance's ref, as the code server does:
-    the instance is built anew in every evaluation) and evaluating it; median."""
-    import dagster as dg
-
-    tick = settings.window_start(datetime.now(UTC))
-    cpu, data = [], None
-    for _ in range(EVALUATIONS):
-        began = time.process_time()
-        context = dg.build_schedule_context(
-            instance_ref=instance.get_ref(),
-            scheduled_execution_time=tick,
-            repository_def=repository,
-        )
-        data = schedule.evaluate_tick(context)
-        cpu.append(time.process_time() - began)
-    return {
-        "name": schedule.name,
-        "kind": "schedule",
-        "ticks_per_hour": _ticks_per_hour(schedule.cron_schedule),
-        "cpu_ms": round(statistics.median(cpu) * 1000, 2),
-        "runs": len(data.run_requests or []) if data else 0,
-    }
-
-
-def _evaluate_sensor(instance: Any, repository: Any, sensor: Any) -> dict[str, Any]:
-    """As :func:`_evaluate_schedule`; the first evaluation (which sets the cursor) is not
-    counted, the others carry the cursor on as the daemon does."""
-    import dagster as dg
-
-    cursor, cpu, data = None, [], None
-    for number in range(EVALUATIONS + 1):
-        began = time.process_time()
-        context = dg.build_sensor_context(
-            instance_ref=instance.get_ref(),
-            cursor=cursor,
-            repository_def=repository,
-            sensor_name=sensor.name,
-        )
-        data = sensor.evaluate_tick(context)
-        if number:
-            cpu.append(time.process_time() - began)
-        cursor = data.cursor or cursor
-    interval = sensor.minimum_interval_seconds or DEFAULT_SENSOR_INTERVAL_S
-    return {
-        "name": sensor.name,
-        "kind": "sensor",
-        "ticks_per_hour": 3600 / interval,
-        "cpu_ms": round(statistics.median(cpu) * 1000, 2),
-        "runs": len(data.run_requests or []) if data else 0,
-    }
-
-
-def _ticks_per_hour(cron: str) -> float:
-    """Ticks of ``cron`` an hour over a week, as Dagster reads the cron (the window starts of
-    a partitions definition over eight days, the last day's cut)."""
-    import dagster as dg
-
-    start = datetime(2026, 1, 5, tzinfo=UTC)
-    windows = dg.TimeWindowPartitionsDefinition(
-        cron_schedule=cron,
-        start=start,
-        end=start + timedelta(days=8),
-        fmt=settings.PARTITION_FORMAT,
-        timezone="UTC",
-    )
-    week_end = start + timedelta(days=7)
-    keys = windows.get_partition_keys()
-    return round(sum(settings.parse_window_start(k) < week_end for k in keys) / (7 * 24), 4)
 
 
 # --- alone ------------------------------------------------------------------------------------

@@ -465,11 +465,11 @@ def _evaluate(repeat: int) -> dict[str, Any]:
     instance = dg.DagsterInstance.get()
     try:
         found = [
-            _evaluate_schedule(instance, defs.resolve_schedule_def(s.name), repeat)
+            evaluate_schedule(instance, defs.resolve_schedule_def(s.name), repeat)
             for s in defs.schedules or []
         ]
         found += [
-            _evaluate_sensor(instance, defs, defs.resolve_sensor_def(s.name), repeat)
+            evaluate_sensor(instance, defs.resolve_sensor_def(s.name), repeat, definitions=defs)
             for s in defs.sensors or []
         ]
     finally:
@@ -483,46 +483,45 @@ def _evaluate(repeat: int) -> dict[str, Any]:
     }
 
 
-def _evaluate_schedule(instance: Any, schedule: Any, repeat: int) -> dict[str, Any]:
+def evaluate_schedule(instance: Any, schedule: Any, repeat: int, **context: Any) -> dict[str, Any]:
     """CPU of building the tick's context and evaluating it, and what the last tick did. The
     context gets the instance's ref, as in the code server: the instance is built anew from
-    it on first use in every evaluation (with SQLite storage, schema checks included)."""
+    it on first use in every evaluation (with SQLite storage, schema checks included).
+    ``context``: more of ``build_schedule_context``'s arguments (``repository_def``)."""
     import dagster as dg
 
     tick = settings.window_start(datetime.now(UTC))  # on the minute and the 5-minute cron
     cpu, data = [], None
     for _ in range(repeat):
         began = time.process_time()
-        context = dg.build_schedule_context(
-            instance_ref=instance.get_ref(), scheduled_execution_time=tick
+        built = dg.build_schedule_context(
+            instance_ref=instance.get_ref(), scheduled_execution_time=tick, **context
         )
-        data = schedule.evaluate_tick(context)
+        data = schedule.evaluate_tick(built)
         cpu.append(time.process_time() - began)
     return {
         "name": schedule.name,
         "kind": "schedule",
-        "ticks_per_hour": _ticks_per_hour(schedule.cron_schedule),
+        "ticks_per_hour": ticks_per_hour(schedule.cron_schedule),
         "cpu_ms": round(statistics.median(cpu) * 1000, 2),
         "runs": len(data.run_requests or []) if data else 0,
         "skip": (data.skip_message or "") if data else "",
     }
 
 
-def _evaluate_sensor(instance: Any, defs: Any, sensor: Any, repeat: int) -> dict[str, Any]:
-    """As :func:`_evaluate_schedule`; the first evaluation (which sets the cursor) is not
-    counted, the others carry the cursor on as the daemon does."""
+def evaluate_sensor(instance: Any, sensor: Any, repeat: int, **context: Any) -> dict[str, Any]:
+    """As :func:`evaluate_schedule`; the first evaluation (which sets the cursor) is not
+    counted, the others carry the cursor on as the daemon does. ``context``: the sensor's
+    ``definitions`` or ``repository_def`` for ``build_sensor_context``."""
     import dagster as dg
 
     cursor, cpu, data = None, [], None
     for number in range(repeat + 1):
         began = time.process_time()
-        context = dg.build_sensor_context(
-            instance_ref=instance.get_ref(),
-            cursor=cursor,
-            definitions=defs,
-            sensor_name=sensor.name,
+        built = dg.build_sensor_context(
+            instance_ref=instance.get_ref(), cursor=cursor, sensor_name=sensor.name, **context
         )
-        data = sensor.evaluate_tick(context)
+        data = sensor.evaluate_tick(built)
         if number:
             cpu.append(time.process_time() - began)
         cursor = data.cursor or cursor
@@ -537,7 +536,7 @@ def _evaluate_sensor(instance: Any, defs: Any, sensor: Any, repeat: int) -> dict
     }
 
 
-def _ticks_per_hour(cron: str) -> float:
+def ticks_per_hour(cron: str) -> float:
     """Ticks of ``cron`` an hour over a week (Dagster's own reading of the cron: the starts of
     a partitions definition's windows; a day more, so the week's last tick has its window)."""
     import dagster as dg
