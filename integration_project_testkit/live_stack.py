@@ -40,6 +40,18 @@ HOST = "http://127.0.0.1"
 log = logging.getLogger(__name__)
 
 
+_LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on UnauthorizedError { message } } }"""
+_RUN = """query($runId: ID!) { runOrError(runId: $runId) { __typename
+    ... on Run { status tags { key value } assetMaterializations { assetKey { path } partition } }
+} }"""
+
+
 class StackUnavailable(RuntimeError):
     """``dagster dev`` or the sandbox cannot start here for a reason that is the machine's,
     not the project's: an executable missing, a port in use, no permission, a full disk. A
@@ -101,6 +113,31 @@ class LiveStack:
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST ``/graphql``; the ``data`` of the answer (errors raise, with the messages)."""
         return graphql(self.url, query, variables)
+
+    def run_window(self, job: str, partition: str, timeout_s: float = 150.0) -> dict[str, Any]:
+        """Launch ``job`` for one partition through the run queue (GraphQL ``launchRun``, as
+        the UI does) and wait until it ends: the run's ``runId``, ``status`` and
+        ``assetMaterializations`` (asset key path, partition). A refused launch raises."""
+        params = {
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": "__repository__",
+                "jobName": job,
+            },
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        }
+        launched = self.graphql(_LAUNCH, {"params": params})["launchRun"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise AssertionError(f"launching {job} for {partition} failed: {launched}")
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + timeout_s
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = self.graphql(_RUN, {"runId": run_id})["runOrError"]
+            if run.get("status") in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(1)
+        return {**run, "runId": run_id}
 
     def output(self, name: str, tail: int = 4000) -> str:
         """The end of a started process's combined output (``sandbox`` or ``dagster``)."""

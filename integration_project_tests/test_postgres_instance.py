@@ -7,11 +7,9 @@ run is read back from PostgreSQL itself.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import psycopg2
@@ -20,7 +18,6 @@ import yaml
 
 from integration_project import settings
 from integration_project_testkit.live_stack import (
-    LOCATION,
     REPO,
     LiveStack,
     StackUnavailable,
@@ -38,11 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 SQLITE_YAML = REPO / "deploy" / "dagster.yaml"
 POSTGRES_YAML = REPO / "deploy" / "dagster.postgres.yaml"
 ROUTE = "eu_orders_shopware_to_exact"
-
-LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
-    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-RUN = """query($runId: ID!) { runOrError(runId: $runId) { __typename
-    ... on Run { status assetMaterializations { assetKey { path } partition } } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -101,18 +93,8 @@ def test_one_window_is_fetched_and_mapped_through_the_queue_on_postgres(
 ) -> None:
     window = settings.window_start(datetime.now(UTC)) - settings.WINDOW
     partition = window.strftime(settings.PARTITION_FORMAT)
-    params = {
-        "selector": {
-            "repositoryLocationName": LOCATION,
-            "repositoryName": "__repository__",
-            "jobName": f"{ROUTE}__source_orders_job",
-        },
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
-    }
-    launched = stack.graphql(LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    run = _wait_for_run(stack, run_id, timeout_s=150)
+    run = stack.run_window(f"{ROUTE}__source_orders_job", partition)
+    run_id = run["runId"]
     assert run["status"] == "SUCCESS", f"{run}\n{stack.output('dagster')}"
     assert {
         ("/".join(m["assetKey"]["path"]), m["partition"]) for m in run["assetMaterializations"]
@@ -130,17 +112,6 @@ def test_one_window_is_fetched_and_mapped_through_the_queue_on_postgres(
     with dg.DagsterInstance.from_config(str(stack.home)) as instance:
         queued = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
         assert len(queued) == 1
-
-
-def _wait_for_run(stack: LiveStack, run_id: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        run = stack.graphql(RUN, {"runId": run_id})["runOrError"]
-        if run.get("status") in ("SUCCESS", "FAILURE", "CANCELED"):
-            return run
-        time.sleep(1)
-    return run
 
 
 def _stored_run(server: PostgresServer, run_id: str) -> tuple[str, dict[str, int]]:

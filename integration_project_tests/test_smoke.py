@@ -9,7 +9,6 @@ and stops everything it started (nothing may be left running).
 from __future__ import annotations
 
 import importlib
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,18 +33,6 @@ REPOSITORY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
         assetKey { path } groupName dependencyKeys { path } isPartitioned
         assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
     } } } } }"""
-
-LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on UnauthorizedError { message } } }"""
-
-RUN = """query($runId: ID!) { runOrError(runId: $runId) { __typename
-    ... on Run { status tags { key value } assetMaterializations { assetKey { path } partition } }
-} }"""
 
 
 @pytest.fixture(scope="module")
@@ -111,25 +98,7 @@ def test_the_ui_shows_every_route_with_lineage_schedules_sensors_and_checks(stac
 
 def test_one_window_is_fetched_and_mapped_through_the_run_queue(stack: LiveStack):
     window = last_closed_window(datetime.now(UTC))
-    params = {
-        "selector": {
-            "repositoryLocationName": LOCATION,
-            "repositoryName": "__repository__",
-            "jobName": f"{DEFAULT_ID}__source_orders_job",
-        },
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": window}]},
-    }
-    launched = stack.graphql(LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-
-    deadline = time.monotonic() + 150
-    run = {}
-    while time.monotonic() < deadline:
-        run = stack.graphql(RUN, {"runId": run_id})["runOrError"]
-        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(1)
+    run = stack.run_window(f"{DEFAULT_ID}__source_orders_job", window)
     assert run.get("status") == "SUCCESS", f"{run}\n{stack.output('dagster')}"
     materialized = {
         ("/".join(m["assetKey"]["path"]), m["partition"]) for m in run["assetMaterializations"]
