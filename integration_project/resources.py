@@ -8,6 +8,9 @@ A route's resources read its variables through ``dagster.EnvVar``. Only in sandb
 address and credentials; otherwise the route does not load (``RouteConfig.env_problems``).
 """
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from integration_project import settings
 from integration_project.exact.client import CallGuard, ExactClient, TokenStore, fingerprint
-from integration_project.ledger import DuckDBTokenStore, Ledger
+from integration_project.ledger import DuckDBTokenStore, Ledger, postgres
 from integration_project.routes.config import (
     ErpTarget,
     RouteConfig,
@@ -151,10 +154,39 @@ class ErpResource(dg.ConfigurableResource):
         )
 
 
-def open_ledger(duckdb: DuckDBResource, route_id: str, erp_key: str = "") -> Ledger:
-    """A route's ledger over the configured DuckDB file. On first use its folder is created
-    (mode 0700) and the file is created readable by its owner only (0600), whatever the umask:
+class PostgresLedgerResource(dg.ConfigurableResource):
+    """The ledger on PostgreSQL, for deployments whose runs execute on several hosts
+    (``INTEGRATION_LEDGER_URL=postgresql://user:password@host:5432/database``). It sits under
+    the ``duckdb`` resource key, where the embedded DuckDB ledger sits by default, so a route's
+    assets need not know which one they write to."""
+
+    url: str = Field(
+        description="postgresql://user:password@host:port/database (keep it in an "
+        "environment variable: it holds the password)"
+    )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _known_scheme(cls, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, dg.EnvVar):
+            postgres.check_url(value)
+        return value
+
+    @contextmanager
+    def get_connection(self) -> Iterator[postgres.PgConnection]:
+        with postgres.connect(self.url) as con:
+            yield con
+
+
+LedgerResource = DuckDBResource | PostgresLedgerResource
+
+
+def open_ledger(duckdb: LedgerResource, route_id: str, erp_key: str = "") -> Ledger:
+    """A route's ledger over the configured database. A DuckDB file's folder is created on
+    first use (mode 0700) and the file readable by its owner only (0600), whatever the umask:
     the ledger holds customer data and the ERP's rotating tokens."""
+    if isinstance(duckdb, PostgresLedgerResource):
+        return Ledger(duckdb.get_connection, route_id, erp_key, dialect="postgres")
     database = duckdb.database
     if database not in ("", ":memory:") and not database.startswith(("md:", "motherduck:")):
         path = Path(database).expanduser()
@@ -287,8 +319,13 @@ def default_database_path(*, sandbox: bool | None = None) -> str:
     return str(settings.default_ledger_path(sandbox=on))
 
 
-def duckdb_resource() -> DuckDBResource:
-    """The ledger, shared by every route (``INTEGRATION_DUCKDB_PATH``)."""
+def duckdb_resource() -> LedgerResource:
+    """The ledger, shared by every route: PostgreSQL when ``INTEGRATION_LEDGER_URL`` is set
+    (a URL of another scheme stops the code location from loading, naming the scheme only),
+    else the DuckDB file at ``INTEGRATION_DUCKDB_PATH`` or in the user's data folder."""
+    if env_is_set(settings.LEDGER_URL_ENV):
+        postgres.check_url(os.environ[settings.LEDGER_URL_ENV].strip())
+        return PostgresLedgerResource(url=dg.EnvVar(settings.LEDGER_URL_ENV))
     if env_is_set(settings.DUCKDB_PATH_ENV):
         return DuckDBResource(database=dg.EnvVar(settings.DUCKDB_PATH_ENV))
     return DuckDBResource(database=default_database_path())

@@ -45,6 +45,9 @@ def sandbox_mode(environ: Mapping[str, str] | None = None) -> bool:
 
 #: The ledger file's variable; without it the ledger lives under the user's data folder.
 DUCKDB_PATH_ENV = "INTEGRATION_DUCKDB_PATH"
+#: A PostgreSQL ledger instead of the file (``postgresql://user:password@host:5432/db``), for
+#: runs on several hosts. It wins over ``INTEGRATION_DUCKDB_PATH``.
+LEDGER_URL_ENV = "INTEGRATION_LEDGER_URL"
 LEDGER_FOLDER = "integration_project"
 LEDGER_FILE = "ledger.duckdb"
 #: The default ledger in sandbox mode: never the same file as a real route's ledger.

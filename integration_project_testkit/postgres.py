@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -157,6 +157,27 @@ def server_for_tests() -> Iterator[PostgresServer]:
         return
     with postgres_server() as server:
         yield server
+
+
+@contextmanager
+def fresh_database(server: PostgresServer) -> Iterator[str]:
+    """A new, empty database on ``server`` for one test's ledger: its URL. Dropped after,
+    with any connection a pool still holds to it."""
+    import psycopg2
+
+    name = f"ledger_{secrets.token_hex(6)}"
+    admin = psycopg2.connect(server.url, connect_timeout=10)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield replace(server, database=name).url
+        finally:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""The route's resources (``shop``, ``erp``, ``duckdb``) pointed at a sandbox and a DuckDB file.
+"""The route's resources (``shop``, ``erp``, ``duckdb``) pointed at a sandbox and a ledger: a
+DuckDB file, or a PostgreSQL database when the ledger's location is a ``postgresql://`` URL.
 
 The credentials are the sandbox's own (``settings.SANDBOX_*``); what differs between the tests,
 the chaos test and the bench is passed in as resource fields, never patched.
@@ -13,8 +14,14 @@ from typing import Any
 from dagster_duckdb import DuckDBResource
 
 from integration_project import settings
-from integration_project.ledger import Ledger
-from integration_project.resources import ErpResource, ShopResource, open_ledger
+from integration_project.ledger import Ledger, postgres
+from integration_project.resources import (
+    ErpResource,
+    LedgerResource,
+    PostgresLedgerResource,
+    ShopResource,
+    open_ledger,
+)
 from integration_project.sandbox import Sandbox
 
 #: What the tests give both clients: the sandbox answers in milliseconds, so one retry and a
@@ -30,7 +37,8 @@ def sandbox_resources(
     shop: Mapping[str, Any] | None = None,
     erp: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Resources for a sandbox at ``shop_url`` / ``erp_url`` and a ledger at ``duckdb_path``.
+    """Resources for a sandbox at ``shop_url`` / ``erp_url`` and a ledger at ``duckdb_path``
+    (a file, or a PostgreSQL URL: :func:`ledger_resource`).
 
     ``shop`` and ``erp`` are :class:`ShopResource` / :class:`ErpResource` fields on top of the
     sandbox's URL and credentials (retries, timeouts, another secret); fields set nowhere keep
@@ -52,8 +60,23 @@ def sandbox_resources(
     return {
         "shop": ShopResource(**shop_fields),
         "erp": ErpResource(**erp_fields),
-        "duckdb": DuckDBResource(database=duckdb_path),
+        "duckdb": ledger_resource(duckdb_path),
     }
+
+
+def ledger_resource(location: str) -> LedgerResource:
+    """The ``duckdb`` resource for a ledger ``location``: a DuckDB file's path, or a
+    PostgreSQL database's URL."""
+    if location.startswith(tuple(f"{scheme}://" for scheme in postgres.SCHEMES)):
+        return PostgresLedgerResource(url=location)
+    return DuckDBResource(database=location)
+
+
+def ledger_env(location: str) -> dict[str, str]:
+    """The variables that point a code location (a subprocess) at the ledger ``location``."""
+    if location.startswith(tuple(f"{scheme}://" for scheme in postgres.SCHEMES)):
+        return {settings.LEDGER_URL_ENV: location}
+    return {settings.DUCKDB_PATH_ENV: location}
 
 
 def make_resources(

@@ -22,11 +22,20 @@ import pytest
 
 from integration_project.ledger import Ledger
 from integration_project.sandbox import Sandbox
+from integration_project_testkit.postgres import (
+    PostgresServer,
+    PostgresUnavailable,
+    fresh_database,
+    server_for_tests,
+)
 from integration_project_testkit.resources import make_resources, resources_ledger
 from integration_project_testkit.routes import default_assets
 from integration_project_tests import skips
 
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+
+#: The ledger's backends; a test taking ``ledger_location`` runs once on each.
+LEDGER_BACKENDS = ("duckdb", "postgres")
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +55,31 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def duckdb_path(tmp_path: Path) -> str:
     return str(tmp_path / "ledger" / "integration.duckdb")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The run's PostgreSQL server (``dev.py test`` starts one; else the test starts its own).
+    Without one, a test that needs it fails in CI and skips elsewhere, saying why."""
+    try:
+        with server_for_tests() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        if skips.in_ci():
+            pytest.fail(f"no PostgreSQL server in CI: {exc}")
+        pytest.skip(f"no PostgreSQL server on this machine: {exc}")
+
+
+@pytest.fixture(params=LEDGER_BACKENDS)
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a test's ledger lives, once per backend: a DuckDB file in a temp folder, or a
+    new database on the run's PostgreSQL server. Tests that take it run on both."""
+    if request.param == "duckdb":
+        yield str(tmp_path / "ledger" / "integration.duckdb")
+        return
+    server = request.getfixturevalue("postgres_server")
+    with fresh_database(server) as url:
+        yield url
 
 
 @pytest.fixture

@@ -34,6 +34,12 @@ source_orders = DEFAULT.source_orders
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def duckdb_path(ledger_location: str) -> str:
+    """Every test here runs on both ledger backends: a DuckDB file and a PostgreSQL database."""
+    return ledger_location
+
+
 def seed_window(sb: Sandbox) -> None:
     """A realistic window: valid EU orders, non-EU ones, mixed countries and bad ones."""
     sb.shop.add_orders(8, start=WINDOW_START, end=WINDOW_END)

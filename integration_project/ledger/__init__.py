@@ -1,4 +1,5 @@
-"""The ledger: every SQL statement of the project, over one DuckDB file, one module per concern.
+"""The ledger: every SQL statement of the project, over one DuckDB file (or one PostgreSQL
+database, :mod:`.postgres`), one module per concern.
 
 A :class:`Ledger` is one route's view of it: every route table is keyed by ``route_id`` too, so
 routes sharing the file never see each other's orders, and each route is bound to one shop and
@@ -55,10 +56,12 @@ class Ledger:
     """One route's stores over one :class:`Database`. ``erp_key`` names the ERP division
     whose look-up caches (and cached accounts, for retention) the route uses."""
 
-    def __init__(self, connect: Connect, route_id: str, erp_key: str = "") -> None:
+    def __init__(
+        self, connect: Connect, route_id: str, erp_key: str = "", *, dialect: str = "duckdb"
+    ) -> None:
         self.route_id = route_id
         self.erp_key = erp_key
-        self.db = Database(connect)
+        self.db = Database(connect, dialect)
         self.endpoints = Endpoints(self.db, route_id)
         self.staging = Staging(self.db, route_id, self.endpoints)
         self.mapped = MappedOrders(self.db, route_id)

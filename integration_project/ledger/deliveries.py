@@ -32,7 +32,7 @@ from typing import Any
 
 import duckdb
 
-from integration_project.ledger.db import Database, now_utc
+from integration_project.ledger.db import CONSTRAINT_ERRORS, Database, now_utc, route_lock
 from integration_project.ledger.endpoints import Endpoints
 
 
@@ -74,6 +74,14 @@ class Deliveries:
         self._db = db
         self._route_id = route_id
         self._endpoints = endpoints
+
+    def _locks(self) -> tuple[str, ...]:
+        """What a write here holds on PostgreSQL until it commits (DuckDB's file lock does it
+        there): the route, as the mapping's writes do, so no two writes interleave on its
+        ``waiting_orders`` rows; and the ERP division, so two routes cannot both claim one
+        ``YourRef`` there."""
+        erp = self._endpoints.erp
+        return route_lock(self._route_id), *(() if erp is None else (f"erp {erp[0]} {erp[1]}",))
 
     # --- what waits ---------------------------------------------------------------------------
 
@@ -143,14 +151,14 @@ class Deliveries:
         if not outcomes and not claim:
             return {}
         try:
-            with self._db.transaction() as con:
+            with self._db.transaction(lock=self._locks()) as con:
                 self._write_outcomes(con, outcomes, run_id)
                 return self._claim_all(con, claim, run_id, checked=False)
-        except duckdb.ConstraintException:
+        except CONSTRAINT_ERRORS:
             # waiting_orders held an order as never claimed that delivered_orders holds (a
             # row written around this module): read both tables for these orders, then claim
             # only those that still wait.
-            with self._db.transaction() as con:
+            with self._db.transaction(lock=self._locks()) as con:
                 resync_waiting(con, self._route_id, [o.shop_order_id for o in claim])
                 self._write_outcomes(con, outcomes, run_id)
                 return self._claim_all(con, claim, run_id, checked=True)
@@ -170,7 +178,7 @@ class Deliveries:
     ) -> None:
         """The ERP holds a different order under this order's ``YourRef``: never resent, never
         counted as delivered, until a person decides (see ``Views.conflicts``)."""
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=self._locks()) as con:
             claimed = _claimed_at(con, self._route_id, [shop_order_id])
             _update_delivered(
                 con,
@@ -183,7 +191,7 @@ class Deliveries:
 
     def release_claim(self, shop_order_id: str, error: str) -> None:
         """The ERP certainly did not get it (429, refused connection): back to ``pending``."""
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=self._locks()) as con:
             claimed = _claimed_at(con, self._route_id, [shop_order_id])
             _update_delivered(
                 con,
@@ -213,13 +221,13 @@ class Deliveries:
             wanted = sorted({str(n).strip() for n in order_numbers if str(n).strip()})
             if not wanted:
                 return 0
-            sql += " AND (list_contains(?, order_number) OR list_contains(?, your_ref))"
+            sql += " AND (order_number = ANY(?) OR your_ref = ANY(?))"
             params += [wanted, wanted]
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=self._locks()) as con:
             rows = con.execute(sql + " RETURNING shop_order_id", params).fetchall()
             con.execute(
                 "UPDATE waiting_orders SET d_status = 'pending' "
-                "WHERE route_id = ? AND list_contains(?, shop_order_id)",
+                "WHERE route_id = ? AND shop_order_id = ANY(?)",
                 [self._route_id, [r[0] for r in rows]],
             )
         return len(rows)
@@ -395,7 +403,7 @@ def _your_ref_owners(
         """
         SELECT your_ref, route_id, order_number FROM delivered_orders
         WHERE erp_host = ? AND erp_division = ? AND route_id <> ?
-          AND list_contains(?, your_ref)
+          AND your_ref = ANY(?)
         """,
         [*erp, route_id, [o.your_ref for o in orders]],
     ).fetchall()
@@ -434,12 +442,12 @@ def _waiting_sql(
     sql = """
         FROM waiting_orders
         WHERE route_id = ? AND status = 'mapped'
-          AND (d_status IS NULL OR list_contains(?, d_status)
+          AND (d_status IS NULL OR d_status = ANY(?)
                OR (d_status = 'failed' AND d_payload_hash IS DISTINCT FROM payload_hash))
     """
     if countries is not None:
         params.append(sorted(countries))
-        sql += " AND list_contains(?, country)"
+        sql += " AND country = ANY(?)"
     return sql
 
 
@@ -451,7 +459,7 @@ def _claimed_at(
         return {}
     rows = con.execute(
         "SELECT shop_order_id, d_claimed_at FROM waiting_orders "
-        "WHERE route_id = ? AND list_contains(?, shop_order_id)",
+        "WHERE route_id = ? AND shop_order_id = ANY(?)",
         [route_id, list(shop_order_ids)],
     ).fetchall()
     return {str(r[0]): r[1] for r in rows}
@@ -466,7 +474,7 @@ def _claim_states(
         return {}
     rows = con.execute(
         "SELECT shop_order_id, d_status, d_claimed_at FROM waiting_orders "
-        "WHERE route_id = ? AND list_contains(?, shop_order_id)",
+        "WHERE route_id = ? AND shop_order_id = ANY(?)",
         [route_id, [o.shop_order_id for o in orders]],
     ).fetchall()
     return {str(r[0]): (r[1], r[2]) for r in rows}
@@ -476,7 +484,7 @@ def _forget(con: duckdb.DuckDBPyConnection, route_id: str, shop_order_ids: list[
     """These orders no longer wait (delivered, or a conflict a person decides)."""
     if shop_order_ids:
         con.execute(
-            "DELETE FROM waiting_orders WHERE route_id = ? AND list_contains(?, shop_order_id)",
+            "DELETE FROM waiting_orders WHERE route_id = ? AND shop_order_id = ANY(?)",
             [route_id, shop_order_ids],
         )
 
@@ -490,9 +498,7 @@ def resync_waiting(
     if not shop_order_ids:
         return
     keys = [route_id, list(shop_order_ids)]
-    con.execute(
-        "DELETE FROM waiting_orders WHERE route_id = ? AND list_contains(?, shop_order_id)", keys
-    )
+    con.execute("DELETE FROM waiting_orders WHERE route_id = ? AND shop_order_id = ANY(?)", keys)
     con.execute(
         """
         INSERT INTO waiting_orders
@@ -501,9 +507,9 @@ def resync_waiting(
                e.your_ref, e.mapped_at, d.status, d.order_number, d.your_ref, d.run_id,
                d.attempts, d.payload_hash, d.claimed_at
         FROM (SELECT * FROM erp_orders
-              WHERE route_id = ? AND list_contains(?, shop_order_id)) e
+              WHERE route_id = ? AND shop_order_id = ANY(?)) e
         FULL JOIN (SELECT * FROM delivered_orders
-                   WHERE route_id = ? AND list_contains(?, shop_order_id)) d
+                   WHERE route_id = ? AND shop_order_id = ANY(?)) d
             ON d.route_id = e.route_id AND d.shop_order_id = e.shop_order_id
         WHERE (e.status = 'mapped' AND d.shop_order_id IS NULL)
            OR d.status IN ('pending', 'sending', 'failed')

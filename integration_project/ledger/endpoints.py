@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import duckdb
 
-from integration_project.ledger.db import Database, now_utc
+from integration_project.ledger.db import Database, now_utc, route_lock
 
 
 class LedgerMismatch(Exception):
@@ -49,14 +49,15 @@ class Endpoints:
         """Bind the route to this shop (first use), or refuse a shop other than the bound one:
         its order ids would mix with another shop's in staging."""
         host = endpoint_host(url)
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=route_lock(self._route_id)) as con:
             row = self._row(con)
             bound_shop = row[0] if row else None
             if bound_shop not in (None, host):
                 raise LedgerMismatch(
                     f"route {self._route_id}: this ledger holds orders of the shop at "
                     f"{bound_shop}; this run points at the shop at {host}. Use another "
-                    "ledger (INTEGRATION_DUCKDB_PATH) or another route name for that shop"
+                    "ledger (INTEGRATION_DUCKDB_PATH or INTEGRATION_LEDGER_URL) or another "
+                    "route name for that shop"
                 )
             if row is None:
                 self._insert(con, host, None)
@@ -77,7 +78,7 @@ class Endpoints:
         """Bind the route to this ERP division (first use), or refuse another one: the rows
         the ledger calls delivered were delivered *there*, and would never reach this one."""
         erp = (endpoint_host(url), str(division))
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=route_lock(self._route_id)) as con:
             row = self._row(con)
             _, bound_host, bound_division = row or (None, None, None)
             if bound_host is not None and (bound_host, bound_division) != erp:
@@ -85,8 +86,8 @@ class Endpoints:
                     f"route {self._route_id}: this ledger delivered to the ERP at {bound_host} "
                     f"division {bound_division}; this run points at {erp[0]} division "
                     f"{erp[1]}. Refusing to deliver: orders it calls delivered are not in "
-                    "that ERP. Use another ledger (INTEGRATION_DUCKDB_PATH) or another "
-                    "route name for that division"
+                    "that ERP. Use another ledger (INTEGRATION_DUCKDB_PATH or "
+                    "INTEGRATION_LEDGER_URL) or another route name for that division"
                 )
             if row is None:
                 self._insert(con, None, erp)

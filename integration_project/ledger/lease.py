@@ -20,7 +20,7 @@ class Leases:
         unexpired lease may be taken; any other live holder still wins.
         """
         now = now_utc()
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=f"lease {name}") as con:
             row = con.execute(
                 "SELECT holder, expires_at FROM leases WHERE name = ?", [name]
             ).fetchone()
@@ -31,7 +31,11 @@ class Leases:
                 and row[1] > now
             ):
                 return str(row[0])
-            con.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [name, holder, now + ttl])
+            con.execute(
+                "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET holder = excluded.holder, expires_at = excluded.expires_at",
+                [name, holder, now + ttl],
+            )
         return None
 
     def release(self, name: str, holder: str) -> None:

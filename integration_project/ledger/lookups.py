@@ -26,8 +26,7 @@ class Lookups:
             return {}
         with self._db.connect() as con:
             rows = con.execute(
-                "SELECT email, account_id FROM erp_accounts "
-                "WHERE erp_key = ? AND list_contains(?, email)",
+                "SELECT email, account_id FROM erp_accounts WHERE erp_key = ? AND email = ANY(?)",
                 [self._erp_key, wanted],
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
@@ -38,15 +37,18 @@ class Lookups:
         if not accounts and not items:
             return
         now = now_utc()
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=f"erp caches {self._erp_key}") as con:
             if accounts:
                 con.executemany(
-                    "INSERT OR REPLACE INTO erp_accounts VALUES (?, ?, ?, ?)",
+                    "INSERT INTO erp_accounts VALUES (?, ?, ?, ?) ON CONFLICT (erp_key, email) "
+                    "DO UPDATE SET account_id = excluded.account_id, "
+                    "cached_at = excluded.cached_at",
                     [[self._erp_key, e.lower(), a, now] for e, a in sorted(accounts.items())],
                 )
             if items:
                 con.executemany(
-                    "INSERT OR REPLACE INTO erp_items VALUES (?, ?, ?, ?)",
+                    "INSERT INTO erp_items VALUES (?, ?, ?, ?) ON CONFLICT (erp_key, code) "
+                    "DO UPDATE SET item_id = excluded.item_id, cached_at = excluded.cached_at",
                     [[self._erp_key, c, i, now] for c, i in sorted(items.items())],
                 )
 
@@ -63,7 +65,7 @@ class Lookups:
             return {}
         with self._db.connect() as con:
             rows = con.execute(
-                "SELECT code, item_id FROM erp_items WHERE erp_key = ? AND list_contains(?, code) "
+                "SELECT code, item_id FROM erp_items WHERE erp_key = ? AND code = ANY(?) "
                 "AND (item_id IS NOT NULL OR cached_at > ?)",
                 [self._erp_key, codes, now_utc() - missing_ttl],
             ).fetchall()
@@ -106,9 +108,17 @@ class Lookups:
             ]
             for c in codes
         ]
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=f"erp caches {self._erp_key}") as con:
             con.execute("DELETE FROM erp_vat_codes WHERE erp_key = ?", [self._erp_key])
             if rows:
-                con.executemany(
-                    "INSERT OR REPLACE INTO erp_vat_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+                con.executemany(_VAT_CODE_UPSERT, rows)
+
+
+#: A VAT code, replacing one of the same code earlier in the same list.
+_VAT_CODE_UPSERT = """
+INSERT INTO erp_vat_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (erp_key, code) DO UPDATE SET
+    description = excluded.description, percentage = excluded.percentage,
+    transaction_type = excluded.transaction_type, is_blocked = excluded.is_blocked,
+    vat_type = excluded.vat_type, cached_at = excluded.cached_at
+"""

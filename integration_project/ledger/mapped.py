@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from integration_project.ledger.db import Database, now_utc
+from integration_project.ledger.db import Database, now_utc, route_lock
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def payload_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-#: The batch into ``erp_orders``; returns each order's fate (``merge_action``: INSERT for an
+#: The batch into ``erp_orders``; returns each order's fate (``{action}``: INSERT for an
 #: order new to the ledger) and its ``mapped_at`` (this call's when new or changed).
 _UPSERT = """
 INSERT INTO erp_orders
@@ -56,8 +56,14 @@ ON CONFLICT (route_id, shop_order_id) DO UPDATE SET
              AND erp_orders.status = excluded.status
         THEN erp_orders.mapped_at ELSE excluded.mapped_at END,
     run_id = excluded.run_id
-RETURNING merge_action AS action, shop_order_id, mapped_at
+RETURNING {action} AS action, shop_order_id, mapped_at
 """
+#: How each dialect tells an inserted row from an updated one in ``RETURNING``: DuckDB
+#: names the action; on PostgreSQL a row this statement inserted has no ``xmax`` yet.
+_ACTION = {
+    "duckdb": "merge_action",
+    "postgres": "CASE WHEN erp_orders.xmax = 0 THEN 'INSERT' ELSE 'UPDATE' END",
+}
 #: The batch's orders ``waiting_orders`` holds take their new mapping.
 _WAITING_REMAPPED = """
 UPDATE waiting_orders w SET
@@ -141,9 +147,11 @@ class MappedOrders:
         if not rows:
             return
         now = now_utc()
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=route_lock(self._route_id)) as con:
             con.register("mapping_batch", self._batch(rows))
-            upserted = con.execute(_UPSERT, [now, run_id]).fetchall()
+            upserted = con.execute(
+                _UPSERT.format(action=_ACTION[self._db.dialect]), [now, run_id]
+            ).fetchall()
             con.register("mapping_upserted", _upserted_table(upserted))
             _keep_waiting(con, self._route_id, now)
             con.unregister("mapping_upserted")
@@ -182,8 +190,7 @@ class MappedOrders:
         """Mapped orders whose country is not in ``allowed`` (or missing): (count, sample of
         (order number, country))."""
         where = (
-            "WHERE route_id = ? AND status = 'mapped' "
-            "AND (country IS NULL OR NOT list_contains(?, country))"
+            "WHERE route_id = ? AND status = 'mapped' AND (country IS NULL OR NOT country = ANY(?))"
         )
         params: list[Any] = [self._route_id, sorted(allowed)]
         with self._db.connect() as con:

@@ -4,10 +4,15 @@ Migration 1 is the schema of every version before migrations were numbered: idem
 (``CREATE TABLE IF NOT EXISTS``, ``ADD COLUMN IF NOT EXISTS``), so a ledger file those versions
 created upgrades in place and keeps its rows. A later change to the schema is a new migration
 appended to :data:`MIGRATIONS`, never an edit of an applied one.
+
+Both backends run the same list, with the same versions. A migration whose SQL only DuckDB
+speaks carries its PostgreSQL text beside it (``postgres``); the rest run as written, with
+PostgreSQL's name for DuckDB's ``DOUBLE`` (``DOUBLE PRECISION``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -16,6 +21,13 @@ class Migration:
     version: int
     description: str
     sql: str
+    #: The same change in PostgreSQL's SQL, where DuckDB's text would not run there.
+    postgres: str | None = None
+
+    def sql_for(self, dialect: str) -> str:
+        if dialect == "duckdb":
+            return self.sql
+        return self.postgres or re.sub(r"\bDOUBLE\b", "DOUBLE PRECISION", self.sql)
 
 
 _BASELINE = """
@@ -184,6 +196,17 @@ WHERE auto_increment IS NULL
   AND json_type(payload, '$.autoIncrement') IN ('BIGINT', 'UBIGINT');
 """
 
+# PostgreSQL ledgers begin after this column existed: only rows copied from an older DuckDB
+# ledger could lack it, and the copy brings the column along.
+_STORED_ORDER_KEY_POSTGRES = """
+ALTER TABLE staged_orders ADD COLUMN IF NOT EXISTS auto_increment BIGINT;
+ALTER TABLE staged_orders_incoming ADD COLUMN IF NOT EXISTS auto_increment BIGINT;
+UPDATE staged_orders
+SET auto_increment = (payload->>'autoIncrement')::BIGINT
+WHERE auto_increment IS NULL AND json_typeof(payload->'autoIncrement') = 'number'
+  AND payload->>'autoIncrement' ~ '^-?[0-9]{1,18}$';
+"""
+
 # What waits for delivery, one row per order, so a delivery tick reads only that and not every
 # order the ledger ever held: an order mapped and never claimed, or claimed and not settled
 # (pending, sending, failed). Each row mirrors what delivery needs of the order's erp_orders
@@ -230,8 +253,21 @@ WHERE e.status = 'mapped';
 #: Every migration, oldest first; versions are 1, 2, 3, ... without gaps.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the schema of the unversioned ledger", _BASELINE),
-    Migration(2, "staged orders keep the shop's autoIncrement", _STORED_ORDER_KEY),
     Migration(
-        3, "waiting_orders: what waits for delivery, apart from what was delivered", _WAITING
+        2,
+        "staged orders keep the shop's autoIncrement",
+        _STORED_ORDER_KEY,
+        _STORED_ORDER_KEY_POSTGRES,
+    ),
+    Migration(
+        3,
+        "waiting_orders: what waits for delivery, apart from what was delivered",
+        _WAITING,
+        _WAITING.replace(
+            "ANTI JOIN delivered_orders d ON d.route_id = e.route_id "
+            "AND d.shop_order_id = e.shop_order_id\nWHERE e.status = 'mapped';",
+            "WHERE e.status = 'mapped' AND NOT EXISTS (SELECT 1 FROM delivered_orders d "
+            "WHERE d.route_id = e.route_id AND d.shop_order_id = e.shop_order_id);",
+        ),
     ),
 )

@@ -32,6 +32,8 @@ class CheckSamples:
         """Keep this sample as the check's last one (replacing the one before)."""
         with self._db.connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO check_samples VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO check_samples VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (route_id, check_name) DO UPDATE SET sampled_at = "
+                "excluded.sampled_at, passed = excluded.passed, metadata = excluded.metadata",
                 [self._route_id, check_name, sampled_at, passed, json.dumps(metadata)],
             )

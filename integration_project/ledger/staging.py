@@ -147,7 +147,7 @@ class Staging:
         Returns (new, updated). Re-fetching a window is an upsert, never a duplicate.
         """
         params = [self._route_id, run_id]
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=f"staging {self._route_id}") as con:
             new = con.execute(
                 """
                 SELECT count(DISTINCT i.shop_order_id) FROM staged_orders_incoming i
@@ -172,6 +172,9 @@ class Staging:
         statement (one statement over a day of payloads would need them all in memory at
         once): by row number when every id came once (keyset paging reads each order once),
         else the latest fetch of each id, in chunks of shop ids."""
+        if self._db.dialect == "postgres":
+            self._merge_latest(con, run_id)  # no row numbers there; ids are as good
+            return
         params = [self._route_id, run_id]
         twice, first, last = con.execute(
             "SELECT count(*) - count(DISTINCT shop_order_id), min(rowid), max(rowid) "
@@ -197,7 +200,8 @@ class Staging:
             ).fetchall()
 
     def _merge_latest(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-        """:meth:`_merge` for a fetch that read some order more than once: the latest of each."""
+        """:meth:`_merge` for a fetch that read some order more than once (the latest of
+        each), and on PostgreSQL."""
         after = ""
         while True:
             upto = con.execute(
@@ -205,7 +209,7 @@ class Staging:
                 SELECT max(shop_order_id) FROM (
                     SELECT DISTINCT shop_order_id FROM staged_orders_incoming
                     WHERE route_id = ? AND run_id = ? AND shop_order_id > ?
-                    ORDER BY shop_order_id LIMIT ?)
+                    ORDER BY shop_order_id LIMIT ?) AS chunk
                 """,
                 [self._route_id, run_id, after, MERGE_CHUNK],
             ).fetchall()[0][0]
@@ -214,14 +218,12 @@ class Staging:
             con.execute(
                 f"""
                 INSERT INTO staged_orders ({_STAGED_COLUMNS})
-                SELECT route_id, shop_order_id, order_number, created_at, payload,
-                       fetched_at, run_id, ?, auto_increment
+                SELECT DISTINCT ON (shop_order_id) route_id, shop_order_id, order_number,
+                       created_at, payload, fetched_at, run_id, ?, auto_increment
                 FROM staged_orders_incoming
                 WHERE route_id = ? AND run_id = ?
                   AND shop_order_id > ? AND shop_order_id <= ?
-                QUALIFY row_number() OVER (
-                    PARTITION BY shop_order_id ORDER BY fetched_at DESC
-                ) = 1
+                ORDER BY shop_order_id, fetched_at DESC
                 {_UPSERT}
                 """,
                 [self._endpoints.shop_host, self._route_id, run_id, after, upto],
@@ -266,8 +268,10 @@ class Staging:
             batch = con.sql(
                 """
                 SELECT s.shop_order_id, s.payload::VARCHAR AS payload FROM staged_orders s
-                ANTI JOIN erp_orders e USING (route_id, shop_order_id)
                 WHERE s.route_id = ? AND s.created_at < ?
+                  AND NOT EXISTS (SELECT 1 FROM erp_orders e
+                                  WHERE e.route_id = s.route_id
+                                    AND e.shop_order_id = s.shop_order_id)
                 ORDER BY s.created_at, s.shop_order_id LIMIT ?
                 """,
                 params=[self._route_id, before, limit],
@@ -298,7 +302,7 @@ class Staging:
                     f"""
                     SELECT shop_order_id FROM (
                         SELECT shop_order_id, row_number() OVER (ORDER BY shop_order_id) AS n
-                        FROM staged_orders WHERE {where})
+                        FROM staged_orders WHERE {where}) AS numbered
                     WHERE n % ? = 0 ORDER BY shop_order_id
                     """,
                     [*window, batch_size],

@@ -49,7 +49,7 @@ class DuckDBTokenStore:
             self._adopt_from = None  # once per store
 
     def _adopt_legacy_chain(self, legacy_key: str) -> None:
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=f"token chain {self._chain}") as con:
             own = con.execute(
                 "SELECT refresh_token, refresh_started_at FROM erp_tokens WHERE token_key = ?",
                 [self._chain],
@@ -197,13 +197,15 @@ class DuckDBTokenStore:
     def pause(self, until: float | None, reason: str = "") -> None:
         with self._db.connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO erp_pauses VALUES (?, ?, ?)", [self._key, until, reason]
+                "INSERT INTO erp_pauses VALUES (?, ?, ?) ON CONFLICT (token_key) "
+                "DO UPDATE SET until_s = excluded.until_s, reason = excluded.reason",
+                [self._key, until, reason],
             )
 
     def acquire_refresh_lock(self, holder: str, ttl_s: float) -> bool:
         self._ready()
         now = now_utc().timestamp()
-        with self._db.transaction() as con:
+        with self._db.transaction(lock=f"token chain {self._chain}") as con:
             row = con.execute(
                 "SELECT lock_holder, lock_until FROM erp_tokens WHERE token_key = ?", [self._chain]
             ).fetchone()

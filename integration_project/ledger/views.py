@@ -36,7 +36,9 @@ class Views:
             "GROUP BY your_ref HAVING count(*) > 1"
         )
         with self._db.connect() as con:
-            total = con.execute(f"SELECT count(*) FROM ({sql})", [self._route_id]).fetchone()[0]
+            total = con.execute(
+                f"SELECT count(*) FROM ({sql}) AS duplicated", [self._route_id]
+            ).fetchone()[0]
             rows = con.execute(
                 f"{sql} ORDER BY n DESC, your_ref LIMIT ?", [self._route_id, limit]
             ).fetchall()
@@ -117,7 +119,8 @@ class Views:
         with self._db.connect() as con:
             row = con.execute(
                 """
-                SELECT max(greatest(0, epoch(d.delivered_at) - epoch(e.mapped_at)))
+                SELECT max(greatest(0, date_part('epoch', d.delivered_at)
+                                  - date_part('epoch', e.mapped_at)))
                 FROM delivered_orders d JOIN erp_orders e USING (route_id, shop_order_id)
                 WHERE d.route_id = ? AND d.run_id = ? AND d.status = 'delivered'
                   AND d.delivered_at IS NOT NULL
