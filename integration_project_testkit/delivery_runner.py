@@ -3,7 +3,7 @@
 ``python -m integration_project_testkit.delivery_runner`` reads a JSON spec from the environment
 variable ``DELIVERY_RUNNER_SPEC`` (secrets stay out of ``ps``)::
 
-    {"shop_url", "erp_url", "duckdb", "run_id", "tags", "run_config",
+    {"shop_url", "erp_url", "duckdb" (a file or a PostgreSQL URL), "run_id", "tags", "run_config",
      "erp": {...ErpResource fields...}, "shop": {...ShopResource fields...},
      "job": "delivery" | "source", "partition_key": null, "route": {...changes...}}
 
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from integration_project.resources import ErpResource, ShopResource
 from integration_project.schedules import build_route_schedules
 from integration_project.settings import SANDBOX_MODE_ENV
+from integration_project_testkit.resources import ledger_resource, location_of
 from integration_project_testkit.routes import route_assets, shipped_route
 
 SPEC_ENV = "DELIVERY_RUNNER_SPEC"
@@ -57,7 +57,7 @@ def build_defs(spec: dict[str, Any]) -> dg.Definitions:
         resources={
             "shop": ShopResource(**spec["shop"]),
             "erp": ErpResource(**spec["erp"]),
-            "duckdb": DuckDBResource(database=spec["duckdb"]),
+            "duckdb": ledger_resource(spec["duckdb"]),
         },
     )
 
@@ -120,7 +120,7 @@ def resource_spec(resources: dict[str, Any]) -> dict[str, Any]:
                 "max_rate_wait_s",
             )
         },
-        "duckdb": resources["duckdb"].database,
+        "duckdb": location_of(resources["duckdb"]),
     }
 
 

@@ -72,6 +72,13 @@ def ledger_resource(location: str) -> LedgerResource:
     return DuckDBResource(database=location)
 
 
+def location_of(resource: LedgerResource) -> str:
+    """The ledger location a ``duckdb`` resource points at (:func:`ledger_resource`'s input)."""
+    if isinstance(resource, PostgresLedgerResource):
+        return resource.url
+    return resource.database
+
+
 def ledger_env(location: str) -> dict[str, str]:
     """The variables that point a code location (a subprocess) at the ledger ``location``."""
     if location.startswith(tuple(f"{scheme}://" for scheme in postgres.SCHEMES)):

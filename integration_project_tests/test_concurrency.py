@@ -1,6 +1,7 @@
 """Runs that bypass the run queue (the CLI, ``dg launch``) at the same moment: two delivery
 processes never send one order twice, and a fetch process and a delivery process that both
-write the DuckDB file both succeed."""
+write the ledger both succeed. Every test runs on both ledger backends (a DuckDB file, where
+the file lock keeps processes apart, and PostgreSQL, where advisory locks do)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ from integration_project_testkit.windows import WINDOW_END, WINDOW_KEY, WINDOW_S
 DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def duckdb_path(ledger_location: str) -> str:
+    return ledger_location
 
 ORDERS = 150
 
