@@ -5,6 +5,9 @@ Runnable alone with ``pytest -m chaos -s`` (the figure line is printed and recor
 report). The fetch runs in this process; every delivery run is a process of its own
 (:mod:`integration_project_testkit.delivery_runner`) so that it can be killed at a random point.
 This process then plays Dagster's run monitoring: it reports the killed run as failed.
+
+It runs on both ledger backends: full size on DuckDB, a third of the windows on PostgreSQL
+(the same faults and kills per tick, fewer ticks), which keeps the suite within its time.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
+from integration_project.ledger import Ledger
 from integration_project.resources import open_ledger
 from integration_project.sandbox import FaultPlan, Sandbox
 from integration_project_testkit import delivery_runner, invoices
@@ -31,9 +35,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(90
 
 SEED = 20261120
 ROUTE_ID = shipped_route().id
-#: Twelve 5-minute windows of orders, about 170 in each.
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-WINDOWS = 12
+#: About 170 orders in each 5-minute window.
 ORDERS_PER_MINUTE = 34.5
 #: Faults at realistic rates (per eligible request), on the shop and on the ERP.
 RATES = {"500": 0.05, "503": 0.05, "429": 0.05, "lost_after_commit": 0.03, "slow": 0.02}
@@ -41,12 +44,32 @@ SHOP_RATES = {"500": 0.05, "503": 0.05, "429": 0.05, "slow": 0.02}
 READ_TIMEOUT_S = 0.5
 SLOW_S = 1.0  # beyond the read timeout
 BACKOFF_S = 0.05
-KILLS = 6
-MIN_KILLS = 5
 #: The shipped route re-reads an hour per tick; two windows keep this test's ticks short and
 #: still cover two failed fetches in a row (a failed mapping is caught up whatever its age).
 LOOKBACK = "10m"
-MAX_TICKS = WINDOWS + 14
+
+
+@dataclass(frozen=True)
+class Size:
+    #: 5-minute windows of orders.
+    windows: int
+    #: Delivery processes killed during the windows, and at least this many in all.
+    kills: int
+    min_kills: int
+    #: What the run must at least have seen for its figures to mean something.
+    min_orders: int
+    min_faults: int
+
+    @property
+    def max_ticks(self) -> int:
+        return self.windows + 14
+
+    @property
+    def end(self) -> datetime:
+        return T0 + timedelta(minutes=5 * self.windows)
+
+
+SIZES = {"duckdb": Size(12, 6, 5, 2000, 100), "postgres": Size(4, 3, 3, 650, 30)}
 
 
 def _ticks(start: datetime, n: int) -> Iterator[datetime]:
@@ -55,9 +78,19 @@ def _ticks(start: datetime, n: int) -> Iterator[datetime]:
 
 
 @pytest.fixture
-def chaos_sandbox() -> Iterator[Sandbox]:
+def duckdb_path(ledger_location: str) -> str:
+    return ledger_location
+
+
+@pytest.fixture
+def size(ledger_location: str) -> Size:
+    return SIZES["postgres" if "://" in ledger_location else "duckdb"]
+
+
+@pytest.fixture
+def chaos_sandbox(size: Size) -> Iterator[Sandbox]:
     with Sandbox(seed=SEED) as sb:
-        sb.shop.add_history(timedelta(minutes=5 * WINDOWS), ORDERS_PER_MINUTE, until=_end())
+        sb.shop.add_history(timedelta(minutes=5 * size.windows), ORDERS_PER_MINUTE, until=size.end)
         # Pacing is tested on its own (test_rate_budget.py): here the budget is wide and the
         # minute window short, so that an injected 429's announced reset is a blink away.
         sb.erp.set_rate_limit(per_minute=100_000, per_day=10_000_000, minute_window_s=0.1)
@@ -66,17 +99,13 @@ def chaos_sandbox() -> Iterator[Sandbox]:
         yield sb
 
 
-def _end() -> datetime:
-    return T0 + timedelta(minutes=5 * WINDOWS)
-
-
 @pytest.fixture
 def dagster_home(tmp_path: Path) -> Iterator[Path]:
     yield delivery_runner.prepare_home(tmp_path / "dagster_home")
 
 
-def _erp_orders_rows(path: str) -> dict[str, tuple[str, str | None]]:
-    with duckdb.connect(path, read_only=True) as con:
+def _erp_orders_rows(ledger: Ledger) -> dict[str, tuple[str, str | None]]:
+    with ledger.db.connect() as con:
         rows = con.execute(
             "SELECT order_number, status, reason FROM erp_orders WHERE route_id = ?", [ROUTE_ID]
         ).fetchall()
@@ -84,7 +113,7 @@ def _erp_orders_rows(path: str) -> dict[str, tuple[str, str | None]]:
 
 
 def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
-    chaos_sandbox: Sandbox, duckdb_path: str, dagster_home: Path, record_property
+    chaos_sandbox: Sandbox, duckdb_path: str, size: Size, dagster_home: Path, record_property
 ) -> None:
     sb = chaos_sandbox
     rng = random.Random(SEED)
@@ -102,9 +131,9 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     delivery_schedule = defs.resolve_schedule_def(f"{ROUTE_ID}__erp_delivery_schedule")
     truth = list(sb.shop.truth.values())
     expected = {t.order_number for t in truth if t.expected_in_erp}
-    assert len(truth) >= 2000
+    assert len(truth) >= size.min_orders
 
-    kill_ticks = set(rng.sample(range(WINDOWS), KILLS))
+    kill_ticks = set(rng.sample(range(size.windows), size.kills))
     runners: list[delivery_runner.Runner] = []
     kills = fetch_failures = delivery_runs = 0
     instance = dg.DagsterInstance.local_temp(tempdir=str(dagster_home))
@@ -142,8 +171,8 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
 
     started = time.monotonic()
     try:
-        for tick, at in enumerate(_ticks(T0, MAX_TICKS)):
-            if tick == WINDOWS + 2:
+        for tick, at in enumerate(_ticks(T0, size.max_ticks)):
+            if tick == size.windows + 2:
                 # Keep faults on for most of it, then let the route settle.
                 sb.erp.faults.clear()
                 sb.shop.faults.clear()
@@ -161,7 +190,7 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
                     raise_on_error=False,
                 )
                 fetch_failures += not result.success
-            kill = tick in kill_ticks or (tick >= WINDOWS and kills < MIN_KILLS)
+            kill = tick in kill_ticks or (tick >= size.windows and kills < size.min_kills)
             # Killed after 1 to 60 of the ~120 POSTs a tick's run makes (or when it is done).
             deliver(at, rng.randint(1, 60) if kill else None)
             if kill:
@@ -174,7 +203,7 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
                 flush=True,
             )
             done = expected <= delivered() and pending == 0
-            if tick >= WINDOWS + 2 and done and kills >= MIN_KILLS:
+            if tick >= size.windows + 2 and done and kills >= size.min_kills:
                 break
     finally:
         warm.stop()
@@ -185,14 +214,16 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     refs = Counter(o["YourRef"] for o in sb.erp.sales_orders)
     duplicates = sb.erp.duplicate_refs()
     lost = expected - set(refs)
-    mapping = _erp_orders_rows(duckdb_path)
+    mapping = _erp_orders_rows(ledger)
     non_eu = {t.order_number for t in truth if not t.eu}
     malformed_eu = {t.order_number for t in truth if t.eu and t.malformed}
     quarantined = {n for n, (status, reason) in mapping.items() if status == "quarantined"}
     faults = sum(sb.erp.faults.injected.values()) + sum(sb.shop.faults.injected.values())
     invoiced, unpaid = invoices.invoice_mismatches(sb.erp, invoices.by_ref(sb.shop.orders.values()))
+    backend = "postgres" if "://" in duckdb_path else "duckdb"
     line = (
-        f"chaos: orders={len(truth)} eu_valid={len(expected)} delivered={len(set(refs) & expected)}"
+        f"chaos ({backend}): orders={len(truth)} eu_valid={len(expected)}"
+        f" delivered={len(set(refs) & expected)}"
         f" duplicates={len(duplicates)} lost={len(lost)} non_eu_sent={len(non_eu & set(refs))}"
         f" quarantined={len(quarantined)} faults={faults} kills={kills}"
         f" delivery_runs={delivery_runs} fetch_failures={fetch_failures}"
@@ -201,8 +232,8 @@ def test_every_valid_eu_order_reaches_the_erp_exactly_once_under_fire(
     print(line)  # noqa: T201
     record_property("chaos", line)
 
-    assert kills >= MIN_KILLS, line
-    assert faults > 100, line
+    assert kills >= size.min_kills, line
+    assert faults > size.min_faults, line
     assert not duplicates, line
     assert not lost, f"{line}; lost e.g. {sorted(lost)[:5]}"
     assert set(refs) == expected, line
