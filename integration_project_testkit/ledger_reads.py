@@ -29,3 +29,15 @@ def mapping_counts(ledger: Ledger, start: datetime, end: datetime) -> dict[str, 
             [ledger.route_id, start, end],
         ).fetchall()
     return {status: int(n) for status, n in rows}
+
+
+def every_table_rows(ledger: Ledger) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the ledger (its own schema: no temporary tables or views),
+    by table name; on either backend, for asserting that some value is gone everywhere."""
+    with ledger.db.connect() as con:
+        tables = con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = current_schema() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name"
+        ).fetchall()
+        return {t: con.execute(f'SELECT * FROM "{t}"').fetchall() for (t,) in tables}

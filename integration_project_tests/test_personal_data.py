@@ -1,6 +1,7 @@
 """Personal data (README, "Personal data"): the per-route retention job, the location-wide
-``erase_customer_job`` and masked previews, over the sandbox and a real DuckDB file. Time is
-moved with the retention op's ``now`` config, never by sleeping."""
+``erase_customer_job`` and masked previews, over the sandbox and a real ledger: every test that
+uses one runs on both backends (a DuckDB file, a PostgreSQL database). Time is moved with the
+retention op's ``now`` config, never by sleeping."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pytest
 
 from integration_project.assets import RouteAssets
+from integration_project.ledger import Ledger
 from integration_project.ledger.db import now_utc
 from integration_project.privacy import (
     ERASE_JOB,
@@ -27,10 +28,19 @@ from integration_project.privacy import (
 from integration_project.redact import blank_order, mask_emails
 from integration_project.resources import open_ledger
 from integration_project.routes.config import RouteConfig
+from integration_project_testkit.ledger_reads import every_table_rows
 from integration_project_testkit.routes import route_assets, shipped_route
 from integration_project_testkit.windows import WINDOW_START
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def duckdb_path(ledger_location: str) -> str:
+    """Every test here that uses the ledger runs on both backends: a DuckDB file and a
+    PostgreSQL database."""
+    return ledger_location
+
 
 #: The shipped reference route, with a description and an extra field that carry the
 #: customer's name and e-mail into the ERP sales order (as route files may).
@@ -111,44 +121,41 @@ def run_erase(
     return result, op_metadata(result, ERASE_OP)
 
 
-def rows(duckdb_path: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    with duckdb.connect(duckdb_path) as con:
+def rows(ledger: Ledger, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with ledger.db.connect() as con:
         return con.execute(sql, params or []).fetchall()
 
 
-def staged(duckdb_path: str, route: RouteAssets = ROUTE) -> dict[str, dict[str, Any]]:
+def staged(ledger: Ledger, route: RouteAssets = ROUTE) -> dict[str, dict[str, Any]]:
     return {
         number: json.loads(payload)
         for number, payload in rows(
-            duckdb_path,
+            ledger,
             "SELECT order_number, payload FROM staged_orders WHERE route_id = ?",
             [route.route.id],
         )
     }
 
 
-def mapped(duckdb_path: str, route: RouteAssets = ROUTE) -> dict[str, tuple[Any, ...]]:
+def mapped(ledger: Ledger, route: RouteAssets = ROUTE) -> dict[str, tuple[Any, ...]]:
     return {
         r[0]: (r[1], json.loads(r[2]) if r[2] else None, r[3])
         for r in rows(
-            duckdb_path,
+            ledger,
             "SELECT order_number, status, payload, reason FROM erp_orders WHERE route_id = ?",
             [route.route.id],
         )
     }
 
 
-def blanked_keys(duckdb_path: str) -> set[tuple[str, str]]:
+def blanked_keys(ledger: Ledger) -> set[tuple[str, str]]:
     return {
-        (r[0], r[1])
-        for r in rows(duckdb_path, "SELECT route_id, reason FROM personal_data_blanked")
+        (r[0], r[1]) for r in rows(ledger, "SELECT route_id, reason FROM personal_data_blanked")
     }
 
 
-def every_table_text(duckdb_path: str) -> dict[str, str]:
-    with duckdb.connect(duckdb_path) as con:
-        tables = [r[0] for r in con.execute("SHOW TABLES").fetchall()]
-        return {t: repr(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables}
+def every_table_text(ledger: Ledger) -> dict[str, str]:
+    return {table: repr(table_rows) for table, table_rows in every_table_rows(ledger).items()}
 
 
 def address(email: str) -> re.Pattern[str]:
@@ -196,7 +203,7 @@ def assert_blanked(order: dict[str, Any], shop_order: dict[str, Any]) -> None:
 
 
 def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
-    sandbox, resources, duckdb_path, dagster_instance
+    sandbox, resources, ledger, dagster_instance
 ):
     shop = sandbox.shop
     key_a, start_a = window(0)
@@ -225,14 +232,14 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
     unmapped = shop.add_order(start_d + timedelta(minutes=1))
     fetch_only(resources, key_d)  # staged, never mapped
     # Pages of a fetch that died before merging them.
-    ledger = open_ledger(resources["duckdb"], ROUTE.route.id, resources["erp"].token_key)
+    route_ledger = open_ledger(resources["duckdb"], ROUTE.route.id, resources["erp"].token_key)
     orphan = copy.deepcopy(unmapped) | {"id": "0" * 32, "orderNumber": "99999"}
-    ledger.staging.stage_page("an-aborted-fetch", [orphan], start_d)
+    route_ledger.staging.stage_page("an-aborted-fetch", [orphan], start_d)
     shop_orders = {o["orderNumber"]: o for o in shop.orders.values()}
-    before = staged(duckdb_path)
-    descriptions = {n: m[1]["Description"] for n, m in mapped(duckdb_path).items() if m[1]}
+    before = staged(ledger)
+    descriptions = {n: m[1]["Description"] for n, m in mapped(ledger).items() if m[1]}
     accounts = rows(
-        duckdb_path,
+        ledger,
         "SELECT count(*), count(*) FILTER (WHERE cached_at < ?) FROM erp_accounts",
         [moment],
     )[0]
@@ -244,14 +251,14 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
     _, meta = run_retention(resources, dagster_instance, now=moment + retention)
 
     old = {o["orderNumber"] for o in [*delivered_early, skipped]}
-    after = staged(duckdb_path)
+    after = staged(ledger)
     for number, order in after.items():
         if number in old:
             assert_blanked(order, shop_orders[number])
         else:
             assert order == before[number], number
             assert has_personal_data(order, shop_orders[number]), number
-    maps = mapped(duckdb_path)
+    maps = mapped(ledger)
     for order in delivered_early:
         status, body, _ = maps[order["orderNumber"]]
         assert status == "mapped"
@@ -264,7 +271,7 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
     assert old == {
         r[0]
         for r in rows(
-            duckdb_path,
+            ledger,
             "SELECT s.order_number FROM personal_data_blanked b "
             "JOIN staged_orders s USING (route_id, shop_order_id) WHERE b.reason = 'retention'",
         )
@@ -288,12 +295,12 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
     assert meta["erp_accounts_deleted"] == accounts[0] - accounts[1]
     assert meta["waiting_kept"] == 3  # the failed and the two pending orders
     assert meta["quarantined_kept"] == 1 and meta["unmapped_kept"] == 1
-    after = staged(duckdb_path)
+    after = staged(ledger)
     assert_blanked(after[delivered_late["orderNumber"]], delivered_late)
     for order in [failed, *pending, quarantined, unmapped]:
         assert after[order["orderNumber"]] == before[order["orderNumber"]]
-    assert not rows(duckdb_path, "SELECT * FROM staged_orders_incoming")
-    assert rows(duckdb_path, "SELECT count(*) FROM erp_accounts")[0][0] == 0
+    assert not rows(ledger, "SELECT * FROM staged_orders_incoming")
+    assert rows(ledger, "SELECT count(*) FROM erp_accounts")[0][0] == 0
 
     # The pending orders are still delivered, with their customer.
     assert sent(deliver(resources)) == 2
@@ -305,7 +312,7 @@ def test_retention_blanks_exactly_the_old_delivered_and_skipped_orders(
 
 
 def test_a_refetched_order_is_blanked_again_and_never_sent_twice(
-    sandbox, resources, duckdb_path, dagster_instance
+    sandbox, resources, ledger, dagster_instance
 ):
     key, start = window(0)
     orders = sandbox.shop.add_orders(2, start=start, end=start + timedelta(minutes=3))
@@ -316,12 +323,12 @@ def test_a_refetched_order_is_blanked_again_and_never_sent_twice(
 
     fetch_and_map(resources, key)  # a backfill re-reads the window: the shop's data is back
     shop_orders = {o["orderNumber"]: o for o in orders}
-    assert all(has_personal_data(o, shop_orders[n]) for n, o in staged(duckdb_path).items())
+    assert all(has_personal_data(o, shop_orders[n]) for n, o in staged(ledger).items())
     assert sent(deliver(resources)) == 0  # blanking never makes an order "new"
 
     meta = run_retention(resources, dagster_instance, now=later)[1]
     assert meta["orders_blanked"] == 2 and meta["erp_orders_blanked"] == 2
-    for number, order in staged(duckdb_path).items():
+    for number, order in staged(ledger).items():
         assert_blanked(order, shop_orders[number])
     assert run_retention(resources, dagster_instance, now=later)[1]["orders_blanked"] == 0
     assert len(sandbox.erp.sales_orders) == 2
@@ -331,7 +338,7 @@ def test_a_refetched_order_is_blanked_again_and_never_sent_twice(
 
 
 def test_erase_customer_removes_the_address_from_every_table_of_every_route(
-    sandbox, resources, duckdb_path, dagster_instance
+    sandbox, resources, ledger, dagster_instance
 ):
     shop = sandbox.shop
     key, start = window(0)
@@ -352,7 +359,7 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
         fetch_and_map(resources, key, route)
         deliver(resources, route)
     # Pages of a fetch that died two hours ago, holding one of the customer's orders.
-    with duckdb.connect(duckdb_path) as con:
+    with ledger.db.connect() as con:
         con.execute(
             "INSERT INTO staged_orders_incoming (route_id, run_id, shop_order_id, order_number, "
             "created_at, payload, fetched_at) VALUES (?, 'dead-run', ?, ?, ?, ?::JSON, ?)",
@@ -366,7 +373,7 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
             ],
         )
     pattern = address(TARGET)
-    text = every_table_text(duckdb_path)
+    text = every_table_text(ledger)
     assert {t for t, dump in text.items() if pattern.search(dump)} >= {
         "staged_orders",
         "staged_orders_incoming",
@@ -376,7 +383,7 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
 
     result, meta = run_erase(resources, dagster_instance, "  JANE.Doe@example.COM ")
 
-    leaks = {t for t, dump in every_table_text(duckdb_path).items() if pattern.search(dump)}
+    leaks = {t for t, dump in every_table_text(ledger).items() if pattern.search(dump)}
     assert not leaks, f"the address is still in {leaks}"
     assert meta["email"] == "j***@example.com"
     assert meta["complete"] is True and meta["waiting_left"] == 0
@@ -395,7 +402,7 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
     assert "j***@example.com" in logs
 
     for route in (ROUTE, SECOND):
-        after = staged(duckdb_path, route)
+        after = staged(ledger, route)
         for order in own:
             assert_blanked(after[order["orderNumber"]], order)
         for order in others:  # other addresses are untouched, whole
@@ -403,13 +410,13 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
         comment = after[mention["orderNumber"]]["customerComment"]
         assert comment == "Please also send the invoice to [erased], thanks"
         assert has_personal_data(after[mention["orderNumber"]], mention)
-        maps = mapped(duckdb_path, route)
+        maps = mapped(ledger, route)
         assert maps[own[2]["orderNumber"]][0] == "quarantined"
         for order in own[:2]:
             body = maps[order["orderNumber"]][1]
             assert body["Description"] is None and body["Remarks"] is None
             assert body["OrderedBy"] and body["SalesOrderLines"]
-    assert blanked_keys(duckdb_path) == {
+    assert blanked_keys(ledger) == {
         (ROUTE.route.id, "erased"),
         (SECOND.route.id, "erased"),
     }
@@ -418,17 +425,17 @@ def test_erase_customer_removes_the_address_from_every_table_of_every_route(
     # recent the order (erase the customer in the shop too: README, "Personal data").
     fetch_and_map(resources, key)
     numbers = [o["orderNumber"] for o in own]
-    assert all(pattern.search(json.dumps(staged(duckdb_path)[n])) for n in numbers)
+    assert all(pattern.search(json.dumps(staged(ledger)[n])) for n in numbers)
     meta = run_retention(resources, dagster_instance)[1]
     assert meta["orders_blanked"] == 3
-    after, maps = staged(duckdb_path), mapped(duckdb_path)
+    after, maps = staged(ledger), mapped(ledger)
     for order in own:
         assert_blanked(after[order["orderNumber"]], order)
         assert not pattern.search(json.dumps(maps[order["orderNumber"]][1]))
 
 
 def test_erase_leaves_orders_that_wait_for_delivery_whole_and_lists_them(
-    sandbox, resources, duckdb_path, dagster_instance
+    sandbox, resources, ledger, dagster_instance
 ):
     shop = sandbox.shop
     key_a, start_a = window(0)
@@ -443,8 +450,8 @@ def test_erase_leaves_orders_that_wait_for_delivery_whole_and_lists_them(
     key_c, start_c = window(10)
     unmapped = shop.add_order(start_c, email=TARGET)
     fetch_only(resources, key_c)
-    before = staged(duckdb_path)
-    bodies = mapped(duckdb_path)
+    before = staged(ledger)
+    bodies = mapped(ledger)
 
     result, meta = run_erase(resources, dagster_instance, TARGET)
 
@@ -461,11 +468,11 @@ def test_erase_leaves_orders_that_wait_for_delivery_whole_and_lists_them(
         if entry.level == 30  # logging.WARNING
     ]
     assert any(pending["orderNumber"] in w and unmapped["orderNumber"] in w for w in warnings)
-    after = staged(duckdb_path)
+    after = staged(ledger)
     assert_blanked(after[delivered["orderNumber"]], delivered)
     for order in (failed, pending, unmapped):
         assert after[order["orderNumber"]] == before[order["orderNumber"]]
-    assert mapped(duckdb_path)[pending["orderNumber"]] == bodies[pending["orderNumber"]]
+    assert mapped(ledger)[pending["orderNumber"]] == bodies[pending["orderNumber"]]
 
     # The waiting order goes out with its customer; erasing again then takes it too.
     assert sent(deliver(resources)) == 1

@@ -5,18 +5,23 @@ An order *waits* (and keeps all its data) while it is staged but not mapped, map
 delivered, or has a ``delivered_orders`` row in any status but ``delivered`` (sending, pending,
 failed, conflict). Blanked orders are recorded in ``personal_data_blanked``; a re-fetch after
 that brings the shop's data back, and the next retention run blanks it again.
+
+Both backends run the same SQL but for two seams (:data:`_ROW_ID`, :data:`_LOCK_ROWS`). On
+PostgreSQL a write to a route's orders holds the route's lock (:func:`~.db.route_lock`), as
+mapping and delivery do, so an order cannot start or stop waiting while it is blanked.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 
-from integration_project.ledger.db import Database, now_utc
+from integration_project.ledger.db import Database, now_utc, route_lock
 from integration_project.redact import (
     blank_order,
     blank_sales_order,
@@ -38,15 +43,48 @@ _DONE = (
 #: table are handled on their own.
 _SCAN_SKIP = frozenset({"erp_tokens", "leases", "staged_orders_incoming", "personal_data_blanked"})
 
-#: FROM/WHERE of one customer's own orders (every route): its JSON-escaped address, its
-#: address, and whether they no longer wait (``True``: blank them) or wait (``False``).
-_CUSTOMER_SQL = f"""
+#: FROM/WHERE of one customer's own orders (every route): its JSON-escaped address (a cheap
+#: pre-filter on the JSON text) and its address.
+_CUSTOMER_SQL = """
     FROM staged_orders s
     LEFT JOIN erp_orders e USING (route_id, shop_order_id)
     LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
-    WHERE contains(lower(CAST(s.payload AS VARCHAR)), ?)
-      AND lower(trim(json_extract_string(s.payload, '$.orderCustomer.email'))) = ?
-      AND coalesce(e.shop_order_id IS NOT NULL AND {_DONE}, false) = ?
+    WHERE strpos(lower(CAST(s.payload AS VARCHAR)), ?) > 0
+      AND lower(trim(s.payload->'orderCustomer'->>'email')) = ?
+"""
+#: Whether an order of :data:`_CUSTOMER_SQL` no longer waits (``True``: blank it).
+_CUSTOMER_DONE = f"coalesce(e.shop_order_id IS NOT NULL AND {_DONE}, false)"
+
+#: How a statement names one row to update or delete. PostgreSQL has no ``rowid``: ``ctid``
+#: names the row's current version, which stays put while this transaction holds the row's
+#: lock (:data:`_LOCK_ROWS`); it changes when the row is updated, so each row is written once.
+_ROW_ID = {"duckdb": "rowid", "postgres": "ctid"}
+#: What a SELECT of rows about to be rewritten by :data:`_ROW_ID` ends with: PostgreSQL locks
+#: them, so no other transaction moves them meanwhile. DuckDB has no row locks (nor the
+#: syntax): its file lock keeps every other writer out.
+_LOCK_ROWS = {"duckdb": "", "postgres": " FOR UPDATE"}
+#: Column types the erasure scans (DuckDB's names, then PostgreSQL's), and whether they hold
+#: JSON (whose text escapes the address: :attr:`_Erasure.json_needle`).
+_TEXT_TYPES = {
+    "VARCHAR": False,
+    "JSON": True,
+    "character varying": False,
+    "text": False,
+    "json": True,
+    "jsonb": True,
+}
+#: This ledger's tables (not temporary ones, not views), on both backends.
+_TABLES_SQL = """
+    SELECT table_name FROM information_schema.tables
+    WHERE table_catalog = current_database() AND table_schema = current_schema()
+      AND table_type = 'BASE TABLE'
+    ORDER BY table_name
+"""
+_COLUMNS_SQL = """
+    SELECT column_name, data_type FROM information_schema.columns
+    WHERE table_catalog = current_database() AND table_schema = current_schema()
+      AND table_name = ?
+    ORDER BY ordinal_position
 """
 
 #: (route id, shop id, staged payload, mapped payload, mapping reason, delivery error)
@@ -81,7 +119,7 @@ class PersonalData:
         created: list[datetime] = []
         after = ""
         while True:
-            with self._db.transaction() as con:
+            with self._db.transaction(lock=route_lock(self._route_id)) as con:
                 rows = self._retention_chunk(con, after, cutoff, chunk)
                 touched = _blank_orders(con, [r[:6] for r in rows], "retention", ())
             if not rows:
@@ -150,8 +188,9 @@ class PersonalData:
             [cutoff, cutoff, self._route_id],
         ).fetchone()
         unmapped = con.execute(
-            "SELECT count(*) FROM staged_orders s ANTI JOIN erp_orders e "
-            "USING (route_id, shop_order_id) WHERE s.route_id = ? AND s.created_at < ?",
+            "SELECT count(*) FROM staged_orders s WHERE s.route_id = ? AND s.created_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM erp_orders e "
+            "WHERE e.route_id = s.route_id AND e.shop_order_id = s.shop_order_id)",
             [self._route_id, cutoff],
         ).fetchone()[0]
         report["staged_orders_incoming"] = len(orphans)
@@ -214,53 +253,72 @@ class _Erasure:
     def customer_orders(self, chunk: int) -> None:
         """Step 1: blank the customer's own orders whole, or list them when they wait."""
         with self._db.connect() as con:
-            for route_id, shop_id, number, e_status, d_status in con.execute(
+            found = con.execute(
                 "SELECT s.route_id, s.shop_order_id, coalesce(s.order_number, e.order_number), "
-                "e.status, d.status " + _CUSTOMER_SQL,
-                [self.json_needle, self.needle, False],
-            ).fetchall():
-                why = (
-                    f"delivery status {d_status}"
-                    if d_status
-                    else ("mapped, not delivered yet" if e_status else "staged, not mapped yet")
-                )
-                self.waiting[(route_id, shop_id)] = (route_id, str(number or shop_id), why)
-        while True:
-            with self._db.transaction() as con:
-                rows = con.execute(
-                    "SELECT s.route_id, s.shop_order_id, s.payload, e.payload, e.reason, "
-                    "d.last_error, coalesce(s.order_number, e.order_number), e.status "
-                    + _CUSTOMER_SQL
-                    + " ORDER BY s.route_id, s.shop_order_id LIMIT ?",
-                    [self.json_needle, self.needle, True, chunk],
-                ).fetchall()
-                touched = _blank_orders(con, [r[:6] for r in rows], "erased", [self.needle])
-            if not rows:
-                return
-            for table, n in touched.items():
-                self._add(table, n)
-            self.erased += [(r[0], str(r[6] or r[1]), str(r[7])) for r in rows]
+                f"e.status, d.status, {_CUSTOMER_DONE} " + _CUSTOMER_SQL,
+                [self.json_needle, self.needle],
+            ).fetchall()
+        done: dict[str, dict[str, str]] = {}  # route id -> shop id -> order number
+        for route_id, shop_id, number, e_status, d_status, is_done in found:
+            if is_done:
+                done.setdefault(route_id, {})[shop_id] = str(number or shop_id)
+                continue
+            why = (
+                f"delivery status {d_status}"
+                if d_status
+                else ("mapped, not delivered yet" if e_status else "staged, not mapped yet")
+            )
+            self.waiting[(route_id, shop_id)] = (route_id, str(number or shop_id), why)
+        for route_id, numbers in sorted(done.items()):
+            shop_ids = sorted(numbers)
+            for start in range(0, len(shop_ids), chunk):
+                part = {i: numbers[i] for i in shop_ids[start : start + chunk]}
+                self._blank_customer_orders(route_id, part)
+
+    def _blank_customer_orders(self, route_id: str, numbers: dict[str, str]) -> None:
+        """Blank some of the customer's orders of one route, under the route's lock; an order
+        that started to wait since it was found (re-mapped meanwhile) is listed instead."""
+        with self._db.transaction(lock=route_lock(route_id)) as con:
+            rows = con.execute(
+                "SELECT s.route_id, s.shop_order_id, s.payload, e.payload, e.reason, "
+                "d.last_error, coalesce(s.order_number, e.order_number), e.status "
+                + _CUSTOMER_SQL
+                + f" AND s.route_id = ? AND s.shop_order_id = ANY(?) AND {_CUSTOMER_DONE}"
+                " ORDER BY s.shop_order_id",
+                [self.json_needle, self.needle, route_id, list(numbers)],
+            ).fetchall()
+            touched = _blank_orders(con, [r[:6] for r in rows], "erased", [self.needle])
+        for table, n in touched.items():
+            self._add(table, n)
+        self.erased += [(r[0], str(r[6] or r[1]), str(r[7])) for r in rows]
+        for shop_id in set(numbers) - {r[1] for r in rows}:
+            self.waiting.setdefault(
+                (route_id, shop_id),
+                (route_id, numbers[shop_id], "started to wait during the erasure"),
+            )
 
     def cache_and_incoming(self, stale: datetime) -> None:
         """Steps 2 and 3: the look-up cache (e-mail → ERP account id, every division), and the
         staging rows of fetches: an aborted one's (fetched before ``stale``) are deleted; a
         running one's are left (the fetch merges them; run the erasure again afterwards)."""
+        row_id = _ROW_ID[self._db.dialect]
         with self._db.transaction() as con:
             deleted = con.execute(
                 "DELETE FROM erp_accounts WHERE lower(trim(email)) = ? RETURNING 1",
                 [self.needle],
             ).fetchall()
             self._add("erp_accounts", len(deleted))
-            for rowid, route_id, shop_id, number, fetched_at, text in con.execute(
-                "SELECT rowid, route_id, shop_order_id, order_number, fetched_at, "
+            for ref, route_id, shop_id, number, fetched_at, text in con.execute(
+                f"SELECT {row_id}, route_id, shop_order_id, order_number, fetched_at, "
                 "CAST(payload AS VARCHAR) FROM staged_orders_incoming "
-                "WHERE contains(lower(CAST(payload AS VARCHAR)), ?)",
+                "WHERE strpos(lower(CAST(payload AS VARCHAR)), ?) > 0"
+                + _LOCK_ROWS[self._db.dialect],
                 [self.json_needle],
             ).fetchall():
                 if not self.pattern.search(text):
                     continue
                 if fetched_at < stale:
-                    con.execute("DELETE FROM staged_orders_incoming WHERE rowid = ?", [rowid])
+                    con.execute(f"DELETE FROM staged_orders_incoming WHERE {row_id} = ?", [ref])
                     self._add("staged_orders_incoming", 1)
                 else:
                     self.waiting.setdefault(
@@ -272,57 +330,93 @@ class _Erasure:
         """Step 4: every other mention, in every text column of every table (tables added
         later included): the address itself becomes "[erased]"."""
         with self._db.connect() as con:
-            names = [
-                r[0]
-                for r in con.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE database_name = "
-                    "current_database() AND schema_name = 'main' ORDER BY table_name"
-                ).fetchall()
-                if r[0] not in _SCAN_SKIP
-            ]
-        for table in names:
-            with self._db.transaction() as con:
-                changed, left = self._erase_in_table(con, table)
+            tables = {
+                table: con.execute(_COLUMNS_SQL, [table]).fetchall()
+                for (table,) in con.execute(_TABLES_SQL).fetchall()
+                if table not in _SCAN_SKIP
+            }
+        for table, columns in tables.items():
+            scan = _Scan(table, columns, self.needle, self.json_needle, self._db.dialect)
+            if not scan.texts:
+                continue
+            with self._db.transaction(lock=self._route_locks(scan)) as con:
+                changed, left = scan.erase(con, self.pattern)
             self._add(table, changed)
             for key, number in left:
                 self.waiting.setdefault(key, (key[0], number, "waits for delivery"))
 
-    def _erase_in_table(
-        self, con: duckdb.DuckDBPyConnection, table: str
-    ) -> tuple[int, list[tuple[tuple[str, str], str]]]:
-        """Replace the address in ``table``'s text columns, except in rows of orders that wait.
-        Returns (rows changed, [((route id, shop id), order number) left because they wait])."""
-        columns = con.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
-            "current_database() AND schema_name = 'main' AND table_name = ?",
-            [table],
-        ).fetchall()
-        names = {c for c, _ in columns}
-        keyed = {"route_id", "shop_order_id"} <= names
-        waiting = _waiting_orders(con) if keyed else set()
-        number = "order_number" if "order_number" in names else "NULL"
-        key_sql = f"route_id, shop_order_id, {number}" if keyed else "NULL, NULL, NULL"
-        changed: set[int] = set()
-        left: list[tuple[tuple[str, str], str]] = []
-        for column, data_type in [(c, t) for c, t in columns if t in ("VARCHAR", "JSON")]:
-            rows = con.execute(
-                f'SELECT rowid, CAST("{column}" AS VARCHAR), {key_sql} FROM "{table}" '
-                f'WHERE contains(lower(CAST("{column}" AS VARCHAR)), ?)',
-                [self.json_needle if data_type == "JSON" else self.needle],
+    def _route_locks(self, scan: _Scan) -> list[str]:
+        """On PostgreSQL, the locks of the routes whose rows of ``scan``'s table mention the
+        address (in one order everywhere: sorted). DuckDB's file lock already keeps every
+        other writer out, so it is spared this extra read."""
+        if self._db.dialect != "postgres" or "route_id" not in scan.columns:
+            return []
+        with self._db.connect() as con:
+            routes = con.execute(
+                f'SELECT DISTINCT route_id FROM "{scan.table}" WHERE {scan.where}', scan.params
             ).fetchall()
-            for rowid, text, route_id, shop_id, order_number in rows:
-                new, n = erase_email(text, self.pattern)
-                if not n:
-                    continue
-                if keyed and (str(route_id), str(shop_id)) in waiting:
-                    left.append(((str(route_id), str(shop_id)), str(order_number or shop_id)))
-                    continue
-                con.execute(
-                    f'UPDATE "{table}" SET "{column}" = CAST(? AS {data_type}) WHERE rowid = ?',
-                    [new, rowid],
-                )
-                changed.add(rowid)
-        return len(changed), left
+        return [route_lock(r[0]) for r in sorted(routes, key=lambda r: str(r[0]))]
+
+
+class _Scan:
+    """The erasure's rewrite of one table: its text columns, and the rows that mention the
+    address in any of them."""
+
+    def __init__(
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        needle: str,
+        json_needle: str,
+        dialect: str,
+    ) -> None:
+        self.table = table
+        self.columns = {name for name, _ in columns}
+        #: (column, type) of every text or JSON column.
+        self.texts = [(c, t) for c, t in columns if t in _TEXT_TYPES]
+        self.where = " OR ".join(
+            f'strpos(lower(CAST("{c}" AS VARCHAR)), ?) > 0' for c, _ in self.texts
+        )
+        self.params = [json_needle if _TEXT_TYPES[t] else needle for _, t in self.texts]
+        self._dialect = dialect
+
+    def erase(
+        self, con: duckdb.DuckDBPyConnection, pattern: re.Pattern[str]
+    ) -> tuple[int, list[tuple[tuple[str, str], str]]]:
+        """Replace the address in the table's text columns, except in rows of orders that
+        wait; each row is rewritten once, all its columns together. Returns (rows changed,
+        [((route id, shop id), order number) left because they wait])."""
+        keyed = {"route_id", "shop_order_id"} <= self.columns
+        waiting = _waiting_orders(con) if keyed else set()
+        number = "order_number" if "order_number" in self.columns else "NULL"
+        key_sql = f"route_id, shop_order_id, {number}" if keyed else "NULL, NULL, NULL"
+        texts = ", ".join(f'CAST("{c}" AS VARCHAR)' for c, _ in self.texts)
+        row_id = _ROW_ID[self._dialect]
+        rows = con.execute(
+            f'SELECT {row_id}, {key_sql}, {texts} FROM "{self.table}" WHERE {self.where}'
+            + _LOCK_ROWS[self._dialect],
+            self.params,
+        ).fetchall()
+        changed = 0
+        left: list[tuple[tuple[str, str], str]] = []
+        for ref, route_id, shop_id, order_number, *values in rows:
+            new = {}
+            for (column, data_type), text in zip(self.texts, values, strict=True):
+                erased, n = erase_email(text, pattern) if text is not None else (text, 0)
+                if n:
+                    new[column] = (erased, data_type)
+            if not new:
+                continue
+            if keyed and (str(route_id), str(shop_id)) in waiting:
+                left.append(((str(route_id), str(shop_id)), str(order_number or shop_id)))
+                continue
+            assignments = ", ".join(f'"{c}" = CAST(? AS {t})' for c, (_, t) in new.items())
+            con.execute(
+                f'UPDATE "{self.table}" SET {assignments} WHERE {row_id} = ?',
+                [*(text for text, _ in new.values()), ref],
+            )
+            changed += 1
+        return changed, left
 
 
 def _waiting_orders(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
@@ -331,8 +425,10 @@ def _waiting_orders(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
         (str(r[0]), str(r[1]))
         for r in con.execute(
             f"""
-            SELECT route_id, shop_order_id FROM staged_orders
-            ANTI JOIN erp_orders USING (route_id, shop_order_id)
+            SELECT s.route_id, s.shop_order_id FROM staged_orders s
+            WHERE NOT EXISTS (SELECT 1 FROM erp_orders x
+                              WHERE x.route_id = s.route_id
+                                AND x.shop_order_id = s.shop_order_id)
             UNION
             SELECT e.route_id, e.shop_order_id
             FROM erp_orders e LEFT JOIN delivered_orders d USING (route_id, shop_order_id)
