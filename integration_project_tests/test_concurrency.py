@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 def duckdb_path(ledger_location: str) -> str:
     return ledger_location
 
+
 ORDERS = 150
 
 

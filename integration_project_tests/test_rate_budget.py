@@ -30,6 +30,13 @@ from integration_project_testkit.windows import (
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def duckdb_path(ledger_location: str) -> str:
+    """Every test here runs on both ledger backends."""
+    return ledger_location
+
+
 POSTS = "salesorders_post"
 
 

@@ -25,6 +25,13 @@ DEFAULT = default_assets()
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def duckdb_path(ledger_location: str) -> str:
+    """Every test here runs on both ledger backends."""
+    return ledger_location
+
+
 ROUTE_ID = DEFAULT.route.id
 RESEND_JOB = f"{ROUTE_ID}__resend_failed_job"
 DELIVERY_OP = f"{ROUTE_ID}__erp_delivered_orders"

@@ -25,6 +25,12 @@ from integration_project.sandbox import Sandbox
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def duckdb_path(ledger_location: str) -> str:
+    """Every test here runs on both ledger backends."""
+    return ledger_location
+
+
 def exact_client(sb: Sandbox, ledger: Ledger, **kwargs: object) -> ExactClient:
     return ExactClient(
         base_url=sb.erp_url,
@@ -143,17 +149,17 @@ def test_an_exact_app_without_the_previous_token_grace_fails_naming_erp_refresh_
 TOKEN_CHILD = textwrap.dedent(
     """
     import json, os, sys
-    from dagster_duckdb import DuckDBResource
     from integration_project import settings
     from integration_project.exact import auth as exact_auth
     from integration_project.exact.client import ExactClient
     from integration_project.ledger import DuckDBTokenStore
     from integration_project.resources import open_ledger
+    from integration_project_testkit.resources import ledger_resource
 
     spec = json.loads(os.environ["TOKEN_CHILD_SPEC"])
     # A killed process holds the refresh lock until it expires (60 s); shorter for the test.
     exact_auth.REFRESH_LOCK_TTL_S = spec["lock_ttl_s"]
-    ledger = open_ledger(DuckDBResource(database=spec["duckdb"]), "route", "rotation")
+    ledger = open_ledger(ledger_resource(spec["duckdb"]), "route", "rotation")
     client = ExactClient(
         base_url=spec["erp_url"],
         division=settings.SANDBOX_ERP_DIVISION,
