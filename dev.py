@@ -220,6 +220,10 @@ def fresh_sandbox_world(env: dict[str, str], data: Path, now: datetime) -> datet
         elif Path(f"{previous}{suffix}").exists():
             Path(f"{previous}{suffix}").unlink()
     start = settings.window_start(now) - HISTORY
+    if env.pop(settings.LEDGER_URL_ENV, None):
+        # A PostgreSQL ledger would keep the last world's rows beside the new world's orders.
+        say(f"{settings.LEDGER_URL_ENV} is ignored in sandbox mode: the sandbox world's ledger")
+        say("is a new file each time")
     env[settings.DUCKDB_PATH_ENV] = str(ledger)
     env[settings.SANDBOX_START_ENV] = start.strftime(settings.PARTITION_FORMAT)
     return start
@@ -557,8 +561,12 @@ def test(args: list[str]) -> int:
     lint = subprocess.run([BIN / "ruff", "check", "."], cwd=ROOT)
     if lint.returncode:
         return lint.returncode
+    from integration_project import settings
+
     env = {**os.environ}
     sandbox_env(env, force=True)  # the tests run against the sandbox (conftest sets it too)
+    # Each test picks its own ledger (a file, or a new PostgreSQL database): never the user's.
+    env.pop(settings.LEDGER_URL_ENV, None)
     checked = check_definitions(env)
     if checked:
         return checked
@@ -626,8 +634,11 @@ def bench(args: list[str]) -> int:
     """The benchmarks against the sandbox, one table of figures and goals (``python -m bench``;
     ``--help`` for sizes and options, ``--write BENCHMARKS.md`` to keep the results)."""
     ensure_venv()
+    from integration_project import settings
+
     env = {**os.environ}
     sandbox_env(env, force=True)
+    env.pop(settings.LEDGER_URL_ENV, None)  # the bench makes its own ledgers
     return subprocess.run([PY, "-m", "bench", *args], cwd=ROOT, env=env).returncode
 
 
