@@ -224,25 +224,18 @@ class PgConnection:
         self._raw = raw
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> _Result:
-        import psycopg2
-        import psycopg2.errors
-
         cursor = self._raw.cursor()
-        try:
+        with _as_ledger_errors():
             if params is None:
                 cursor.execute(sql)
             else:
                 cursor.execute(placeholders(sql), [_param(p) for p in params])
-        except psycopg2.IntegrityError as exc:
-            raise ConstraintViolation(str(exc).strip()) from exc
-        except (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected) as exc:
-            raise TransactionConflict(str(exc).strip()) from exc
         return _Result(cursor)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         import psycopg2.extras
 
-        with self._raw.cursor() as cursor:
+        with self._raw.cursor() as cursor, _as_ledger_errors():
             psycopg2.extras.execute_batch(
                 cursor, placeholders(sql), [[_param(p) for p in row] for row in rows]
             )
@@ -286,6 +279,20 @@ class PgConnection:
     def unregister(self, name: str) -> None:
         with self._raw.cursor() as cursor:
             cursor.execute(f'DROP TABLE IF EXISTS pg_temp."{name}"')
+
+
+@contextmanager
+def _as_ledger_errors() -> Iterator[None]:
+    """psycopg2's errors that the stores handle, as the backend-neutral ones they catch."""
+    import psycopg2
+    import psycopg2.errors
+
+    try:
+        yield
+    except psycopg2.IntegrityError as exc:
+        raise ConstraintViolation(str(exc).strip()) from exc
+    except (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected) as exc:
+        raise TransactionConflict(str(exc).strip()) from exc
 
 
 def _param(value: Any) -> Any:
