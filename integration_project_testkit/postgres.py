@@ -105,6 +105,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         tools.run("initdb", "-D", data, "-U", USER, f"--pwfile={pwfile}", "-E", "UTF8", *auth)
         options = f"-p {server.port} -c listen_addresses=127.0.0.1"
         options += f" -c unix_socket_directories={folder}"
+        # A throwaway server: nothing in it must survive a crash of this machine, so commits
+        # need not wait for the disk (the suite runs dozens of ledgers on it).
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = folder / "server.log"
         tools.run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
         try:
