@@ -175,6 +175,51 @@ class _Result:
         return self.to_arrow_table().to_pandas()
 
 
+class _Relation:
+    """A query not run yet (DuckDB's relation): read as rows, or straight into Arrow.
+
+    A result of text columns only (the mapping's batches of order payloads, 8,000 at a time)
+    comes over by ``COPY (query) TO STDOUT`` and pyarrow's CSV reader: no Python object per
+    value. Read through the cursor, a batch took ~55 MiB more each time than on DuckDB, and
+    the map step's peak RSS was 986 MiB against 538 MiB."""
+
+    def __init__(self, con: PgConnection, sql: str, params: Sequence[Any] | None) -> None:
+        self._con = con
+        self._sql = sql
+        self._params = params
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._con.execute(self._sql, self._params).fetchall()
+
+    def df(self) -> Any:
+        return self._con.execute(self._sql, self._params).df()
+
+    def to_arrow_table(self) -> pa.Table:
+        import pyarrow.csv as csv
+
+        query = self._con.bound(self._sql, self._params)
+        columns = self._con.execute(f"SELECT * FROM ({query}) AS q LIMIT 0").description
+        if any(column.type_code not in _TEXT_OIDS for column in columns):
+            return self._con.execute(self._sql, self._params).to_arrow_table()
+        names = [column.name for column in columns]
+        buffer = self._con.copy_out(query)
+        if not buffer.getbuffer().nbytes:
+            return pa.table({name: pa.array([], pa.string()) for name in names})
+        return csv.read_csv(
+            buffer,
+            read_options=csv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=csv.ParseOptions(newlines_in_values=True),
+            convert_options=csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=True,  # NULL is an unquoted empty field ...
+                quoted_strings_can_be_null=False,  # ... and "" an empty text
+            ),
+        )
+
+
+#: varchar, text and json: what COPY's CSV hands over as text unchanged.
+_TEXT_OIDS = frozenset({25, 114, 1043})
+
 #: PostgreSQL type oids as Arrow types (others are inferred from the values).
 _ARROW_TYPES = {
     16: pa.bool_(),
@@ -240,8 +285,9 @@ class PgConnection:
                 cursor, placeholders(sql), [[_param(p) for p in row] for row in rows]
             )
 
-    def sql(self, sql: str, params: Sequence[Any] | None = None) -> _Result:
-        return self.execute(sql, params)
+    def sql(self, sql: str, params: Sequence[Any] | None = None) -> _Relation:
+        """A query to read later, as DuckDB's ``con.sql`` gives it."""
+        return _Relation(self, sql, params)
 
     def lock(self, key: str) -> None:
         """Hold a lock on ``key`` until the transaction ends: what DuckDB's file lock gave
@@ -275,6 +321,24 @@ class PgConnection:
                 f"COPY \"{name}\" ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')",
                 buffer,
             )
+
+    def bound(self, sql: str, params: Sequence[Any] | None) -> str:
+        """``sql`` with its parameters in it, as psycopg2 would send it."""
+        if params is None:
+            return sql
+        with self._raw.cursor() as cursor:
+            text = cursor.mogrify(placeholders(sql), [_param(p) for p in params])
+        return text.decode() if isinstance(text, bytes) else text
+
+    def copy_out(self, query: str) -> io.BytesIO:
+        """The rows of ``query`` as CSV (NULL an unquoted empty field, "" an empty text)."""
+        buffer = io.BytesIO()
+        with self._raw.cursor() as cursor, _as_ledger_errors():
+            cursor.copy_expert(
+                f"COPY ({query}) TO STDOUT WITH (FORMAT csv, ENCODING 'UTF8')", buffer
+            )
+        buffer.seek(0)
+        return buffer
 
     def unregister(self, name: str) -> None:
         with self._raw.cursor() as cursor:
