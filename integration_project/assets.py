@@ -86,6 +86,10 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
     return RouteAssets(route, windows, source_orders, erp_orders, erp_delivered_orders)
 
 
+#: The ledger's backend as a reader knows it, for asset descriptions.
+_LEDGER_NAMES = {"duckdb": "DuckDB", "postgres": "PostgreSQL"}
+
+
 def _source_orders(
     route: RouteConfig, windows: dg.TimeWindowPartitionsDefinition
 ) -> dg.AssetsDefinition:
@@ -94,13 +98,14 @@ def _source_orders(
         partitions_def=windows,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=route.id,
-        kinds={"shopware", "duckdb"},
+        kinds={"shopware", settings.ledger_kind()},
         required_resource_keys={route.shop_key, route.erp_key, "duckdb"},
         # A route whose fetches stall turns this asset red in the UI.
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(minutes=30), warn_window=timedelta(minutes=15)
         ),
-        description=f"Shop orders created in each window (UTC, half-open), staged in DuckDB. "
+        description="Shop orders created in each window (UTC, half-open), staged in the "
+        f"ledger ({_LEDGER_NAMES[settings.ledger_kind()]}). "
         f"Route: {route.name}.",
     )
     def source_orders(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -134,7 +139,7 @@ def _erp_orders(
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[source_orders],
         group_name=route.id,
-        kinds={"python", "duckdb"},
+        kinds={"python", settings.ledger_kind()},
         required_resource_keys={route.erp_key, "duckdb"},
         description=f"Staged orders that pass the route's filter ({_filter_text(route)}), "
         "mapped to ERP sales orders; unmappable ones quarantined with a reason.",
@@ -164,14 +169,14 @@ def _erp_delivered_orders(
         key=[route.id, "erp_delivered_orders"],
         deps=[erp_orders],
         group_name=route.id,
-        kinds={"exactonline", "duckdb"},
+        kinds={"exactonline", settings.ledger_kind()},
         op_tags={DELIVERY_TAG: route.id},
         required_resource_keys={route.erp_key, "duckdb"},
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(minutes=20), warn_window=timedelta(minutes=10)
         ),
-        description="Mapped orders sent to the ERP exactly once, recorded in the DuckDB table "
-        "delivered_orders.",
+        description="Mapped orders sent to the ERP exactly once, recorded in the "
+        f"{_LEDGER_NAMES[settings.ledger_kind()]} table delivered_orders.",
     )
     def erp_delivered_orders(
         context: dg.AssetExecutionContext, config: DeliveryConfig

@@ -48,6 +48,15 @@ DUCKDB_PATH_ENV = "INTEGRATION_DUCKDB_PATH"
 #: A PostgreSQL ledger instead of the file (``postgresql://user:password@host:5432/db``), for
 #: runs on several hosts. It wins over ``INTEGRATION_DUCKDB_PATH``.
 LEDGER_URL_ENV = "INTEGRATION_LEDGER_URL"
+
+
+def ledger_kind(environ: Mapping[str, str] | None = None) -> str:
+    """``postgres`` when the ledger is a PostgreSQL database (``INTEGRATION_LEDGER_URL``), else
+    ``duckdb``: the kind the UI shows on every asset that writes the ledger."""
+    env = os.environ if environ is None else environ
+    return "postgres" if env.get(LEDGER_URL_ENV, "").strip() else "duckdb"
+
+
 LEDGER_FOLDER = "integration_project"
 LEDGER_FILE = "ledger.duckdb"
 #: The default ledger in sandbox mode: never the same file as a real route's ledger.

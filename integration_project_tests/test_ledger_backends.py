@@ -27,6 +27,7 @@ from integration_project.sandbox import Sandbox
 from integration_project_testkit.live_stack import free_port
 from integration_project_testkit.postgres import PostgresServer, fresh_database
 from integration_project_testkit.resources import make_resources
+from integration_project_testkit.routes import route_assets
 from integration_project_testkit.windows import failure_message, fetch_and_map
 
 pytestmark = pytest.mark.integration
@@ -101,6 +102,22 @@ def test_a_ledger_url_of_another_scheme_stops_the_code_location(tmp_path: Path) 
         said = getattr(done, stream)
         assert "ledger URL scheme 'mysql' is not one of postgresql, postgres" in said, said[-3000:]
         assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_the_ui_names_the_ledger_the_route_writes_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each asset that writes the ledger shows its backend as a kind, and delivery's
+    description names where ``delivered_orders`` is."""
+    for url, kind, name in (
+        ("", "duckdb", "DuckDB"),
+        (f"postgresql://u:{PASSWORD}@h/d", "postgres", "PostgreSQL"),
+    ):
+        monkeypatch.setenv(settings.LEDGER_URL_ENV, url)
+        assets = route_assets(page_size=500)  # built anew, not the shared default
+        for asset in (assets.source_orders, assets.erp_orders, assets.erp_delivered_orders):
+            spec = next(iter(asset.specs))
+            assert kind in spec.kinds and {"duckdb", "postgres"} - {kind} - spec.kinds, spec.kinds
+        description = next(iter(assets.erp_delivered_orders.specs)).description or ""
+        assert f"{name} table delivered_orders" in description, description
 
 
 def _tables(db: Database) -> set[str]:
