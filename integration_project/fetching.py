@@ -18,11 +18,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from integration_project.connectors.base import OrderSource
 from integration_project.hooks import kind_of
 from integration_project.ledger import Ledger
 from integration_project.ledger.staging import Staging
 from integration_project.page_rows import PageRows
-from integration_project.shopware.client import ShopwareClient
 from integration_project.shopware.models import storable_text
 
 #: Rows of each preview a run shows (orders fetched, quarantined, sent, would be sent).
@@ -64,7 +64,7 @@ class FetchReport:
 
 def fetch_window(
     ledger: Ledger,
-    open_client: Callable[[], ShopwareClient],
+    open_client: Callable[[], OrderSource],
     window: Window,
     *,
     page_size: int,
@@ -73,6 +73,8 @@ def fetch_window(
     late_orders: timedelta = timedelta(days=1),
 ) -> FetchReport:
     """Fetch ``[window.read_from, window.end)`` from the shop into staging, as run ``run_id``.
+    ``open_client`` opens the source: the Shopware client, or any other
+    :class:`~integration_project.connectors.base.OrderSource`.
 
     With ``late_orders`` (a duration; zero: off), also what the shop stored since the route's
     last fetch (``autoIncrement`` above
@@ -119,7 +121,7 @@ def fetch_window(
 
 def _stage_pages(
     ledger: Ledger,
-    open_client: Callable[[], ShopwareClient],
+    open_client: Callable[[], OrderSource],
     passes: list[dict[str, Any]],
     window: Window,
     *,

@@ -104,7 +104,9 @@ class SprykerClient:
         self._alias = alias
         self._include = ",".join(include)
         self.page_size = page_size
-        self._empty_to_stop = max(1, empty_batches_to_stop)
+        #: Batches in a row that held no order, after which a walk takes it that no newer
+        #: order exists (a gap of more unused ids than that would end a walk early).
+        self.empty_batches_to_stop = max(1, empty_batches_to_stop)
         self._timeout = timeout
         self._credential_names = credential_names
         self._timezone = timezone
@@ -179,13 +181,14 @@ class SprykerClient:
 
     # --- orders ----------------------------------------------------------------------------
 
-    def orders_by_id(self, ids: Sequence[int]) -> list[Any]:
-        """The order records whose ``id_sales_order`` is in ``ids`` (with the relations),
-        as Spryker sent them, ordered by id; missing ids are simply absent."""
+    def orders_by_id(self, ids: Sequence[int], *, relations: bool = True) -> list[Any]:
+        """The order records whose ``id_sales_order`` is in ``ids`` (with the relations,
+        unless ``relations`` is False: a probe that needs ids and dates only), as Spryker
+        sent them, ordered by id; missing ids are simply absent."""
         params = {
             **in_filter(self._alias, ORDER_KEY, ids),
             **page_params(len(ids)),
-            "include": self._include,
+            **({"include": self._include} if relations else {}),
         }
         response = self._get(self.orders_url, params)
         try:
@@ -209,7 +212,7 @@ class SprykerClient:
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("naive datetime: pass timezone-aware UTC datetimes")
         next_id, empty = after_id + 1, 0
-        while empty < self._empty_to_stop:
+        while empty < self.empty_batches_to_stop:
             batch = self.orders_by_id(range(next_id, next_id + self.page_size))
             next_id += self.page_size
             empty = 0 if batch else empty + 1
@@ -218,6 +221,11 @@ class SprykerClient:
                 yield page
             if batch and past_end:
                 return
+
+    def created_at(self, record: Any) -> datetime | None:
+        """A record's ``created_at`` in UTC (None: not a usable date-time)."""
+        value = record.get("created_at") if isinstance(record, dict) else None
+        return parse_spryker_datetime(value, self._timezone)
 
     def _in_window(
         self, batch: list[Any], start: datetime, end: datetime
