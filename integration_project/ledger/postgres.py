@@ -125,8 +125,8 @@ def _open(url: str) -> Any:
             application_name="integration_project ledger",
         )
     except psycopg2.OperationalError as exc:
-        # psycopg2's text names host and user, never the password; ours adds the database.
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # libpq's text names host, port and user, never the password; ours adds the database.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise LedgerUnreachable(
             f"cannot reach the ledger's PostgreSQL server at {describe(url)}: {reason}"
         ) from None
