@@ -79,13 +79,6 @@ def location_of(resource: LedgerResource) -> str:
     return resource.database
 
 
-def ledger_env(location: str) -> dict[str, str]:
-    """The variables that point a code location (a subprocess) at the ledger ``location``."""
-    if location.startswith(tuple(f"{scheme}://" for scheme in postgres.SCHEMES)):
-        return {settings.LEDGER_URL_ENV: location}
-    return {settings.DUCKDB_PATH_ENV: location}
-
-
 def make_resources(
     sb: Sandbox,
     duckdb_path: str,

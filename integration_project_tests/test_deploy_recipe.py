@@ -318,10 +318,23 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_the_image_install_carries_every_route_file(tmp_path: Path) -> None:
     """The image installs the project as a package (not from the source tree): the route files
-    under defs/ must be in it, or the code location loads without its routes."""
+    under defs/ must be in it, or the code location loads without its routes.
+
+    Built from a copy of what the Dockerfile copies, as the image builds it: a build in the
+    checkout would leave setuptools' build/ there, whose stale files a later wheel would carry
+    (a route file deleted from defs/ would still be found)."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "constraints.txt", "README.md"):
+        shutil.copy2(REPO / name, context / name)
+    shutil.copytree(
+        REPO / "integration_project",
+        context / "integration_project",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     result = subprocess.run(
-        [*build, "-w", str(tmp_path), str(REPO)],
+        [*build, "-w", str(tmp_path), str(context)],
         capture_output=True,
         text=True,
         timeout=300,
