@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from integration_project import settings
+from integration_project.connectors.csv_files import REJECTED_FOLDER, file_window, read_order_file
 from integration_project.delivery import (
     DeliveryProgress,
     DeliveryRequest,
@@ -26,16 +27,28 @@ from integration_project.hooks import RouteHooks
 from integration_project.ledger import Ledger
 from integration_project.mapping import RouteMapping, map_window
 from integration_project.reports import as_metadata, latest_delivered_table
-from integration_project.resources import ErpResource, ShopResource, erp_client, open_ledger
-from integration_project.routes.config import RouteConfig
+from integration_project.resources import (
+    CsvFolderResource,
+    ErpResource,
+    ShopResource,
+    SprykerResource,
+    erp_client,
+    open_ledger,
+)
+from integration_project.routes.config import CsvFolderSource, RouteConfig
 
 DELIVERY_TAG = "integration_project/delivery"
+
+
+#: The tag a CSV route's runs carry: the name of the file the run reads.
+FILE_TAG = "integration_project/file"
 
 
 @dataclass(frozen=True)
 class RouteAssets:
     route: RouteConfig
-    partitions_def: dg.TimeWindowPartitionsDefinition
+    #: Time windows for a shop; one partition per order file (by content hash) for files.
+    partitions_def: dg.TimeWindowPartitionsDefinition | dg.DynamicPartitionsDefinition
     source_orders: dg.AssetsDefinition
     erp_orders: dg.AssetsDefinition
     erp_delivered_orders: dg.AssetsDefinition
@@ -67,6 +80,24 @@ class DeliveryConfig(dg.Config):
         return DeliveryRequest(self.max_orders, tuple(self.resend_failed), self.resend_all_failed)
 
 
+class OrderFileConfig(dg.Config):
+    file_name: str = Field(
+        default="",
+        description="The file's name when it was picked up (looked for first; any file in the "
+        "folder with the partition's content is read otherwise)",
+    )
+
+
+def is_file_route(route: RouteConfig) -> bool:
+    """Whether the route reads order files (one partition per file) instead of a shop."""
+    return isinstance(route.source, CsvFolderSource)
+
+
+def files_partitions(route: RouteConfig) -> dg.DynamicPartitionsDefinition:
+    """A file route's partitions: one per file, keyed by its content's SHA-256."""
+    return dg.DynamicPartitionsDefinition(name=f"{route.id}__files")
+
+
 def build_route_assets(route: RouteConfig) -> RouteAssets:
     """The route's assets: keys ``<route_id>/...``, group ``<route_id>``."""
     hooks = RouteHooks.load(route.hooks)
@@ -74,13 +105,18 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         route.rules(), route.mapping.account_match, hooks.before_mapping, hooks.after_mapping
     )
     delivery = RouteDelivery(route.id, mapping.rules.allowed_countries, hooks.before_send)
-    windows = dg.TimeWindowPartitionsDefinition(
-        cron_schedule=route.schedule.incoming,
-        start=route.partitions_start or settings.default_partitions_start(),
-        fmt=settings.PARTITION_FORMAT,
-        timezone="UTC",
-    )
-    source_orders = _source_orders(route, windows)
+    windows: dg.TimeWindowPartitionsDefinition | dg.DynamicPartitionsDefinition
+    if is_file_route(route):
+        windows = files_partitions(route)
+        source_orders = _file_source_orders(route, windows)
+    else:
+        windows = dg.TimeWindowPartitionsDefinition(
+            cron_schedule=route.schedule.incoming,
+            start=route.partitions_start or settings.default_partitions_start(),
+            fmt=settings.PARTITION_FORMAT,
+            timezone="UTC",
+        )
+        source_orders = _source_orders(route, windows)
     erp_orders = _erp_orders(route, windows, source_orders, mapping)
     erp_delivered_orders = _erp_delivered_orders(route, erp_orders, delivery)
     return RouteAssets(route, windows, source_orders, erp_orders, erp_delivered_orders)
@@ -98,7 +134,7 @@ def _source_orders(
         partitions_def=windows,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=route.id,
-        kinds={"shopware", settings.ledger_kind()},
+        kinds={route.source.type, settings.ledger_kind()},
         required_resource_keys={route.shop_key, route.erp_key, "duckdb"},
         # A route whose fetches stall turns this asset red in the UI.
         freshness_policy=dg.FreshnessPolicy.time_window(
@@ -109,7 +145,7 @@ def _source_orders(
         f"Route: {route.name}.",
     )
     def source_orders(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        shop: ShopResource = getattr(context.resources, route.shop_key)
+        shop: ShopResource | SprykerResource = getattr(context.resources, route.shop_key)
         ledger = _ledger(context, route)
         # Refuses a shop other than the one its rows came from.
         ledger.endpoints.bind_shop(shop.api_url)
@@ -127,16 +163,50 @@ def _source_orders(
     return source_orders
 
 
+def _file_source_orders(
+    route: RouteConfig, files: dg.DynamicPartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[route.id, "source_orders"],
+        partitions_def=files,
+        group_name=route.id,
+        kinds={route.source.type, settings.ledger_kind()},
+        required_resource_keys={route.shop_key, route.erp_key, "duckdb"},
+        description="Orders of each CSV file dropped in the route's folder (one partition per "
+        "file, keyed by its content's SHA-256), validated and staged in the ledger "
+        f"({_LEDGER_NAMES[settings.ledger_kind()]}); a file that is not the route's CSV is "
+        f"moved to {REJECTED_FOLDER}/. Route: {route.name}.",
+    )
+    def source_orders(
+        context: dg.AssetExecutionContext, config: OrderFileConfig
+    ) -> dg.MaterializeResult:
+        folder: CsvFolderResource = getattr(context.resources, route.shop_key)
+        assert isinstance(route.source, CsvFolderSource)
+        report = read_order_file(
+            _ledger(context, route),
+            folder.path(),
+            context.partition_key,
+            route.source,
+            file_name=config.file_name,
+            run_id=context.run.run_id,
+            log=context.log,
+        )
+        return dg.MaterializeResult(metadata=as_metadata(report))
+
+    return source_orders
+
+
 def _erp_orders(
     route: RouteConfig,
-    windows: dg.TimeWindowPartitionsDefinition,
+    windows: dg.TimeWindowPartitionsDefinition | dg.DynamicPartitionsDefinition,
     source_orders: dg.AssetsDefinition,
     mapping: RouteMapping,
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=[route.id, "erp_orders"],
         partitions_def=windows,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # A file's mapping reads that file's orders: one run per file, as its reading.
+        backfill_policy=None if is_file_route(route) else dg.BackfillPolicy.single_run(),
         deps=[source_orders],
         group_name=route.id,
         kinds={"python", settings.ledger_kind()},
@@ -212,6 +282,8 @@ def _ledger(context: dg.AssetExecutionContext, route: RouteConfig) -> Ledger:
 
 
 def _window(context: dg.AssetExecutionContext, route: RouteConfig) -> Window:
+    if is_file_route(route):
+        return file_window(_ledger(context, route), context.partition_key)
     window = context.partition_time_window
     return Window(window.start, window.end, route.lookback)
 
@@ -238,4 +310,13 @@ def _filter_text(route: RouteConfig) -> str:
     return text
 
 
-__all__ = ["DELIVERY_TAG", "DeliveryConfig", "RouteAssets", "build_route_assets"]
+__all__ = [
+    "DELIVERY_TAG",
+    "FILE_TAG",
+    "DeliveryConfig",
+    "OrderFileConfig",
+    "RouteAssets",
+    "build_route_assets",
+    "files_partitions",
+    "is_file_route",
+]

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from integration_project.connectors.csv_files import FileReport
 from integration_project.delivery import (
     DeliveryPreview,
     DeliveryProgress,
@@ -71,6 +72,35 @@ def _fetch(report: FetchReport) -> Metadata:
         "dagster/row_count": report.staged_in_window,
         "preview": md_table(
             ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], report.preview
+        ),
+    }
+
+
+@as_metadata.register
+def _file(report: FileReport) -> Metadata:
+    """An order file's validation report (encoding, delimiter, rows, orders, why orders were
+    quarantined, the amounts it passes on) and what staging made of it."""
+    figures = report.report
+    return {
+        "file": report.file_name,
+        "sha256": report.sha256,
+        "encoding": figures["encoding"],
+        "delimiter": figures["delimiter"],
+        "rows": figures["rows"],
+        "orders": figures["orders"],
+        "quarantined": figures["quarantined"],
+        "quarantine_reasons": dg.MetadataValue.json(figures["reasons"]),
+        "amount_total": dg.MetadataValue.json(figures["amount_total"]),
+        "new": report.new,
+        "refetched": report.refetched,
+        "window_start": report.start.isoformat() if report.start else "",
+        "window_end": report.end.isoformat() if report.end else "",
+        "dagster/row_count": figures["orders"],
+        "preview": md_table(
+            ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], report.preview
+        ),
+        "quarantined_preview": md_table(
+            ["line(s)", "orderNumber", "reason"], report.quarantined_preview
         ),
     }
 

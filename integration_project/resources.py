@@ -19,16 +19,22 @@ from dagster_duckdb import DuckDBResource
 from pydantic import ConfigDict, Field, field_validator
 
 from integration_project import settings
+from integration_project.connectors.spryker_source import SprykerSource
 from integration_project.exact.client import CallGuard, ExactClient, TokenStore, fingerprint
 from integration_project.ledger import DuckDBTokenStore, Ledger, postgres
 from integration_project.routes.config import (
+    CsvFolderSource,
     ErpTarget,
     RouteConfig,
     ShopSource,
+    Side,
+    SprykerSourceConfig,
+    address_env,
     env_is_set,
     url_problem,
 )
 from integration_project.shopware.client import ShopwareClient
+from integration_project.spryker.client import SprykerClient
 
 
 def _checked_url(value: Any) -> Any:
@@ -84,6 +90,60 @@ class ShopResource(dg.ConfigurableResource):
     @classmethod
     def _https(cls, value: Any) -> Any:
         return _checked_url(value)
+
+
+class SprykerResource(dg.ConfigurableResource):
+    """A Spryker Commerce OS backend's Glue Backend API, read as a Back Office user: the
+    route's orders come through the Data Exchange API (``dynamic-entity/sales-orders``)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    api_url: str = Field(description="The Glue Backend API's base URL")
+    username: str = Field(description="The Back Office user's login (SPRYKER_USERNAME)")
+    password: str = Field(description="That user's password (SPRYKER_PASSWORD)")
+    ids_per_request: int = Field(default=100, ge=1, le=1000)
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_retries: int = 3
+    backoff_factor: float = 0.5
+    username_env: str = "SPRYKER_USERNAME"
+    password_env: str = "SPRYKER_PASSWORD"
+    secret_env_names: list[str] = Field(
+        default=[], description="The variables holding this side's secrets (alerts redact them)"
+    )
+
+    def get_client(self) -> SprykerSource:
+        client = SprykerClient(
+            self.api_url,
+            self.username,
+            self.password,
+            page_size=self.ids_per_request,
+            timeout=(self.connect_timeout_s, self.read_timeout_s),
+            max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            credential_names=(self.username_env, self.password_env),
+        )
+        return SprykerSource(client)
+
+    @field_validator("api_url", mode="before")
+    @classmethod
+    def _https(cls, value: Any) -> Any:
+        return _checked_url(value)
+
+
+class CsvFolderResource(dg.ConfigurableResource):
+    """The folder a CSV route's order files arrive in (local or mounted). Files that are not
+    the route's CSV are moved to its ``rejected/`` subfolder."""
+
+    folder: str = Field(description="Absolute path of the folder (CSV_ORDERS_FOLDER)")
+    secret_env_names: list[str] = Field(default=[], description="None: a folder holds no secret")
+
+    def path(self) -> Path:
+        return Path(self.folder).expanduser()
+
+
+#: The resource of a route's source, by the source's ``type``.
+SourceResource = ShopResource | SprykerResource | CsvFolderResource
 
 
 class ErpResource(dg.ConfigurableResource):
@@ -253,19 +313,69 @@ _SANDBOX_SHOPS = {
 }
 
 
-def sandbox_url(section: ShopSource | ErpTarget) -> str:
-    """The sandbox address a side uses in sandbox mode when its URL variable is unset."""
+def sandbox_url(section: Side) -> str:
+    """The sandbox address a side uses in sandbox mode when its address variable is unset
+    (a folder's ``file://`` URL for order files)."""
     if isinstance(section, ErpTarget):
         return settings.SANDBOX_ERP_URL
+    if isinstance(section, SprykerSourceConfig):
+        return settings.SANDBOX_SPRYKER_URL
+    if isinstance(section, CsvFolderSource):
+        return settings.sandbox_csv_folder().as_uri()
     return _SANDBOX_SHOPS[section.sandbox][0]
+
+
+def source_resource(
+    source: ShopSource | SprykerSourceConfig | CsvFolderSource, *, sandbox: bool | None = None
+) -> SourceResource:
+    """The resource of a route's source, by its type: every field from its variable, or, in
+    sandbox mode with the address variable unset, the sandbox's (never a mix: credentials set
+    for a real system are not sent to the sandbox). ``sandbox`` defaults to sandbox mode, now."""
+    if isinstance(source, SprykerSourceConfig):
+        return _spryker_resource(source, sandbox=sandbox)
+    if isinstance(source, CsvFolderSource):
+        return _csv_folder_resource(source, sandbox=sandbox)
+    return shop_resource(source, sandbox=sandbox)
+
+
+def _uses_sandbox(section: Side, sandbox: bool | None) -> bool:
+    on = settings.sandbox_mode() if sandbox is None else sandbox
+    return on and section.sandbox != "none" and not env_is_set(address_env(section))
+
+
+def _spryker_resource(source: SprykerSourceConfig, *, sandbox: bool | None) -> SprykerResource:
+    names = {
+        "username_env": source.username_env,
+        "password_env": source.password_env,
+        "secret_env_names": [source.username_env, source.password_env],
+        "ids_per_request": source.ids_per_request,
+    }
+    if _uses_sandbox(source, sandbox):
+        return SprykerResource(
+            api_url=settings.SANDBOX_SPRYKER_URL,
+            username=settings.SANDBOX_SPRYKER_USERNAME,
+            password=settings.SANDBOX_SPRYKER_PASSWORD,
+            **names,
+        )
+    return SprykerResource(
+        api_url=dg.EnvVar(source.api_url_env),
+        username=dg.EnvVar(source.username_env),
+        password=dg.EnvVar(source.password_env),
+        **names,
+    )
+
+
+def _csv_folder_resource(source: CsvFolderSource, *, sandbox: bool | None) -> CsvFolderResource:
+    if _uses_sandbox(source, sandbox):
+        return CsvFolderResource(folder=str(settings.sandbox_csv_folder()))
+    return CsvFolderResource(folder=dg.EnvVar(source.folder_env))
 
 
 def shop_resource(source: ShopSource, *, sandbox: bool | None = None) -> ShopResource:
     """The shop's resource: every field from its variable, or, in sandbox mode with the URL
     variable unset, the sandbox shop's address and credentials (never a mix: credentials set
     for a real shop are not sent to the sandbox). ``sandbox`` defaults to sandbox mode, now."""
-    on = settings.sandbox_mode() if sandbox is None else sandbox
-    if on and source.sandbox != "none" and not env_is_set(source.api_url_env):
+    if _uses_sandbox(source, sandbox):
         url, client_id, secret = _SANDBOX_SHOPS[source.sandbox]
         return ShopResource(
             api_url=url,
@@ -287,8 +397,7 @@ def shop_resource(source: ShopSource, *, sandbox: bool | None = None) -> ShopRes
 
 def erp_resource(target: ErpTarget, *, sandbox: bool | None = None) -> ErpResource:
     """The ERP's resource, like :func:`shop_resource`: its variables, or the sandbox ERP."""
-    on = settings.sandbox_mode() if sandbox is None else sandbox
-    if on and target.sandbox != "none" and not env_is_set(target.api_url_env):
+    if _uses_sandbox(target, sandbox):
         return ErpResource(
             api_url=settings.SANDBOX_ERP_URL,
             division=settings.SANDBOX_ERP_DIVISION,
@@ -335,6 +444,6 @@ def route_resources(route: RouteConfig, *, sandbox: bool | None = None) -> dict[
     """The route's shop and ERP resources, under the keys its assets require."""
     on = settings.sandbox_mode() if sandbox is None else sandbox
     return {
-        route.shop_key: shop_resource(route.source, sandbox=on),
+        route.shop_key: source_resource(route.source, sandbox=on),
         route.erp_key: erp_resource(route.target, sandbox=on),
     }

@@ -47,16 +47,17 @@ def build_route_schedules(assets: RouteAssets) -> RouteSchedules:
     jobs, and ``<route_id>__resend_failed_job`` (launched by hand to re-send failed orders)."""
     source_job = _source_job(assets)
     delivery_job = _delivery_job(assets)
-    status = _schedule_status(assets.route)
-    # Requests the window that just closed, on the route's incoming cron.
-    source_schedule = dg.build_schedule_from_partitioned_job(
-        source_job, name=f"{assets.route.id}__source_orders_schedule", default_status=status
-    )
+    status = schedule_status(assets.route)
     watch = DeliveryWatch.of(assets, delivery_job.name)
-    return RouteSchedules(
-        [source_job, delivery_job, _resend_job(assets)],
-        [source_schedule, _delivery_schedule(assets.route, delivery_job, watch, status)],
-    )
+    schedules = [_delivery_schedule(assets.route, delivery_job, watch, status)]
+    if isinstance(assets.partitions_def, dg.TimeWindowPartitionsDefinition):
+        # Requests the window that just closed, on the route's incoming cron. (A route of
+        # order files has no windows: its file sensor requests a run per new file.)
+        source_schedule = dg.build_schedule_from_partitioned_job(
+            source_job, name=f"{assets.route.id}__source_orders_schedule", default_status=status
+        )
+        schedules.insert(0, source_schedule)
+    return RouteSchedules([source_job, delivery_job, _resend_job(assets)], schedules)
 
 
 def active_run_id(instance: dg.DagsterInstance, job_name: str) -> str | None:
@@ -191,7 +192,7 @@ def _run_began(run: dg.RunRecord) -> float:
     return run.start_time or run.create_timestamp.timestamp()
 
 
-def _schedule_status(route: RouteConfig) -> dg.DefaultScheduleStatus:
+def schedule_status(route: RouteConfig) -> dg.DefaultScheduleStatus:
     """A route's schedules start running only when its file says so (``schedule.running``)."""
     if route.schedule.running:
         return dg.DefaultScheduleStatus.RUNNING
@@ -203,7 +204,8 @@ def _source_job(assets: RouteAssets) -> Any:
     return dg.define_asset_job(
         f"{route.id}__source_orders_job",
         selection=[assets.source_orders, assets.erp_orders],
-        description=f"{route.name}: fetch one window of shop orders, then filter and map it.",
+        description=f"{route.name}: fetch one window of shop orders (or read one order "
+        "file), then filter and map it.",
     )
 
 

@@ -23,9 +23,10 @@ import requests
 from urllib3.util.retry import Retry
 
 from integration_project import settings
-from integration_project.assets import DELIVERY_TAG, RouteAssets
+from integration_project.assets import DELIVERY_TAG, RouteAssets, is_file_route
+from integration_project.file_sensor import build_file_sensor
 from integration_project.http import build_session, safe_url
-from integration_project.resources import ErpResource, ShopResource
+from integration_project.resources import ErpResource, ShopResource, SprykerResource
 from integration_project.schedules import DeliveryWatch, active_run_id, mapped_count
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,16 @@ MIN_SECRET_CHARS = 4
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|WEBHOOK)", re.IGNORECASE)
 
 
-def build_route_sensors(assets: RouteAssets, delivery_job: Any) -> list[dg.SensorDefinition]:
-    """``<route_id>__erp_delivery_sensor``: running when the route's schedules are."""
-    return [_delivery_sensor(assets, delivery_job)]
+def build_route_sensors(
+    assets: RouteAssets, delivery_job: Any, source_job: Any = None
+) -> list[dg.SensorDefinition]:
+    """``<route_id>__erp_delivery_sensor``, and for a route of order files its
+    ``<route_id>__order_files_sensor`` (:mod:`.file_sensor`): running when the route's
+    schedules are."""
+    sensors = [_delivery_sensor(assets, delivery_job)]
+    if is_file_route(assets.route):
+        sensors.append(build_file_sensor(assets, source_job))
+    return sensors
 
 
 def _delivery_sensor(assets: RouteAssets, delivery_job: Any) -> dg.SensorDefinition:
@@ -172,11 +180,11 @@ def build_run_failure_alert_sensor(secret_env_names: Iterable[str]) -> dg.Sensor
 
 
 def route_secret_env_names(defs: dg.Definitions) -> list[str]:
-    """The variables holding secrets of every shop and ERP resource in ``defs`` (what each
-    route file names under ``*_env``: client ids, client secrets, refresh tokens)."""
+    """The variables holding secrets of every source and ERP resource in ``defs`` (what each
+    route file names under ``*_env``: client ids, client secrets, refresh tokens, passwords)."""
     names: set[str] = set()
     for resource in (defs.resources or {}).values():
-        if isinstance(resource, ShopResource | ErpResource):
+        if isinstance(resource, ShopResource | SprykerResource | ErpResource):
             names.update(getattr(resource, "secret_env_names", None) or ())
     return sorted(names)
 

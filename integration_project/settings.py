@@ -91,6 +91,21 @@ SANDBOX_ERP_DIVISION = "1234567"
 SANDBOX_ERP_CLIENT_ID = "sandbox-erp-client"
 SANDBOX_ERP_CLIENT_SECRET = "sandbox-erp-secret"
 SANDBOX_ERP_REFRESH_TOKEN = "sandbox-initial-refresh-token"
+#: The sandbox Spryker backend (a route with ``source: {type: spryker}``).
+SANDBOX_SPRYKER_PORT = 8804
+SANDBOX_SPRYKER_URL = f"http://{SANDBOX_HOST}:{SANDBOX_SPRYKER_PORT}"
+SANDBOX_SPRYKER_USERNAME = "integration@example.com"
+SANDBOX_SPRYKER_PASSWORD = "sandbox-spryker-password"
+#: The folder the sandbox drops order files in (a route with ``source: {type: csv}``), under
+#: the user's data folder beside the sandbox ledger.
+SANDBOX_CSV_FOLDER = "sandbox_csv_orders"
+
+
+def sandbox_csv_folder(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/integration_project/sandbox_csv_orders``: where the sandbox drops order
+    files and a CSV route reads them in sandbox mode when its folder variable is unset."""
+    return default_ledger_path(environ, sandbox=True).parent / SANDBOX_CSV_FOLDER
+
 
 # --- The route ---------------------------------------------------------------------------------
 

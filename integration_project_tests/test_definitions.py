@@ -21,6 +21,7 @@ from integration_project.components.order_route import (
 
 DEFAULT_ID = "eu_orders_shopware_to_exact"
 B2B_ID = "b2b_orders_shopware_to_exact"
+CSV_ID = "csv_orders_to_exact"
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,12 @@ def defs() -> dg.Definitions:
     return importlib.import_module("integration_project.definitions").defs()
 
 
-def test_defs_load_both_routes_with_the_contract_names(defs: dg.Definitions) -> None:
+def test_defs_load_the_three_routes_with_the_contract_names(defs: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert keys == {
         f"{route}/{asset}"
-        for route in (DEFAULT_ID, B2B_ID)
+        for route in (DEFAULT_ID, B2B_ID, CSV_ID)
         for asset in ("source_orders", "erp_orders", "erp_delivered_orders")
     }
     default = defs.resolve_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
@@ -42,8 +43,12 @@ def test_defs_load_both_routes_with_the_contract_names(defs: dg.Definitions) -> 
     assert delivery.cron_schedule == "* * * * *"
     b2b = defs.resolve_schedule_def(f"{B2B_ID}__erp_delivery_schedule")
     assert b2b.cron_schedule == "*/2 * * * *"
+    # The CSV route has no source schedule: its file sensor requests a run per new file.
+    assert f"{CSV_ID}__source_orders_schedule" not in {s.name for s in defs.schedules or []}
+    sensor = defs.resolve_sensor_def(f"{CSV_ID}__order_files_sensor")
+    assert sensor.job_name == f"{CSV_ID}__source_orders_job"
     graph = defs.resolve_asset_graph()
-    for route in (DEFAULT_ID, B2B_ID):
+    for route in (DEFAULT_ID, B2B_ID, CSV_ID):
         source, mapped, delivered = (
             dg.AssetKey([route, name])
             for name in ("source_orders", "erp_orders", "erp_delivered_orders")
@@ -69,10 +74,14 @@ def test_schedules_start_running_so_the_quick_start_needs_no_clicks(
 
 
 def test_every_asset_shows_sandbox_mode_and_where_its_route_points(defs: dg.Definitions) -> None:
-    """The tests run in sandbox mode (conftest): the UI says so on every asset of both routes,
-    with the sandbox hosts each route talks to."""
+    """The tests run in sandbox mode (conftest): the UI says so on every asset of every route,
+    with the sandbox hosts (or the sandbox's folder) each route talks to."""
     assert settings.sandbox_mode()
-    shops = {DEFAULT_ID: settings.SANDBOX_SHOP_URL, B2B_ID: settings.SANDBOX_SHOP2_URL}
+    shops = {
+        DEFAULT_ID: settings.SANDBOX_SHOP_URL,
+        B2B_ID: settings.SANDBOX_SHOP2_URL,
+        CSV_ID: settings.sandbox_csv_folder().as_uri(),
+    }
     seen = 0
     for assets_def in defs.assets or []:
         assert isinstance(assets_def, dg.AssetsDefinition)
@@ -82,7 +91,7 @@ def test_every_asset_shows_sandbox_mode_and_where_its_route_points(defs: dg.Defi
             assert spec.metadata[SHOP_HOST_KEY] == shops[route].removeprefix("http://")
             assert spec.metadata[ERP_HOST_KEY] == settings.SANDBOX_ERP_URL.removeprefix("http://")
             seen += 1
-    assert seen == 6
+    assert seen == 9
     # The asset checks stayed on their assets.
     check_keys = {key.asset_key for key in defs.resolve_asset_graph().asset_check_keys}
     assert dg.AssetKey([DEFAULT_ID, "erp_orders"]) in check_keys

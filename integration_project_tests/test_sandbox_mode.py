@@ -39,7 +39,11 @@ from integration_project.routes.config import (
 
 SHIPPED_ASSETS = {
     f"{route}/{asset}"
-    for route in ("eu_orders_shopware_to_exact", "b2b_orders_shopware_to_exact")
+    for route in (
+        "eu_orders_shopware_to_exact",
+        "b2b_orders_shopware_to_exact",
+        "csv_orders_to_exact",
+    )
     for asset in ("source_orders", "erp_orders", "erp_delivered_orders")
 }
 #: Secrets and URL parts that must never show up in an error.
@@ -58,6 +62,7 @@ REAL_SYSTEMS = {
     "ERP_CLIENT_ID": "erp-id",
     "ERP_CLIENT_SECRET": SECRET,
     "ERP_REFRESH_TOKEN": SECRET,
+    "CSV_ORDERS_FOLDER": "/srv/marketplace/orders",
 }
 
 # --- loading in a fresh process ------------------------------------------------------------
@@ -256,6 +261,8 @@ def test_plain_http_to_loopback_loads_and_the_ledger_defaults_outside_the_packag
     assert eu["integration/shop_host"] == "$SHOP_API_URL"
     b2b = result["assets"]["b2b_orders_shopware_to_exact/source_orders"]
     assert b2b["integration/shop_host"] == "$SHOP2_API_URL"
+    files = result["assets"]["csv_orders_to_exact/source_orders"]
+    assert files["integration/shop_host"] == "$CSV_ORDERS_FOLDER"
     # Every credential comes from its variable; the ledger from the user's data folder.
     assert result["resources"]["shop"]["client_secret"] == "$SHOP_CLIENT_SECRET"
     assert result["resources"]["erp"]["refresh_token"] == "$ERP_REFRESH_TOKEN"
@@ -277,6 +284,10 @@ def test_sandbox_mode_loads_the_shipped_routes_and_shows_it_on_every_asset(
     assert eu["integration/shop_host"] == "127.0.0.1:8801"
     b2b = result["assets"]["b2b_orders_shopware_to_exact/erp_orders"]
     assert b2b["integration/shop_host"] == "127.0.0.1:8803"
+    # The CSV route reads the folder the sandbox fills, beside the sandbox's ledger.
+    files = result["assets"]["csv_orders_to_exact/erp_orders"]
+    folder = tmp_path / "xdg" / "integration_project" / "sandbox_csv_orders"
+    assert files["integration/shop_host"] == folder.as_uri()
     assert result["resources"]["erp"]["client_secret"] == settings.SANDBOX_ERP_CLIENT_SECRET
     # The sandbox's ledger is never a real route's.
     expected = tmp_path / "xdg" / "integration_project" / "sandbox.duckdb"

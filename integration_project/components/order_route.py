@@ -25,7 +25,7 @@ from integration_project.checks import build_route_checks
 from integration_project.ledger import endpoint_host
 from integration_project.privacy import build_route_retention
 from integration_project.resources import route_resources, sandbox_url
-from integration_project.routes.config import RouteConfig, templates_can_collide
+from integration_project.routes.config import RouteConfig, address_env, templates_can_collide
 from integration_project.schedules import build_route_schedules
 from integration_project.sensors import build_route_sensors
 
@@ -201,6 +201,7 @@ def build_route_definitions(route: RouteConfig, *, sandbox: bool | None = None) 
     assets = build_route_assets(route)
     schedules = build_route_schedules(assets)
     delivery_job = next(j for j in schedules.jobs if j.name == f"{route.id}__erp_delivery_job")
+    source_job = next(j for j in schedules.jobs if j.name == f"{route.id}__source_orders_job")
     retention = build_route_retention(route)  # personal data (README, "Personal data")
     # Shown in the UI on every asset of the route (definition metadata): a sandbox route is
     # told apart at a glance, and so is where a real one points (hosts only, no credentials).
@@ -214,7 +215,7 @@ def build_route_definitions(route: RouteConfig, *, sandbox: bool | None = None) 
         asset_checks=build_route_checks(assets),
         jobs=[*schedules.jobs, retention.job],
         schedules=[*schedules.schedules, retention.schedule],
-        sensors=build_route_sensors(assets, delivery_job),
+        sensors=build_route_sensors(assets, delivery_job, source_job),
         resources=route_resources(route, sandbox=on),
     )
 
@@ -224,5 +225,6 @@ def route_endpoint(route: RouteConfig, side: Literal["source", "target"], *, san
     the sandbox, else ``$VARIABLE`` (its value is only read at run time)."""
     section = route.source if side == "source" else route.target
     if route.uses_sandbox(side, sandbox=sandbox):
-        return endpoint_host(sandbox_url(section))
-    return f"${section.api_url_env}"
+        url = sandbox_url(section)
+        return endpoint_host(url) or url  # a folder: its file:// URL has no host
+    return f"${address_env(section)}"

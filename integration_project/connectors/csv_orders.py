@@ -660,6 +660,16 @@ def _hex_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
 
 
+def order_id(digest: str, order: QuarantinedOrder | str) -> str:
+    """The id an order of the file is staged under (a quarantined one too): the same for the
+    same file content and order number, or, for a row that names no order, its line."""
+    if isinstance(order, str):
+        return _hex_id(digest, order)
+    if order.order_number is not None:
+        return _hex_id(digest, order.order_number)
+    return _hex_id(digest, "line", str(order.lines[0]))
+
+
 def _tax(price: Decimal, rate: Decimal, tax_status: str) -> Decimal:
     """The VAT in (gross) or on (net) ``price`` at ``rate`` percent, half up to the cent."""
     if tax_status == "gross":
@@ -751,7 +761,7 @@ def _build_order(
     """The order in Shopware's wire shape, or what keeps it from adding up."""
     status = ctx.config.tax_status
     taxes = _Taxes(status)
-    order_id = _hex_id(digest, number)
+    order_id = _hex_id(digest, number)  # = order_id(digest, number)
     items, goods, weights = [], Decimal(0), {}
     for position, row in enumerate(rows, 1):
         item, total, rate = _line_item(row, position, order_id, taxes)

@@ -7,6 +7,7 @@ one ERP division (a ledger used against one ERP refuses to deliver to another). 
 
 * ``endpoints``      which shop and ERP division the route's rows belong to (:mod:`.endpoints`)
 * ``staging``        the shop's orders as fetched (:mod:`.staging`)
+* ``source_files``   order files read, by content hash (:mod:`.source_files`)
 * ``mapped``         what the transforms made of them (:mod:`.mapped`)
 * ``deliveries``     the exactly-once claims and outcomes (:mod:`.deliveries`)
 * ``lease``          one delivery run sends at a time (:mod:`.lease`)
@@ -30,6 +31,7 @@ from integration_project.ledger.lookups import Lookups
 from integration_project.ledger.mapped import MappedOrders, MappingRow, payload_hash
 from integration_project.ledger.personal_data import PersonalData
 from integration_project.ledger.samples import CheckSamples
+from integration_project.ledger.source_files import SourceFile, SourceFiles
 from integration_project.ledger.staging import StagedOrder, Staging, parse_created_at, staging_key
 from integration_project.ledger.tokens import DuckDBTokenStore
 from integration_project.ledger.views import Views
@@ -44,6 +46,7 @@ __all__ = [
     "MappingRow",
     "Outcome",
     "PendingOrder",
+    "SourceFile",
     "StagedOrder",
     "endpoint_host",
     "parse_created_at",
@@ -64,6 +67,7 @@ class Ledger:
         self.db = Database(connect, dialect)
         self.endpoints = Endpoints(self.db, route_id)
         self.staging = Staging(self.db, route_id, self.endpoints)
+        self.source_files = SourceFiles(self.db, route_id)
         self.mapped = MappedOrders(self.db, route_id)
         self.deliveries = Deliveries(self.db, route_id, self.endpoints)
         self.lease = Leases(self.db)

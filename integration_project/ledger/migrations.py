@@ -251,6 +251,23 @@ WHERE e.status = 'mapped';
 """
 
 #: Every migration, oldest first; versions are 1, 2, 3, ... without gaps.
+_SOURCE_FILES = """
+-- Each order file a route read (CSV sources), by content: a file read again (renamed, copied
+-- back, its run re-executed) is the same row, and its orders the same staged orders.
+CREATE TABLE IF NOT EXISTS source_files (
+    route_id         VARCHAR NOT NULL,
+    sha256           VARCHAR NOT NULL,
+    file_name        VARCHAR NOT NULL,
+    orders           BIGINT NOT NULL,
+    quarantined      BIGINT NOT NULL,
+    first_created_at TIMESTAMPTZ,
+    end_created_at   TIMESTAMPTZ,
+    read_at          TIMESTAMPTZ NOT NULL,
+    run_id           VARCHAR NOT NULL,
+    PRIMARY KEY (route_id, sha256)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the schema of the unversioned ledger", _BASELINE),
     Migration(
@@ -270,4 +287,5 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE d.route_id = e.route_id AND d.shop_order_id = e.shop_order_id);",
         ),
     ),
+    Migration(4, "source_files: order files a route read, by content hash", _SOURCE_FILES),
 )

@@ -320,6 +320,27 @@ class Staging:
             if batch.num_rows:
                 yield (projector or Projector(None)).read(batch, by_id=True)  # file let go
 
+    def numbers_taken(self, numbers: Sequence[str], own_ids: Sequence[str]) -> set[str]:
+        """Which of ``numbers`` the route already holds as an order that still counts: staged
+        under an id other than ``own_ids`` (an order file read again keeps its own ids) and not
+        quarantined (a corrected file may bring a quarantined order again)."""
+        if not numbers:
+            return set()
+        with self._db.connect() as con:
+            rows = con.execute(
+                """
+                SELECT DISTINCT s.order_number FROM staged_orders s
+                WHERE s.route_id = ? AND s.order_number = ANY(?)
+                  AND NOT (s.shop_order_id = ANY(?))
+                  AND NOT EXISTS (SELECT 1 FROM erp_orders e
+                                  WHERE e.route_id = s.route_id
+                                    AND e.shop_order_id = s.shop_order_id
+                                    AND e.status = 'quarantined')
+                """,
+                [self._route_id, list(numbers), list(own_ids)],
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def count(self, start: datetime, end: datetime) -> int:
         """How many orders created in ``[start, end)`` are staged."""
         with self._db.connect() as con:

@@ -23,13 +23,22 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from string import Formatter
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from integration_project import settings
+from integration_project.connectors.csv_orders import CsvSourceConfig
 from integration_project.exact.models import MAX_VAT_CODE
 from integration_project.transforms import (
     TEMPLATE_FIELDS,
@@ -62,7 +71,34 @@ def _env_name(value: str) -> str:
     return value
 
 
-class ShopSource(_Strict):
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}: expected an IANA name like Europe/Amsterdam"
+        ) from None
+    return value
+
+
+class _SourceBase(_Strict):
+    """What every source kind has: its resource key, its orders' time zone and number form."""
+
+    resource_key: str | None = Field(
+        default=None, description="Dagster resource key; default '<route_id>_shop'"
+    )
+    timezone: str = Field(
+        default=settings.DEFAULT_SHOP_TIMEZONE,
+        description="The shop's IANA time zone: the ERP's OrderDate is the order's date there",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _known_zone(value)
+
+
+class ShopSource(_SourceBase):
     """Where orders come from. Secrets are named by environment variable, never written here."""
 
     type: Literal["shopware"] = "shopware"
@@ -78,29 +114,81 @@ class ShopSource(_Strict):
         "an order whose number is not all digits is quarantined) or 'any'. Decides which "
         "YourRef templates of routes on the same ERP division can collide",
     )
-    resource_key: str | None = Field(
-        default=None, description="Dagster resource key; default '<route_id>_shop'"
-    )
-    timezone: str = Field(
-        default=settings.DEFAULT_SHOP_TIMEZONE,
-        description="The shop's IANA time zone: the ERP's OrderDate is the order's date there",
-    )
 
     @field_validator("api_url_env", "client_id_env", "client_secret_env")
     @classmethod
     def _envs(cls, value: str) -> str:
         return _env_name(value)
 
-    @field_validator("timezone")
+
+class SprykerSourceConfig(_SourceBase):
+    """Orders of a Spryker Commerce OS backend, read through its Data Exchange API
+    (``dynamic-entity/sales-orders``) as a Back Office user."""
+
+    type: Literal["spryker"]
+    api_url_env: str = "SPRYKER_API_URL"
+    username_env: str = "SPRYKER_USERNAME"
+    password_env: str = "SPRYKER_PASSWORD"
+    #: In sandbox mode only: the sandbox Spryker backend when ``api_url_env`` is unset.
+    sandbox: Literal["spryker", "none"] = "spryker"
+    order_number_format: Literal["digits", "any"] = Field(
+        default="any",
+        description="Spryker's order references look like 'DE--1': 'any' unless the project "
+        "numbers its orders with digits only",
+    )
+    ids_per_request: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Order ids asked for per request (the Data Exchange API pages up to 1,000)",
+    )
+
+    @field_validator("api_url_env", "username_env", "password_env")
     @classmethod
-    def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}: expected an IANA name like Europe/Amsterdam"
-            ) from None
-        return value
+    def _envs(cls, value: str) -> str:
+        return _env_name(value)
+
+
+class CsvFolderSource(_SourceBase, CsvSourceConfig):
+    """Order files (CSV) dropped in a folder, local or mounted: each new file is read once,
+    keyed by its content (README "Connectors", docs/connectors-csv.md)."""
+
+    type: Literal["csv"]
+    folder_env: str = "CSV_ORDERS_FOLDER"
+    #: In sandbox mode only: the folder the sandbox fills when ``folder_env`` is unset.
+    sandbox: Literal["csv", "none"] = "csv"
+    order_number_format: Literal["digits", "any"] = "any"
+    settle_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="A file is read once it has not changed for this many seconds (one still "
+        "being copied in is left for the next tick)",
+    )
+
+    @field_validator("folder_env")
+    @classmethod
+    def _envs(cls, value: str) -> str:
+        return _env_name(value)
+
+
+#: A route's ``source``, picked by its ``type`` (``shopware`` when left out).
+SourceConfig = Annotated[
+    Annotated[ShopSource, Tag("shopware")]
+    | Annotated[SprykerSourceConfig, Tag("spryker")]
+    | Annotated[CsvFolderSource, Tag("csv")],
+    Discriminator(
+        lambda value: _source_type(value),
+        custom_error_type="unknown_source_type",
+        custom_error_message="unknown source type: expected one of shopware, spryker, csv",
+    ),
+]
+SOURCE_TYPES = ("shopware", "spryker", "csv")
+
+
+def _source_type(value: Any) -> str | None:
+    kind = value.get("type", "shopware") if isinstance(value, dict) else value.type
+    return kind if kind in SOURCE_TYPES else None
 
 
 class ErpTarget(_Strict):
@@ -335,12 +423,35 @@ def env_is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if environ is None else environ).get(name, "").strip())
 
 
-def _uses_sandbox(section: ShopSource | ErpTarget, on: bool, environ: Mapping[str, str]) -> bool:
-    return on and section.sandbox != "none" and not env_is_set(section.api_url_env, environ)
+#: Either side of a route.
+Side = ShopSource | SprykerSourceConfig | CsvFolderSource | ErpTarget
+
+
+def address_env(section: Side) -> str:
+    """The variable that says where a side is: its URL, or a source's folder of files."""
+    return section.folder_env if isinstance(section, CsvFolderSource) else section.api_url_env
+
+
+def _uses_sandbox(section: Side, on: bool, environ: Mapping[str, str]) -> bool:
+    return on and section.sandbox != "none" and not env_is_set(address_env(section), environ)
+
+
+def _address_field(section: Side) -> str:
+    return "folder_env" if isinstance(section, CsvFolderSource) else "api_url_env"
+
+
+def _address_problem(section: Side, value: str) -> str | None:
+    """Why a side's address is refused: a URL by :func:`url_problem`; a folder must be an
+    absolute path (a relative one would depend on where each Dagster process started)."""
+    if not isinstance(section, CsvFolderSource):
+        return url_problem(value)
+    if not os.path.isabs(os.path.expanduser(value.strip())):
+        return "is not an absolute folder path (a relative one depends on where Dagster started)"
+    return None
 
 
 def _side_variables(section: BaseModel) -> list[tuple[str, str]]:
-    """(field, variable) for every ``*_env`` field of a source or target, URL first."""
+    """(field, variable) for every ``*_env`` field of a source or target, its address first."""
     names = [name for name in type(section).model_fields if name.endswith("_env")]
     return [(name, getattr(section, name)) for name in names]
 
@@ -497,7 +608,7 @@ def parse_duration(value: Any) -> timedelta:
 class RouteConfig(_Strict):
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
-    source: ShopSource = Field(default_factory=ShopSource)
+    source: SourceConfig = Field(default_factory=ShopSource)
     target: ErpTarget = Field(default_factory=ErpTarget)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
@@ -602,7 +713,7 @@ class RouteConfig(_Strict):
             order_number_digits_only=self.order_number_digits_only,
         )
 
-    def _sides(self) -> tuple[tuple[str, ShopSource | ErpTarget], ...]:
+    def _sides(self) -> tuple[tuple[str, Side], ...]:
         return (("source", self.source), ("target", self.target))
 
     def uses_sandbox(
@@ -648,16 +759,17 @@ class RouteConfig(_Strict):
         missing = dict(self.missing_env(sandbox=on, environ=env))
         problems: list[str] = []
         for side, section in self._sides():
-            url_field, url_var = f"{side}.api_url_env", section.api_url_env
+            url_var = address_env(section)
+            url_field = f"{side}.{_address_field(section)}"
             if env_is_set(url_var, env):
-                problem = url_problem(env[url_var])
+                problem = _address_problem(section, env[url_var])
                 if problem:
                     problems.append(f"{url_field}: {url_var} {problem}")
             elif url_field in missing:
                 credentials = [
                     variable
                     for name, variable in _side_variables(section)
-                    if name != "api_url_env" and env_is_set(variable, env)
+                    if variable != url_var and env_is_set(variable, env)
                 ]
                 if credentials:  # never send them to a default address: say so
                     problems.append(
@@ -674,13 +786,14 @@ class RouteConfig(_Strict):
             problems
             and not on
             and any(
-                section.sandbox != "none" and not env_is_set(section.api_url_env, env)
+                section.sandbox != "none" and not env_is_set(address_env(section), env)
                 for _, section in self._sides()
             )
         ):
             problems.append(
                 f"sandbox mode is off, so every variable a route names must be set "
-                f"({settings.SANDBOX_MODE_ENV}=1 uses the local sandbox where a URL is unset)"
+                f"({settings.SANDBOX_MODE_ENV}=1 uses the local sandbox where a URL or folder "
+                "variable is unset)"
             )
         return problems
 
