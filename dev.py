@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but Python 3.11+.
 
-    python3 dev.py up      # venv + install, sandbox shop and ERP, Dagster UI with schedules on
+    python3 dev.py up      # venv + install, sandbox shops and ERP, Dagster UI with schedules on
     python3 dev.py test    # venv + install, ruff, dg check, the test suite (what CI runs)
     python3 dev.py bench   # venv + install, the benchmarks and their table (python -m bench)
     python3 dev.py lock    # regenerate constraints.txt with uv, then install it
@@ -9,12 +9,15 @@
 All but lock run in sandbox mode (INTEGRATION_SANDBOX=1): a route whose URL variable is unset talks
 to the local sandbox. Every ``up`` starts a fresh sandbox world: shops with two hours of order
 history, an empty ERP, a new ledger in data/sandbox.duckdb (whatever INTEGRATION_DUCKDB_PATH
-says), partitions that start with that history, and one backfill that fetches it. Dagster runs
-with `dg dev`, its instance in .dagster_home/ (kept across starts); .dagster_home/quickstart.env
-holds the variables for command-line runs against it. Ctrl-C (or SIGTERM) pauses schedules
-and sensors (reset on the next start), lets runs in progress finish (15 s) or cancels them, and
-stops everything. With INTEGRATION_SANDBOX=0, ``up`` starts no sandbox and every
-route variable must be set (real systems). ``test`` and ``bench`` always use the sandbox.
+says), partitions that start with that history, and one backfill that fetches it. The sandbox
+also serves a Spryker backend (:8804, with the same history) and drops marketplace order files
+(CSV) into $XDG_DATA_HOME/integration_project/sandbox_csv_orders, emptied of the last world's.
+Dagster runs with `dg dev`, its instance in .dagster_home/ (kept across starts);
+.dagster_home/quickstart.env holds the variables for command-line runs against it. Ctrl-C (or
+SIGTERM) pauses schedules and sensors (reset on the next start), lets runs in progress finish
+(15 s) or cancels them, and stops everything. With INTEGRATION_SANDBOX=0, ``up`` starts no
+sandbox and every route variable must be set (real systems). ``test`` and ``bench`` always use
+the sandbox.
 
 DAGSTER_PORT (3000) sets the UI's port; SANDBOX_HISTORY_MINUTES (120) the sandbox's history;
 DEV_STATE_DIR (the repository) where .dagster_home/ and data/ go.
@@ -194,6 +197,11 @@ def sandbox_env(env: dict[str, str], *, force: bool = False) -> bool:
 HISTORY = timedelta(
     minutes=max(5, 5 * round(float(os.environ.get("SANDBOX_HISTORY_MINUTES") or 120) / 5))
 )
+#: The sandbox's ports: shop, ERP, second shop, Spryker (settings.SANDBOX_*_PORT).
+SANDBOX_PORTS = [8801, 8802, 8803, 8804]
+#: Where the CSV route moves files it cannot read (connectors/csv_files.py's REJECTED_FOLDER;
+#: named here because this script runs before the project's dependencies are installed).
+CSV_REJECTED_FOLDER = "rejected"
 ACTIVE_RUN_STATUSES = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 
 
@@ -415,7 +423,7 @@ def up(args: list[str]) -> int:
     paused = home / "paused-by-dev.json"  # schedules and sensors the last stop paused
     port = os.environ.get("DAGSTER_PORT", "3000")
     url = f"http://127.0.0.1:{port}"
-    busy = [p for p in ([8801, 8802, 8803] if sandbox else []) + [int(port)] if port_in_use(p)]
+    busy = [p for p in (SANDBOX_PORTS if sandbox else []) + [int(port)] if port_in_use(p)]
     if busy:
         sys.exit(f"port {busy[0]} is in use (another `dev.py up`?): stop it first")
     procs: list[subprocess.Popen[bytes]] = []
@@ -423,9 +431,8 @@ def up(args: list[str]) -> int:
     try:
         if sandbox and start is not None:
             procs.append(start_sandbox(env, start))
-            wait_for_port(8801)
-            wait_for_port(8802)
-            wait_for_port(8803)
+            for sandbox_port in SANDBOX_PORTS:
+                wait_for_port(sandbox_port)
         say(f"starting Dagster (dg dev): open {url} (Ctrl-C stops everything)")
         dagster = start_dagster(env, port, args)
         procs.append(dagster)
@@ -469,11 +476,29 @@ def up_environment(state: Path, home: Path) -> tuple[dict[str, str], bool, datet
 
 
 def start_sandbox(env: dict[str, str], start: datetime) -> subprocess.Popen[bytes]:
-    """The sandbox shops and ERP, their history reaching back to ``start``."""
-    say("starting the sandbox shops (:8801, :8803) and ERP (:8802)")
+    """The sandbox shops, Spryker backend and ERP, their history reaching back to ``start``,
+    and marketplace order files in the CSV route's sandbox folder (emptied first)."""
+    from integration_project import settings
+
+    folder = fresh_csv_folder(settings.sandbox_csv_folder(env))
+    say("starting the sandbox shops (:8801, :8803), Spryker (:8804) and ERP (:8802)")
+    say(f"marketplace order files (CSV) go to {_shown(folder)}")
     minutes = (datetime.now(UTC) - start).total_seconds() / 60
     argv = [BIN / "integration-sandbox", "--history-minutes", f"{minutes:.2f}"]
+    argv += ["--spryker-port", str(settings.SANDBOX_SPRYKER_PORT), "--csv-folder", str(folder)]
     return subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+
+
+def fresh_csv_folder(folder: Path) -> Path:
+    """The sandbox's order-file folder without the last world's files: the ledger is new on
+    every ``up``, so old files would be read again as new ones. Only what the sandbox and the
+    route put there goes (``*.csv``, half-written ``.part`` files, ``rejected/``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in [*folder.glob("*.csv"), *folder.glob("*.csv.part")]:
+        if old.is_file():
+            old.unlink()
+    shutil.rmtree(folder / CSV_REJECTED_FOLDER, ignore_errors=True)
+    return folder
 
 
 def start_dagster(env: dict[str, str], port: str, args: list[str]) -> subprocess.Popen[bytes]:

@@ -963,12 +963,39 @@ def test_history_and_env(clock: ManualClock) -> None:
         for minute in range(0, 30, 5):
             start = NOW - timedelta(minutes=30 - minute)
             assert sandbox.shop.truth_between(start, start + timedelta(minutes=5))
+        spryker = sorted(o["created_at"] for o in sandbox.spryker.orders.values())
+        assert len(spryker) > 30 and spryker[0] >= f"{NOW - timedelta(minutes=30):%Y-%m-%d %H:%M}"
+        assert spryker[-1] < f"{NOW:%Y-%m-%d %H:%M:%S}"
         env = sandbox.env()
         assert env["SHOP_API_URL"] == sandbox.shop_url
         assert env["ERP_REFRESH_TOKEN"] == settings.SANDBOX_ERP_REFRESH_TOKEN
-        url = sandbox.shop_url
-    with pytest.raises(requests.ConnectionError):
-        requests.get(url + "/sandbox/state", timeout=2)
+        assert env["SPRYKER_API_URL"] == sandbox.spryker_url != sandbox.shop_url
+        assert env["SPRYKER_USERNAME"] == settings.SANDBOX_SPRYKER_USERNAME
+        assert env["SPRYKER_PASSWORD"] == settings.SANDBOX_SPRYKER_PASSWORD
+        url, spryker_url = sandbox.shop_url, sandbox.spryker_url
+    for gone in (url + "/sandbox/state", spryker_url + "/token"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(gone, timeout=2)
+
+
+def test_spryker_is_served_with_the_shops_data_and_clock(clock: ManualClock) -> None:
+    with Sandbox(seed=2, clock=clock) as sandbox:
+        assert sandbox.spryker.data is sandbox.data and sandbox.spryker.clock is clock
+        (order_id,) = sandbox.spryker.add_orders([NOW])
+        grant = {
+            "grant_type": "password",
+            "username": settings.SANDBOX_SPRYKER_USERNAME,
+            "password": settings.SANDBOX_SPRYKER_PASSWORD,
+        }
+        token = requests.post(sandbox.spryker_url + "/token", data=grant, timeout=TIMEOUT)
+        assert token.status_code == 200
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        orders = requests.get(
+            sandbox.spryker_url + "/dynamic-entity/sales-orders", headers=headers, timeout=TIMEOUT
+        )
+        assert [o["id_sales_order"] for o in orders.json()["data"]] == [order_id]
+        skus = {i["sku"] for i in sandbox.spryker.orders[order_id]["salesOrderItems"]}
+        assert skus <= {p.sku for p in sandbox.data.products}  # items the ERP knows
 
 
 def test_arrivals_thread_adds_orders_now() -> None:
@@ -977,10 +1004,13 @@ def test_arrivals_thread_adds_orders_now() -> None:
         while min(len(shop.orders) for shop in sandbox.shops) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(sandbox.shops) == 2
+        while len(sandbox.spryker.orders) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         for shop in sandbox.shops:
             assert len(shop.orders) >= 3
             newest = max(t.created_at for t in shop.truth.values())
             assert datetime.now(UTC) - newest < timedelta(seconds=5)
+        assert len(sandbox.spryker.orders) >= 3
         assert min(int(t.order_number) for t in sandbox.shops[1].truth.values()) == 50001
 
 
@@ -1001,11 +1031,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("second_shop", [True, False])
-def test_console_entry_point_serves_until_sigterm(second_shop: bool) -> None:
+def test_console_entry_point_serves_until_sigterm(second_shop: bool, tmp_path: Path) -> None:
     shop_port, erp_port, shop2_port = _free_port(), _free_port(), _free_port()
+    spryker_port, folder = _free_port(), tmp_path / "csv"
     command = [
         sys.executable, "-m", "integration_project.sandbox", "--shop-port", str(shop_port),
         "--erp-port", str(erp_port), "--shop2-port", str(shop2_port),
+        "--spryker-port", str(spryker_port), "--csv-folder", str(folder),
         "--history-minutes", "10", "--orders-per-minute", "6",
     ]  # fmt: skip
     if not second_shop:
@@ -1040,10 +1072,19 @@ def test_console_entry_point_serves_until_sigterm(second_shop: bool) -> None:
         else:
             with pytest.raises(requests.ConnectionError):
                 requests.get(shop2_url + "/sandbox/state", timeout=1)
+        spryker_url = f"http://127.0.0.1:{spryker_port}"
+        grant = {
+            "grant_type": "password",
+            "username": settings.SANDBOX_SPRYKER_USERNAME,
+            "password": settings.SANDBOX_SPRYKER_PASSWORD,
+        }
+        assert requests.post(spryker_url + "/token", data=grant, timeout=1).status_code == 200
+        assert any(name.endswith(".csv") for name in os.listdir(folder))  # history files
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0
     assert shop_url in out and settings.SANDBOX_SHOP_CLIENT_SECRET in out
+    assert spryker_url in out and str(folder) in out
     assert (shop2_url in out) is second_shop
     assert (settings.SANDBOX_SHOP2_CLIENT_SECRET in out) is second_shop

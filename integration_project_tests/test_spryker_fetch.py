@@ -15,7 +15,8 @@ from integration_project.connectors.spryker_source import SKEW, SprykerSource
 from integration_project.fetching import Window, fetch_window
 from integration_project.ledger import Ledger
 from integration_project.resources import open_ledger
-from integration_project.sandbox.spryker import SandboxSpryker, SprykerServer
+from integration_project.sandbox.server import Sandbox
+from integration_project.sandbox.spryker import SandboxSpryker
 from integration_project.spryker.client import SprykerClient
 from integration_project_testkit.resources import ledger_resource
 
@@ -46,8 +47,8 @@ def backend() -> SandboxSpryker:
 
 
 @pytest.fixture
-def server(backend: SandboxSpryker) -> Iterator[SprykerServer]:
-    with backend.serve() as running:
+def server(backend: SandboxSpryker) -> Iterator[Sandbox]:
+    with Sandbox(spryker=backend) as running:
         yield running
 
 
@@ -56,12 +57,12 @@ def ledger(duckdb_path: str) -> Ledger:
     return open_ledger(ledger_resource(duckdb_path), "spryker_orders")
 
 
-def fetch(ledger: Ledger, server: SprykerServer, start: datetime) -> tuple[int, SprykerSource]:
+def fetch(ledger: Ledger, server: Sandbox, start: datetime) -> tuple[int, SprykerSource]:
     """The fetch step for the window at ``start`` (no look-back: late orders come by the
     cursor): how many orders it called late, and the source it used."""
-    app = server.app
+    app = server.spryker
     source = SprykerSource(
-        SprykerClient(server.url, app.username, app.password, max_retries=0, page_size=50)
+        SprykerClient(server.spryker_url, app.username, app.password, max_retries=0, page_size=50)
     )
     report = fetch_window(
         ledger,
@@ -94,7 +95,7 @@ def ids_between(app: SandboxSpryker, start: datetime, end: datetime) -> list[str
 
 
 def test_consecutive_windows_stage_every_order_once_late_and_skewed_ones_too(
-    backend: SandboxSpryker, server: SprykerServer, ledger: Ledger
+    backend: SandboxSpryker, server: Sandbox, ledger: Ledger
 ) -> None:
     S2 = S1 + WINDOW
     late, source = fetch(ledger, server, S1)
@@ -125,7 +126,7 @@ def test_consecutive_windows_stage_every_order_once_late_and_skewed_ones_too(
 
 
 def test_an_order_without_a_usable_date_is_staged_as_a_stand_in_not_dropped(
-    backend: SandboxSpryker, server: SprykerServer, ledger: Ledger
+    backend: SandboxSpryker, server: Sandbox, ledger: Ledger
 ) -> None:
     (broken,) = backend.add_orders([S1 + timedelta(minutes=2)])
     backend.orders[broken]["created_at"] = "yesterday at noon"

@@ -14,7 +14,8 @@ import requests
 
 from integration_project.http import AuthError
 from integration_project.sandbox.common import ManualClock
-from integration_project.sandbox.spryker import SandboxSpryker, SprykerServer
+from integration_project.sandbox.server import Sandbox
+from integration_project.sandbox.spryker import SandboxSpryker
 from integration_project.settings import EU_27
 from integration_project.shopware.models import ShopOrder
 from integration_project.spryker.client import SprykerClient
@@ -41,16 +42,16 @@ def backend() -> SandboxSpryker:
 
 
 @pytest.fixture
-def server(backend: SandboxSpryker) -> Iterator[SprykerServer]:
-    with backend.serve() as running:
+def server(backend: SandboxSpryker) -> Iterator[Sandbox]:
+    with Sandbox(spryker=backend) as running:
         yield running
 
 
-def client(server: SprykerServer, **kwargs) -> SprykerClient:  # type: ignore[no-untyped-def]
-    app = server.app
+def client(server: Sandbox, **kwargs) -> SprykerClient:  # type: ignore[no-untyped-def]
+    app = server.spryker
     kwargs.setdefault("username", app.username)
     kwargs.setdefault("password", app.password)
-    return SprykerClient(server.url, max_retries=0, **kwargs)
+    return SprykerClient(server.spryker_url, max_retries=0, **kwargs)
 
 
 def created(app: SandboxSpryker, order_id: int) -> datetime:
@@ -70,27 +71,27 @@ def read_ids(c: SprykerClient, start: datetime, end: datetime, after_id: int = 0
 # --- token -------------------------------------------------------------------------------------
 
 
-def test_token_is_issued_once_and_cached(server: SprykerServer) -> None:
+def test_token_is_issued_once_and_cached(server: Sandbox) -> None:
     with client(server) as c:
         token = c.token()
         assert token and c.token() == token
         assert c.token_requests == 1
 
 
-def test_wrong_password_names_the_variable_and_url_never_the_value(server: SprykerServer) -> None:
+def test_wrong_password_names_the_variable_and_url_never_the_value(server: Sandbox) -> None:
     secret = "not-the-password-4711"
     with client(server, password=secret) as c, pytest.raises(AuthError) as raised:
         c.token()
     text = str(raised.value)
     assert "SPRYKER_PASSWORD" in text and "SPRYKER_USERNAME" in text
-    assert f"{server.url}/token" in text and "invalid_grant" in text
+    assert f"{server.spryker_url}/token" in text and "invalid_grant" in text
     assert raised.value.status == 400
     assert secret not in text and secret not in repr(raised.value.__dict__)
 
 
-def test_refusals_have_sprykers_shape(server: SprykerServer) -> None:
-    wrong = {"grant_type": "password", "username": server.app.username, "password": "x"}
-    answer = requests.post(f"{server.url}/token", data=wrong, timeout=5)
+def test_refusals_have_sprykers_shape(server: Sandbox) -> None:
+    wrong = {"grant_type": "password", "username": server.spryker.username, "password": "x"}
+    answer = requests.post(f"{server.spryker_url}/token", data=wrong, timeout=5)
     assert answer.status_code == 400
     assert answer.json() == {
         "errors": [
@@ -101,10 +102,10 @@ def test_refusals_have_sprykers_shape(server: SprykerServer) -> None:
             }
         ]
     }
-    missing = requests.get(f"{server.url}/dynamic-entity/sales-orders", timeout=5)
+    missing = requests.get(f"{server.spryker_url}/dynamic-entity/sales-orders", timeout=5)
     assert missing.status_code == 403 and missing.json()["errors"][0]["code"] == "002"
     bad = requests.get(
-        f"{server.url}/dynamic-entity/sales-orders",
+        f"{server.spryker_url}/dynamic-entity/sales-orders",
         headers={"Authorization": "Bearer nope"},
         timeout=5,
     )
@@ -115,7 +116,7 @@ def test_an_expired_token_is_renewed_once() -> None:
     clock = ManualClock(T0)
     app = SandboxSpryker(seed=7, clock=clock, token_lifetime_s=600)
     app.add_orders([T0, T0 + STEP])
-    with app.serve() as server, client(server) as c:
+    with Sandbox(spryker=app) as server, client(server) as c:
         assert read_ids(c, T0, T0 + STEP * 2) == sorted(app.orders)
         clock.advance(3600)  # the backend expires it; the client's own clock has not moved
         assert read_ids(c, T0, T0 + STEP * 2) == sorted(app.orders)
@@ -125,8 +126,8 @@ def test_an_expired_token_is_renewed_once() -> None:
 # --- paging and windows ----------------------------------------------------------------------
 
 
-def test_paging_returns_every_order_in_the_window_exactly_once(server: SprykerServer) -> None:
-    app = server.app
+def test_paging_returns_every_order_in_the_window_exactly_once(server: Sandbox) -> None:
+    app = server.spryker
     start, end = T0 + STEP * 10, T0 + STEP * 95
     with client(server, page_size=9) as c:
         pages = list(c.orders_between(start, end))
@@ -148,7 +149,7 @@ def test_windows_are_half_open() -> None:
     ]
     app = SandboxSpryker(seed=3, gap_share=0.0)
     ids = app.add_orders(moments)
-    with app.serve() as server, client(server, page_size=2) as c:
+    with Sandbox(spryker=app) as server, client(server, page_size=2) as c:
         assert read_ids(c, start, end) == ids[1:4]
         before, after = (
             read_ids(c, start - timedelta(hours=1), start),
@@ -157,14 +158,14 @@ def test_windows_are_half_open() -> None:
     assert before == ids[:1] and after == ids[4:]
 
 
-def test_adjacent_windows_split_the_orders_without_overlap(server: SprykerServer) -> None:
+def test_adjacent_windows_split_the_orders_without_overlap(server: Sandbox) -> None:
     bounds = [T0 + timedelta(hours=h) for h in range(0, 16, 3)]
     with client(server, page_size=25) as c:
         windows = [read_ids(c, a, b) for a, b in itertools.pairwise(bounds)]
         cursor = windows[0][-1]  # a later walk starts past what was read: the cursor
         resumed = read_ids(c, bounds[0], bounds[-1], after_id=cursor)
     flat = [i for w in windows for i in w]
-    assert flat == sorted(set(flat)) == ids_between(server.app, bounds[0], bounds[-1])
+    assert flat == sorted(set(flat)) == ids_between(server.spryker, bounds[0], bounds[-1])
     assert resumed == [i for i in flat if i > cursor]
 
 
@@ -181,7 +182,7 @@ def test_the_sandbox_is_deterministic_by_seed() -> None:
 # --- the converter and the mapping -----------------------------------------------------------
 
 
-def read_all(server: SprykerServer) -> list[dict]:
+def read_all(server: Sandbox) -> list[dict]:
     with client(server, page_size=50) as c:
         return [r for page in c.orders_between(T0, T0 + STEP * ORDERS) for r in page]
 
@@ -190,7 +191,7 @@ def grand_total(record: dict) -> Decimal:
     return Decimal(record["salesOrderTotals"][-1]["grand_total"]) / 100
 
 
-def test_converted_orders_are_shop_orders_whose_totals_are_sprykers(server: SprykerServer) -> None:
+def test_converted_orders_are_shop_orders_whose_totals_are_sprykers(server: Sandbox) -> None:
     records = read_all(server)
     countries, modes = set(), set()
     for record in records:
@@ -213,7 +214,7 @@ def test_converted_orders_are_shop_orders_whose_totals_are_sprykers(server: Spry
     assert NET_MODE in modes and "GROSS_MODE" in modes
 
 
-def test_mapped_orders_invoice_what_the_customer_paid(server: SprykerServer) -> None:
+def test_mapped_orders_invoice_what_the_customer_paid(server: Sandbox) -> None:
     mapped = skipped = 0
     for record in read_all(server):
         outcome = evaluate_order(to_shop_order(record), MappingRules())
@@ -235,7 +236,7 @@ def test_mapped_orders_invoice_what_the_customer_paid(server: SprykerServer) -> 
     assert mapped > 20 and skipped > 5
 
 
-def test_unreadable_records_and_unknown_expenses_are_quarantined(server: SprykerServer) -> None:
+def test_unreadable_records_and_unknown_expenses_are_quarantined(server: Sandbox) -> None:
     records = read_all(server)
     broken = {**records[0], "created_at": "yesterday"}
     outcome = evaluate_order(to_shop_order(broken))

@@ -14,24 +14,23 @@ Orders are generated from a seed: several lines (some with a quantity above one,
 discounted), a shipping expense, destinations inside and outside the EU (VAT at the
 destination's rate, 0 % for exports), ``GROSS_MODE`` for consumers and ``NET_MODE`` for
 companies shipping to Germany, and now and then an id left unused (a rolled-back insert).
+:class:`~integration_project.sandbox.server.Sandbox` serves it beside the shops and the ERP.
 """
 
 from __future__ import annotations
 
-import functools
 import hmac
 import json
 import random
 import secrets
 import threading
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from integration_project.sandbox.common import Clock, Request, Response, make_server, system_clock
+from integration_project.sandbox.common import Clock, Request, Response, system_clock
 from integration_project.sandbox.world import (
     COUNTRIES,
     CURRENCIES,
@@ -41,7 +40,10 @@ from integration_project.sandbox.world import (
     SandboxData,
     draw_country,
 )
-from integration_project.settings import SANDBOX_HOST
+from integration_project.settings import (
+    SANDBOX_SPRYKER_PASSWORD,
+    SANDBOX_SPRYKER_USERNAME,
+)
 from integration_project.spryker.models import (
     DYNAMIC_ENTITY_PREFIX,
     GROSS_MODE,
@@ -143,8 +145,8 @@ class SandboxSpryker:
         self,
         *,
         seed: int = 0,
-        username: str = "integration@example.com",
-        password: str = "sandbox-spryker-password",
+        username: str = SANDBOX_SPRYKER_USERNAME,
+        password: str = SANDBOX_SPRYKER_PASSWORD,
         token_lifetime_s: int = TOKEN_LIFETIME_S,
         clock: Clock = system_clock,
         data: SandboxData | None = None,
@@ -179,6 +181,20 @@ class SandboxSpryker:
                 self.orders[order_id] = self._order(rng, order_id, moment)
                 added.append(order_id)
         return added
+
+    def add_history(
+        self, history: timedelta, orders_per_minute: float, *, until: datetime | None = None
+    ) -> list[int]:
+        """Orders over ``[until - history, until)`` (default: until now), ``orders_per_minute``
+        on average with uneven gaps, as the sandbox shops make their history."""
+        end = until or self.clock()
+        rng = random.Random(f"spryker-history:{self.seed}")
+        mean_gap = 60.0 / orders_per_minute
+        moments, moment = [], end - history
+        while moment < end:
+            moments.append(moment)
+            moment += timedelta(seconds=mean_gap * rng.uniform(0.5, 1.5))
+        return self.add_orders(moments)
 
     def _order(self, rng: random.Random, order_id: int, created: datetime) -> dict[str, Any]:
         customer = rng.choice(self.data.customers)
@@ -332,11 +348,6 @@ class SandboxSpryker:
         data = [_with(o, include) for o in rows[max(0, offset) : max(0, offset) + max(0, limit)]]
         return Response(200, {"data": data})
 
-    # --- running it ------------------------------------------------------------------------
-
-    def serve(self, host: str = SANDBOX_HOST, port: int = 0) -> SprykerServer:
-        return SprykerServer(self, host, port)
-
 
 def _form(request: Request) -> dict[str, str]:
     """The token request's parameters: a form (as documented), or a JSON object."""
@@ -415,42 +426,3 @@ _ORDER_COLUMNS = frozenset(
         "price_mode store is_test created_at updated_at salutation"
     ).split()
 )
-
-
-class SprykerServer:
-    """The sandbox backend served on ``host:port`` (0: any free port) from a thread; a context
-    manager so a test cannot leak the socket."""
-
-    def __init__(self, app: SandboxSpryker, host: str = SANDBOX_HOST, port: int = 0) -> None:
-        self.app = app
-        self._server = make_server(app, host, port)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> SprykerServer:
-        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-        self._thread = threading.Thread(target=serve, name="sandbox-spryker", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> SprykerServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
