@@ -51,8 +51,11 @@ def build_file_sensor(assets: RouteAssets, source_job: Any) -> dg.SensorDefiniti
     def order_files_sensor(
         context: dg.SensorEvaluationContext, **resources: Any
     ) -> dg.SensorResult:
-        # The route's folder resource, under its key (Dagster passes required resources in).
-        folder: CsvFolderResource = resources[route.shop_key]
+        # The route's folder resource: on the context when the daemon evaluates the sensor,
+        # passed in as well when the sensor is called directly (a test, the CLI's preview).
+        folder: CsvFolderResource = resources.get(route.shop_key) or getattr(
+            context.resources, route.shop_key
+        )
         known = json.loads(context.cursor) if context.cursor else {}
         try:
             ready, cache = ready_files(

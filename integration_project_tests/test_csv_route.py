@@ -299,3 +299,39 @@ def test_a_missing_folder_fails_the_sensor_tick_naming_it(
     resources = resources_for(sandbox, tmp_path / "not-mounted", duckdb_path)
     with pytest.raises(dg.Failure, match=r"not-mounted.*does not exist"):
         tick(route_assets, instance, resources, None)
+
+
+def test_outside_sandbox_mode_a_file_route_needs_its_folder_variable_and_an_absolute_path():
+    problems = ROUTE.env_problems(sandbox=False, environ={**REAL_ERP})
+    assert problems[0] == "source.folder_env: environment variable CSV_ORDERS_FOLDER is not set"
+    relative = {**REAL_ERP, "CSV_ORDERS_FOLDER": "orders/in"}
+    [problem] = ROUTE.env_problems(sandbox=False, environ=relative)
+    assert problem.startswith("source.folder_env: CSV_ORDERS_FOLDER is not an absolute folder")
+    assert ROUTE.env_problems(sandbox=False, environ={**REAL_ERP, "CSV_ORDERS_FOLDER": "/in"}) == []
+    # In sandbox mode, unset, it is the sandbox's folder; set, it is always that folder.
+    assert ROUTE.env_problems(sandbox=True, environ={}) == []
+
+
+def test_a_spryker_route_never_sends_its_login_to_a_default_or_plain_http_address():
+    from integration_project.routes.config import RouteConfig
+
+    route = RouteConfig.model_validate({"name": "S", "source": {"type": "spryker"}})
+    login = {**REAL_ERP, "SPRYKER_USERNAME": "bo@example.com", "SPRYKER_PASSWORD": "pw-secret"}
+    problems = route.env_problems(sandbox=False, environ=login)
+    assert problems[:1] == [
+        "source.api_url_env: SPRYKER_USERNAME, SPRYKER_PASSWORD are set but SPRYKER_API_URL is "
+        "not; set SPRYKER_API_URL to the system they belong to"
+    ]
+    plain = {**login, "SPRYKER_API_URL": "http://glue.example.com"}
+    [problem] = route.env_problems(sandbox=False, environ=plain)
+    assert "plain http to glue.example.com" in problem and "pw-secret" not in problem
+
+
+#: The ERP side's variables, set, so the source side's problems are the only ones.
+REAL_ERP = {
+    "ERP_API_URL": "https://start.exactonline.nl",
+    "ERP_DIVISION": "7654321",
+    "ERP_CLIENT_ID": "erp-id",
+    "ERP_CLIENT_SECRET": "erp-secret",
+    "ERP_REFRESH_TOKEN": "erp-refresh",
+}

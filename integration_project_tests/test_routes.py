@@ -32,6 +32,19 @@ DEFAULT = default_assets()
 # --- the schema ----------------------------------------------------------------------------
 
 
+#: The columns every CSV route must declare.
+CSV_COLUMNS = {
+    "order_number": "Order",
+    "created_at": "Date",
+    "customer_email": "Email",
+    "shipping_country": "Country",
+    "product_number": "SKU",
+    "quantity": "Qty",
+    "unit_price": "Price",
+    "tax_rate": "VAT",
+}
+
+
 def test_a_route_needs_only_a_name() -> None:
     route = RouteConfig.model_validate({"name": "Orders to Exact"})
     assert route.id == "orders_to_exact"
@@ -80,6 +93,24 @@ def test_slugs_are_valid_dagster_names() -> None:
             "no callable",
         ),
         ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
+        ({"source": {"type": "magento"}}, "source", "expected tags: 'shopware', 'spryker', 'csv'"),
+        (
+            {"source": {"type": "spryker", "client_id_env": "X"}},
+            "source.spryker.client_id_env",
+            "Extra inputs are not permitted",
+        ),
+        ({"source": {"type": "spryker", "ids_per_request": 5000}}, "ids_per_request", "1000"),
+        ({"source": {"type": "csv"}}, "source.csv.columns", "Field required"),
+        (
+            {"source": {"type": "csv", "columns": {"order_number": "No"}}},
+            "source.csv.columns",
+            "required fields not declared: created_at",
+        ),
+        (
+            {"source": {"type": "csv", "columns": CSV_COLUMNS, "delimiter": "#"}},
+            "source.csv.delimiter",
+            "is not one of",
+        ),
         ({"partitions_start": "2026-11-01"}, "partitions_start", "YYYY-MM-DD-HH:MM"),
         ({"name": "***"}, "name", "no letters or digits"),
     ],
@@ -94,6 +125,39 @@ def test_bad_route_config_names_the_field_and_what_was_expected(
     assert expected in message
 
 
+def test_a_connector_route_file_loads_and_an_unknown_type_names_file_and_field(
+    tmp_path: Path,
+) -> None:
+    csv = "\n".join(f"      {k}: {v}" for k, v in CSV_COLUMNS.items())
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    good = make_project(
+        tmp_path / "good",
+        {
+            "files": f"attributes:\n  name: Files\n  mapping:\n    your_ref: F-{{order_number}}\n"
+            f"  source:\n    type: csv\n    columns:\n{csv}\n",
+            "spryker": "attributes:\n  name: Spryker\n  mapping:\n    your_ref: S-{order_number}\n"
+            "  source:\n    type: spryker\n",
+        },
+    )
+    defs = load_project(good)
+    names = {sensor.name for sensor in defs.sensors or []}
+    assert "files__order_files_sensor" in names
+    keys = {spec.key.to_user_string() for a in defs.assets or [] for spec in a.specs}
+    assert keys >= {
+        "files/source_orders",
+        "spryker/source_orders",
+    }
+    bad = make_project(
+        tmp_path / "bad",
+        {"odd": "attributes:\n  name: Odd\n  source:\n    type: magento\n"},
+    )
+    with pytest.raises(Exception) as raised:
+        load_project(bad)
+    text = error_text(raised.value)
+    assert "odd/defs.yaml" in text and "source" in text and "'shopware', 'spryker', 'csv'" in text
+
+
 # --- route files as components -------------------------------------------------------------
 
 _ROUTE_TYPE = "type: integration_project.components.OrderRoute"
@@ -101,7 +165,7 @@ _ROUTE_TYPE = "type: integration_project.components.OrderRoute"
 
 def make_project(tmp_path: Path, routes: dict[str, str]) -> Path:
     """A throwaway dg project whose defs/ holds the given route files."""
-    package = f"routes_{tmp_path.name.replace('-', '_')}"
+    package = f"routes_{tmp_path.parent.name}_{tmp_path.name}".replace("-", "_")
     (tmp_path / "pyproject.toml").write_text(
         textwrap.dedent(
             f"""
