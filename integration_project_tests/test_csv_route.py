@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,11 @@ def route_assets() -> Any:
 
 
 @pytest.fixture
-def instance() -> dg.DagsterInstance:
-    """An instance of the test's own: the files' partitions start empty."""
-    return dg.DagsterInstance.ephemeral()
+def instance() -> Iterator[dg.DagsterInstance]:
+    """An instance of the test's own (the files' partitions start empty), with a ref, as the
+    daemon's sensor context has: the sensor's partitioned run requests are resolved with it."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
 
 
 @pytest.fixture
@@ -98,12 +101,21 @@ def drop(folder: Path, name: str, text: str, *, encoding: str = "utf-8") -> Path
 
 def tick(
     assets: Any, instance: dg.DagsterInstance, resources: dict[str, Any], cursor: str | None
-) -> dg.SensorResult:
-    """One evaluation of the route's file sensor, and what the daemon does with its answer:
-    add the partitions it asks for."""
-    sensor = build_file_sensor(assets, _source_job(assets))
-    context = dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor)
-    result = sensor(context)
+) -> Any:
+    """One evaluation of the route's file sensor as the daemon evaluates it (``evaluate_tick``:
+    resources on the context), and what the daemon does with its answer: add the partitions
+    it asks for."""
+    job = _source_job(assets)
+    sensor = build_file_sensor(assets, job)
+    defs = dg.Definitions(assets=assets.all, jobs=[job], sensors=[sensor], resources=resources)
+    context = dg.build_sensor_context(
+        instance=instance,
+        instance_ref=instance.get_ref(),
+        resources=resources,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+    )
+    result = sensor.evaluate_tick(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
@@ -297,7 +309,7 @@ def test_a_missing_folder_fails_the_sensor_tick_naming_it(
     sandbox, tmp_path, duckdb_path, route_assets, instance
 ):
     resources = resources_for(sandbox, tmp_path / "not-mounted", duckdb_path)
-    with pytest.raises(dg.Failure, match=r"not-mounted.*does not exist"):
+    with pytest.raises(Exception, match=r"not-mounted.*does not exist"):
         tick(route_assets, instance, resources, None)
 
 
