@@ -240,12 +240,14 @@ def wait_for_location(stack: LiveStack, timeout: float = 60.0) -> None:
 
 @dataclass(frozen=True)
 class _Ports:
-    """Free ports for the sandbox's shop, ERP and second shop, and for the webserver."""
+    """Free ports for the sandbox's shop, ERP, second shop and Spryker backend, and for the
+    webserver."""
 
     shop: int
     erp: int
     shop2: int
     web: int
+    spryker: int
 
 
 def _stack_env(
@@ -254,7 +256,7 @@ def _stack_env(
     """The environment of every process of the stack: this one's, without its Dagster, shop,
     ERP and integration settings, plus the stack's own (as ``dev.py up`` sets them), for a
     sandbox world that starts at ``world``."""
-    inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_")
+    inherited = ("DAGSTER_", "SHOP", "ERP_", "INTEGRATION_", "SPRYKER_", "CSV_")
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(inherited)},
         MARKER: marker,
@@ -276,6 +278,11 @@ def _stack_env(
         "ERP_CLIENT_ID": settings.SANDBOX_ERP_CLIENT_ID,
         "ERP_CLIENT_SECRET": settings.SANDBOX_ERP_CLIENT_SECRET,
         "ERP_REFRESH_TOKEN": settings.SANDBOX_ERP_REFRESH_TOKEN,
+        "SPRYKER_API_URL": f"{HOST}:{ports.spryker}",
+        "SPRYKER_USERNAME": settings.SANDBOX_SPRYKER_USERNAME,
+        "SPRYKER_PASSWORD": settings.SANDBOX_SPRYKER_PASSWORD,
+        # The CSV route's folder, which the stack's sandbox fills.
+        "CSV_ORDERS_FOLDER": str(tmp / "csv_orders"),
     }
 
 
@@ -284,6 +291,7 @@ def _start_sandbox(stack: LiveStack, ports: _Ports, history_minutes: float) -> N
     argv: list[str | Path] = [BIN / "integration-sandbox"]
     argv += ["--shop-port", str(ports.shop), "--erp-port", str(ports.erp)]
     argv += ["--shop2-port", str(ports.shop2), "--history-minutes", f"{history_minutes:.2f}"]
+    argv += ["--spryker-port", str(ports.spryker), "--csv-folder", stack.env["CSV_ORDERS_FOLDER"]]
     # A generous ERP minute budget: mapping a fresh ERP's customers must not wait a minute.
     argv += ["--erp-minute-limit", "100000"]
     proc = _start(stack, "sandbox", argv, stack.env)
@@ -305,7 +313,7 @@ def live_stack(
     for exe in (BIN / "dg", BIN / "integration-sandbox"):
         if not exe.exists():
             raise StackUnavailable(f"{exe} is not installed")
-    ports = _Ports(*(free_port() for _ in range(4)))
+    ports = _Ports(*(free_port() for _ in range(5)))
     home = tmp / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(instance_yaml, home / "dagster.yaml")

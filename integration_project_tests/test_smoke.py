@@ -9,6 +9,7 @@ and stops everything it started (nothing may be left running).
 from __future__ import annotations
 
 import importlib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,4 +107,35 @@ def test_one_window_is_fetched_and_mapped_through_the_run_queue(stack: LiveStack
     assert materialized == {
         (f"{DEFAULT_ID}/source_orders", window),
         (f"{DEFAULT_ID}/erp_orders", window),
+    }
+
+
+CSV_ID = "csv_orders_to_exact"
+FILE_RUNS = """query FileRuns($job: String!) { runsOrError(filter: {pipelineName: $job}) {
+    ... on Runs { results { runId status tags { key value }
+        assetMaterializations { assetKey { path } partition } } } } }"""
+
+
+def test_the_daemon_reads_the_order_files_the_sandbox_drops(stack: LiveStack):
+    """The CSV route's sensor, evaluated by the real daemon, notices the files the sandbox
+    dropped in the route's folder and each becomes a run that reads and maps it."""
+    deadline = time.monotonic() + 150
+    done: list[dict] = []
+    while time.monotonic() < deadline and not done:
+        runs = stack.graphql(FILE_RUNS, {"job": f"{CSV_ID}__source_orders_job"})
+        results = runs["runsOrError"]["results"]
+        assert all(r["status"] != "FAILURE" for r in results), stack.output("dagster")
+        done = [r for r in results if r["status"] == "SUCCESS"]
+        time.sleep(2)
+    assert done, f"no order file was read through the daemon\n{stack.output('dagster')}"
+    run = done[0]
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["integration_project/file"].startswith("marketplace-orders-")
+    partition = tags["dagster/partition"]
+    assert len(partition) == 64  # the file's SHA-256
+    assert {
+        ("/".join(m["assetKey"]["path"]), m["partition"]) for m in run["assetMaterializations"]
+    } == {
+        (f"{CSV_ID}/source_orders", partition),
+        (f"{CSV_ID}/erp_orders", partition),
     }
