@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from integration_project.connectors.base import OrderTarget
 from integration_project.exact.client import (
     BudgetExhausted,
-    ExactClient,
     OutcomeUnknown,
     RateLimited,
     ValidationRejected,
@@ -207,7 +207,7 @@ class DeliveryRun:
         request: DeliveryRequest,
         *,
         run_id: str,
-        open_client: Callable[[], ExactClient],
+        open_client: Callable[[], OrderTarget],
         log: logging.Logger,
         observe: Callable[[DeliveryProgress], None],
         run_is_over: Callable[[str], bool],
@@ -249,7 +249,7 @@ class DeliveryRun:
             self._lease.release()
         return self._report(client, requeued, stopped)
 
-    def _deliver(self, client: ExactClient) -> str:
+    def _deliver(self, client: OrderTarget) -> str:
         """Steps 2 to 5. Returns why it stopped early, or "" if it finished."""
         try:
             self.recover_in_flight(client)
@@ -263,13 +263,13 @@ class DeliveryRun:
 
     # --- 2. recover -------------------------------------------------------------------------------
 
-    def recover_in_flight(self, client: ExactClient) -> None:
+    def recover_in_flight(self, client: OrderTarget) -> None:
         """Settle the rows left in ``sending`` by a run that died or lost an answer."""
         for row in self._ledger.deliveries.in_flight():
             self._lease.renew()
             self._recover(client, row)
 
-    def _recover(self, client: ExactClient, row: InFlight) -> None:
+    def _recover(self, client: OrderTarget, row: InFlight) -> None:
         deliveries, log = self._ledger.deliveries, self._log
         found = client.find_sales_orders(row.your_ref)
         if not found:
@@ -303,7 +303,7 @@ class DeliveryRun:
 
     # --- 3. claim, 4. send, 5. record -------------------------------------------------------------
 
-    def _send_pending(self, client: ExactClient) -> str:
+    def _send_pending(self, client: OrderTarget) -> str:
         """Claim, send and record the pending orders, ``CLAIM_BATCH`` at a time."""
         orders = self._ledger.deliveries.pending(
             limit=self._request.max_orders, countries=self._route.allowed
@@ -340,7 +340,7 @@ class DeliveryRun:
         self._outcomes, self._unsent = [], list(claimed)
         return claimed
 
-    def send(self, client: ExactClient, order: PendingOrder) -> str:
+    def send(self, client: OrderTarget, order: PendingOrder) -> str:
         """POST one claimed order and keep its outcome for :meth:`record_outcomes`. Returns
         why the run must stop ("" to go on); raises when the ERP did not get the order."""
         body, error = checked_before_send(self._route.before_send, order.payload)
@@ -409,7 +409,7 @@ class DeliveryRun:
             )
         )
 
-    def _report(self, client: ExactClient, requeued: int, stopped: str) -> DeliveryReport:
+    def _report(self, client: OrderTarget, requeued: int, stopped: str) -> DeliveryReport:
         """What the run did and the ledger's figures after it, with its summary lines."""
         ledger, allowed = self._ledger, self._route.allowed
         counts = ledger.views.delivery_counts()
@@ -467,7 +467,7 @@ def _log_report(log: logging.Logger, report: DeliveryReport) -> None:
 
 
 def _matching_erp_order(
-    client: ExactClient, row: InFlight, found: list[Any], before_send: Hook | None
+    client: OrderTarget, row: InFlight, found: list[Any], before_send: Hook | None
 ) -> tuple[Any | None, str]:
     """The ERP sales order among ``found`` (same ``YourRef``) that is this order: ordered by
     the same account, with the same items in the same quantities as the payload it was claimed

@@ -22,9 +22,9 @@ from typing import Any
 
 import duckdb
 
+from integration_project.connectors.base import OrderTarget
 from integration_project.exact.client import (
     BudgetExhausted,
-    ExactClient,
     RateLimited,
     ValidationRejected,
 )
@@ -95,7 +95,7 @@ class MappingReport:
 
 def map_window(
     ledger: Ledger,
-    open_client: Callable[[], ExactClient],
+    open_client: Callable[[], OrderTarget],
     mapping: RouteMapping,
     window: Window,
     *,

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from integration_project.exact.client import ExactClient, OutcomeUnknown
+from integration_project.connectors.base import OrderTarget
+from integration_project.exact.client import OutcomeUnknown
 from integration_project.exact.models import (
     ACCOUNT_CODE_WIDTH,
     AccountCreate,
@@ -40,7 +41,7 @@ class Resolver:
     def __init__(
         self,
         ledger: Ledger,
-        client: ExactClient,
+        client: OrderTarget,
         log: logging.Logger,
         match: str = "email",
     ) -> None:
