@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 
 from integration_project.assets import FILE_TAG, OrderFileConfig, RouteAssets
-from integration_project.connectors.csv_files import CsvFolderError, ready_files
+from integration_project.connectors.csv_files import CsvFolderError, FolderFile, ready_files
 from integration_project.resources import CsvFolderResource
 from integration_project.routes.config import CsvFolderSource
 
@@ -63,12 +63,7 @@ def build_file_sensor(assets: RouteAssets, source_job: Any) -> dg.SensorDefiniti
             )
         except CsvFolderError as exc:
             raise dg.Failure(description=f"{route.id}: {exc}") from None
-        seen = set(context.instance.get_dynamic_partitions(files.name))
-        new: dict[str, str] = {}
-        for file in ready:
-            if file.sha256 not in seen and file.sha256 not in new:
-                new[file.sha256] = file.name
-        chosen = list(new.items())[:MAX_FILES_PER_TICK]
+        chosen = _new_files(ready, set(context.instance.get_dynamic_partitions(files.name)))
         cursor = json.dumps(cache, sort_keys=True)
         if not chosen:
             return dg.SensorResult(skip_reason=f"no new file ({len(ready)} read)", cursor=cursor)
@@ -89,3 +84,13 @@ def build_file_sensor(assets: RouteAssets, source_job: Any) -> dg.SensorDefiniti
         )
 
     return order_files_sensor
+
+
+def _new_files(ready: list[FolderFile], seen: set[str]) -> list[tuple[str, str]]:
+    """(sha256, name) of the ready files whose content has no partition yet, each content
+    once (the first name in order), at most :data:`MAX_FILES_PER_TICK`."""
+    new: dict[str, str] = {}
+    for file in ready:
+        if file.sha256 not in seen and file.sha256 not in new:
+            new[file.sha256] = file.name
+    return list(new.items())[:MAX_FILES_PER_TICK]
