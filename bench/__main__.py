@@ -70,6 +70,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--pacing-window-s", type=float, default=12.0,
         help="seconds the ERP's minute is scaled to for pacing (%(default)s)")  # fmt: skip
     add("--tick-runs", type=int, default=2, help="runs of each kind timed (%(default)s)")
+    add("--evaluations", type=int, default=None,
+        help="timed evaluations of each schedule and sensor (ticks 20, routes 3)")  # fmt: skip
     add("--routes", type=int, default=1000,
         help="route files in the many-routes code location (%(default)s)")  # fmt: skip
     add("--only", type=lambda text: text.split(","), default=list(SCENARIOS),

@@ -21,12 +21,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Tiny: 14 windows of a few orders each, the smallest ledger, the fewest ERP calls that show
-#: a steady pace (three windows, of 6 s: 60 calls of 50 ms still fit in one), one run of each
-#: tick kind, a location of 12 routes.
+#: a steady pace (121: one more than two windows of 60, so a third window is reached; of 6 s,
+#: so 60 calls of 50 ms still fit in one), one run of each tick kind, one timed evaluation of
+#: each schedule and sensor (every one is still evaluated), a location of 12 routes.
 TINY = [
     *("--orders", "300", "--days", "0.05", "--transform-orders", "150", "--growth-rows", "1000"),
-    *("--pacing-calls", "150", "--pacing-window-s", "6", "--tick-runs", "1", "--skip-dlt"),
-    *("--routes", "12"),
+    *("--pacing-calls", "121", "--pacing-window-s", "6", "--tick-runs", "1", "--skip-dlt"),
+    *("--evaluations", "1", "--routes", "12"),
 ]
 #: The contenders each scenario of this module's own runs (dlt is left out: --skip-dlt).
 CONTENDERS = {"backfill": {"drain", "naive", "ours"}, "transform": {"naive", "ours"}}

@@ -103,7 +103,9 @@ def _measure(ctx: Context, figures: list[Figure]) -> None:
     figures += phase_figures(total, child(biggest, folder, "--phases", total <= limit))
     sample = sample_routes(total)
     say(f"routes: evaluating the ticks of {len(sample)} of {total:,} routes")
-    evaluated = child(write_project(folder / "sample", sample), folder, "--evaluate", True)
+    repeat = ["--evaluations", str(int(ctx.sizes.get("evaluations") or EVALUATIONS))]
+    project = write_project(folder / "sample", sample)
+    evaluated = child(project, folder, "--evaluate", True, repeat)
     figures += tick_figures(total, evaluated)
     served = min(total, limit)
     say(f"routes: a code server for {served:,} routes")
@@ -254,11 +256,15 @@ def child_env(project: Path, folder: Path) -> dict[str, str]:
     return env
 
 
-def child(project: Path, folder: Path, mode: str, resolve: bool) -> dict[str, Any]:
+def child(
+    project: Path, folder: Path, mode: str, resolve: bool, more: Iterable[str] = ()
+) -> dict[str, Any]:
     """``python -m bench.scenarios.routes <mode>`` in a fresh process: its JSON line.
-    ``resolve``: also resolve the repository as a code server does (minutes at 1,000)."""
+    ``resolve``: also resolve the repository as a code server does (minutes at 1,000);
+    ``more``: further arguments of the child."""
     argv = [sys.executable, "-m", "bench.scenarios.routes", mode]
     argv += ["--resolve"] if resolve else []
+    argv += list(more)
     done = subprocess.run(
         argv,
         cwd=REPO,
@@ -488,9 +494,9 @@ def _phases(resolve: bool) -> dict[str, Any]:
     return {"cpu_s": steps, "routes": len(routes)}
 
 
-def _evaluate(resolve: bool = True) -> dict[str, Any]:
+def _evaluate(resolve: bool = True, repeat: int = EVALUATIONS) -> dict[str, Any]:
     """Every schedule and sensor of the location (the sampled routes and the location's own),
-    each evaluated ``EVALUATIONS`` times against the instance in ``DAGSTER_HOME``."""
+    each evaluated ``repeat`` times against the instance in ``DAGSTER_HOME``."""
     import importlib
 
     import dagster as dg
@@ -506,14 +512,14 @@ def _evaluate(resolve: bool = True) -> dict[str, Any]:
     try:
         found = [
             {
-                **evaluate_schedule(instance, schedule, EVALUATIONS, repository_def=repository),
+                **evaluate_schedule(instance, schedule, repeat, repository_def=repository),
                 "route": owner[schedule.name],
             }
             for schedule in repository.schedule_defs
         ]
         found += [
             {
-                **evaluate_sensor(instance, sensor, EVALUATIONS, repository_def=repository),
+                **evaluate_sensor(instance, sensor, repeat, repository_def=repository),
                 "route": owner[sensor.name],
             }
             for sensor in repository.sensor_defs
@@ -533,10 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolve-max", type=int, default=RESOLVE_MAX,
                         help="largest location resolved and served (%(default)s)")  # fmt: skip
     parser.add_argument("--tmp", default=None, help="scratch folder (default: a new temp one)")
+    parser.add_argument("--evaluations", type=int, default=EVALUATIONS,
+                        help="evaluations of each schedule and sensor (%(default)s)")  # fmt: skip
     for mode in ("--load", "--phases", "--evaluate", "--resolve"):
         parser.add_argument(mode, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for mode, work in (("load", _load), ("phases", _phases), ("evaluate", _evaluate)):
+    if args.evaluate:  # a child of run()
+        sys.stdout.write(json.dumps(_evaluate(args.resolve, args.evaluations)) + "\n")
+        return 0
+    for mode, work in (("load", _load), ("phases", _phases)):
         if getattr(args, mode):  # a child of run()
             sys.stdout.write(json.dumps(work(args.resolve)) + "\n")
             return 0
@@ -545,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[settings.SANDBOX_MODE_ENV] = "1"
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         ctx = Context(settings.SANDBOX_SHOP_URL, settings.SANDBOX_ERP_URL, Path(tmp),
-                      {"routes": args.routes, "routes_resolve_max": args.resolve_max})  # fmt: skip
+                      {"routes": args.routes, "routes_resolve_max": args.resolve_max,
+                       "evaluations": args.evaluations})  # fmt: skip
         try:
             figures, failed = run(ctx), ""
         except ScenarioFailed as exc:

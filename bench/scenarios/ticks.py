@@ -78,10 +78,11 @@ REPOSITORY = "__repository__"
 def run(ctx: Context) -> list[Figure]:
     """The scenario against the harness's sandbox (see the module docstring)."""
     runs = int(ctx.sizes.get("tick_runs", DEFAULT_RUNS))
+    repeat = int(ctx.sizes.get("evaluations") or EVALUATIONS)
     busy, idle = _windows(ctx)
     with Stack(ctx.tmp / "ticks", ctx.shop_url, ctx.erp_url, busy) as stack:
         delivery = [stack.measure(f"{ROUTE}__erp_delivery_job") for _ in range(runs)]
-        evaluations = stack.evaluate()  # the idle state: deliveries only, nothing mapped
+        evaluations = stack.evaluate(repeat)  # the idle state: deliveries only, nothing mapped
         # Quiet windows first: a fetch after the busy one may catch up on what came since.
         quiet = [stack.measure(f"{ROUTE}__source_orders_job", idle) for _ in range(runs)]
         fetch = [stack.measure(f"{ROUTE}__source_orders_job", busy) for _ in range(runs)]
@@ -366,9 +367,11 @@ class Stack:
             time.sleep(POLL_S)
         raise RuntimeError(f"run {run_id} did not finish in {RUN_TIMEOUT_S:.0f} s")
 
-    def evaluate(self) -> dict[str, Any]:
-        """Every schedule and sensor evaluated in a process of its own (:func:`_evaluate`)."""
+    def evaluate(self, repeat: int = EVALUATIONS) -> dict[str, Any]:
+        """Every schedule and sensor evaluated ``repeat`` times in a process of its own
+        (:func:`_evaluate`)."""
         argv = [sys.executable, "-m", "bench.scenarios.ticks", "--evaluate"]
+        argv += ["--evaluations", str(repeat)]
         done = subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:
@@ -415,7 +418,14 @@ def _stack_env(
         "ERP_CLIENT_ID": settings.SANDBOX_ERP_CLIENT_ID,
         "ERP_CLIENT_SECRET": settings.SANDBOX_ERP_CLIENT_SECRET,
         "ERP_REFRESH_TOKEN": settings.SANDBOX_ERP_REFRESH_TOKEN,
+        # The CSV route's folder (empty: its sensor finds nothing to read, as on a quiet day).
+        "CSV_ORDERS_FOLDER": str(_made(folder / "csv_orders")),
     }
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _failure_text(instance: Any, run_id: str) -> str:
@@ -469,8 +479,16 @@ def _evaluate(repeat: int) -> dict[str, Any]:
             for s in defs.schedules or []
         ]
         found += [
-            evaluate_sensor(instance, defs.resolve_sensor_def(s.name), repeat, definitions=defs)
-            for s in defs.sensors or []
+            evaluate_sensor(
+                instance,
+                sensor,
+                repeat,
+                definitions=defs,
+                # As the daemon binds them: the resources a sensor requires (a CSV route's
+                # folder); none for the others.
+                resources={k: defs.resources[k] for k in sensor.required_resource_keys},
+            )
+            for sensor in (defs.resolve_sensor_def(s.name) for s in defs.sensors or [])
         ]
     finally:
         instance.dispose()
@@ -662,10 +680,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="runs of each kind")
     parser.add_argument("--orders", type=int, default=4320, help="sandbox orders (one day)")
     parser.add_argument("--tmp", default=None, help="scratch folder (default: a new temp one)")
+    parser.add_argument("--evaluations", type=int, default=EVALUATIONS,
+                        help="evaluations of each schedule and sensor (%(default)s)")  # fmt: skip
     parser.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.evaluate:  # the child of Stack.evaluate
-        sys.stdout.write(json.dumps(_evaluate(EVALUATIONS)) + "\n")
+        sys.stdout.write(json.dumps(_evaluate(args.evaluations)) + "\n")
         return 0
     from bench.figures import render
     from bench.sandbox_process import SandboxProcess, bench_start
@@ -676,7 +696,11 @@ def main(argv: list[str] | None = None) -> int:
         SandboxProcess(args.orders, bench_start(1), 1) as ready,
     ):
         ctx = Context(
-            ready["shop_url"], ready["erp_url"], Path(tmp), {"tick_runs": args.runs}, ready
+            ready["shop_url"],
+            ready["erp_url"],
+            Path(tmp),
+            {"tick_runs": args.runs, "evaluations": args.evaluations},
+            ready,
         )
         figures = run(ctx)
     sys.stdout.write(render(figures, goals(figures), {SCENARIO: REFERENCES}) + "\n")
