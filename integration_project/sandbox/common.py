@@ -128,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keeps connections alive like the real APIs do (a client's pooled connection can
     # then be dropped mid-request, which is one of the faults we simulate).
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle's algorithm on, the second waits for
+    # the client's delayed ACK (~40 ms) on a kept-alive connection. Real servers do not
+    # stall so: every sandbox call would pay a latency no real API has.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
