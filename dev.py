@@ -285,11 +285,17 @@ def wait_for_location(url: str, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 def launch_history_backfill(url: str, start: datetime) -> None:
-    """One backfill of every partitioned asset over the world's history (single-run backfill
-    policy: one run per route), so the catalog is filled and orders reach the ERP within
+    """One backfill of every time-partitioned asset over the world's history (single-run
+    backfill policy: one run per route), so the catalog is filled and orders reach the ERP within
     minutes instead of waiting for the first 5-minute tick."""
-    nodes = graphql(url, "{ assetNodes { assetKey { path } isPartitioned } }")["assetNodes"]
-    keys = [{"path": n["assetKey"]["path"]} for n in nodes if n["isPartitioned"]]
+    query = "{ assetNodes { assetKey { path } partitionDefinition { type } } }"
+    nodes = graphql(url, query)["assetNodes"]
+    # Time windows only: a CSV route's partitions are its files, which its sensor reads.
+    keys = [
+        {"path": n["assetKey"]["path"]}
+        for n in nodes
+        if (n.get("partitionDefinition") or {}).get("type") == "TIME_WINDOW"
+    ]
     if not keys:
         return
     mutation = """mutation($params: LaunchBackfillParams!) {

@@ -37,9 +37,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ERP_STATE = f"{settings.SANDBOX_ERP_URL}/sandbox/state"
-SANDBOX_PORTS = (settings.SANDBOX_SHOP_PORT, settings.SANDBOX_ERP_PORT, settings.SANDBOX_SHOP2_PORT)
+SANDBOX_PORTS = (
+    settings.SANDBOX_SHOP_PORT,
+    settings.SANDBOX_ERP_PORT,
+    settings.SANDBOX_SHOP2_PORT,
+    settings.SANDBOX_SPRYKER_PORT,
+)
 #: The run id of a run's own log line: ``... - dagster - INFO - <job> - <run id> - ...``.
 RUN_ID = re.compile(r" - dagster - [A-Z]+ - \S+ - ([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}) - ")
+#: How often the waits below look again: each look is one local HTTP call, and a coarser
+#: step only adds its half, on average, to every wait.
+POLL_S = 0.5
 RUNS = """query($ids: [String!]) { runsOrError(filter: {runIds: $ids}) {
     ... on Runs { results { runId status jobName tags { key value } } } } }"""
 
@@ -118,7 +126,7 @@ class Newcomer:
             if text in self.output():
                 return
             assert self.proc and self.proc.poll() is None, f"dev.py up exited:\n{self.output()}"
-            time.sleep(0.5)
+            time.sleep(POLL_S)
         raise AssertionError(f"no {text!r} after {timeout:.0f} s:\n{self.output()[-4000:]}")
 
     def stop(self) -> float:
@@ -188,7 +196,7 @@ def wait_for_erp_orders(newcomer: Newcomer, timeout: float = 300) -> list[dict]:
             orders = []
         if orders:
             return orders
-        time.sleep(2)
+        time.sleep(POLL_S)
     raise AssertionError(f"no sales order in the ERP after {timeout:.0f} s:\n{newcomer.output()}")
 
 
@@ -232,7 +240,7 @@ def assert_calm_catalog(newcomer: Newcomer, timeout: float = 180) -> None:
         filled = all(s["numMaterialized"] >= s["numPartitions"] - 1 for s in stats.values())
         if filled or time.monotonic() > deadline:
             break
-        time.sleep(2)
+        time.sleep(POLL_S)
     for route, counts in stats.items():
         # Ten minutes of history and the minutes since: a handful of 5-minute windows.
         assert 2 <= counts["numPartitions"] <= 6, (route, counts)
