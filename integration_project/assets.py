@@ -75,9 +75,25 @@ class DeliveryConfig(dg.Config):
         default=False,
         description="Send every failed order of the route again (after the cause is fixed)",
     )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Test mode: send at most this many orders in this run (the rest stay "
+        "pending; stop the route's schedules and sensors while trying a new route)",
+    )
 
     def request(self) -> DeliveryRequest:
-        return DeliveryRequest(self.max_orders, tuple(self.resend_failed), self.resend_all_failed)
+        most = self.max_orders if self.limit is None else min(self.max_orders, self.limit)
+        return DeliveryRequest(most, tuple(self.resend_failed), self.resend_all_failed)
+
+
+class FetchConfig(dg.Config):
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Test mode: stage at most this many of the window's orders (a run "
+        "without it reads the window whole again)",
+    )
 
 
 class OrderFileConfig(dg.Config):
@@ -144,7 +160,9 @@ def _source_orders(
         f"ledger ({_LEDGER_NAMES[settings.ledger_kind()]}). "
         f"Route: {route.name}.",
     )
-    def source_orders(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def source_orders(
+        context: dg.AssetExecutionContext, config: FetchConfig
+    ) -> dg.MaterializeResult:
         shop: ShopResource | SprykerResource = getattr(context.resources, route.shop_key)
         ledger = _ledger(context, route)
         # Refuses a shop other than the one its rows came from.
@@ -157,6 +175,7 @@ def _source_orders(
             run_id=context.run.run_id,
             log=context.log,
             late_orders=route.late_orders,
+            limit=config.limit,
         )
         return dg.MaterializeResult(metadata=as_metadata(report))
 
@@ -256,7 +275,7 @@ def _erp_delivered_orders(
         # Refuses an ERP other than the one the ledger's rows were delivered to, naming both.
         ledger.endpoints.bind_erp(erp.api_url, erp.division)
         if config.dry_run:
-            shown = preview(ledger, delivery, config.max_orders, context.log)
+            shown = preview(ledger, delivery, config.request().max_orders, context.log)
             return dg.MaterializeResult(metadata=as_metadata(shown))
         run_id = context.run.run_id
         report = DeliveryRun(
@@ -314,6 +333,7 @@ __all__ = [
     "DELIVERY_TAG",
     "FILE_TAG",
     "DeliveryConfig",
+    "FetchConfig",
     "OrderFileConfig",
     "RouteAssets",
     "build_route_assets",

@@ -60,6 +60,8 @@ class FetchReport:
     staged_in_window: int
     #: The first orders fetched, as preview rows (number, created, ships to, total, currency).
     preview: list[list[Any]]
+    #: Test mode: the most orders this run staged (None: the whole window was read).
+    limit: int | None = None
 
 
 def fetch_window(
@@ -71,6 +73,7 @@ def fetch_window(
     run_id: str,
     log: logging.Logger,
     late_orders: timedelta = timedelta(days=1),
+    limit: int | None = None,
 ) -> FetchReport:
     """Fetch ``[window.read_from, window.end)`` from the shop into staging, as run ``run_id``.
     ``open_client`` opens the source: the Shopware client, or any other
@@ -82,6 +85,9 @@ def fetch_window(
     ``late_orders`` before the window's end: an order that shows up after its own window was
     fetched, however late, is staged now, and the mapping catches it up. Each order is read
     once, where re-reading an hour of windows read every order twelve times.
+
+    ``limit`` (test mode): stop once that many orders were read, and stage only those; the
+    late-order pass is left out, and the window is read whole again by a run without one.
     """
     ledger.staging.begin_fetch(run_id)
     cursor = ledger.staging.stored_up_to() if late_orders > timedelta(0) else None
@@ -91,12 +97,12 @@ def fetch_window(
     passes: list[dict[str, Any]] = [
         {"start": window.read_from, "end": window.end, "stored_up_to": cursor}
     ]
-    if cursor is not None:
+    if cursor is not None and limit is None:
         since = min(window.end - late_orders, window.read_from)
         passes.append({"start": since, "end": window.end, "stored_after": cursor})
     try:
         fetched, pages, python_pages, preview = _stage_pages(
-            ledger, open_client, passes, window, page_size=page_size, run_id=run_id
+            ledger, open_client, passes, window, page_size=page_size, run_id=run_id, limit=limit
         )
         late = ledger.staging.incoming_before(run_id, window.read_from)
         new, updated = ledger.staging.commit_fetch(run_id)
@@ -115,8 +121,14 @@ def fetch_window(
         updated,
         late,
     )
+    if limit is not None:
+        log.warning(
+            "Test mode: staged at most %s orders of the window; run it again without a limit "
+            "to read it whole",
+            limit,
+        )
     staged = ledger.staging.count(window.start, window.end)
-    return FetchReport(window, fetched, new, updated, pages, late, staged, preview)
+    return FetchReport(window, fetched, new, updated, pages, late, staged, preview, limit)
 
 
 def _stage_pages(
@@ -127,10 +139,12 @@ def _stage_pages(
     *,
     page_size: int,
     run_id: str,
+    limit: int | None = None,
 ) -> tuple[int, int, int, list[list[Any]]]:
-    """Every page of each search pass, read into rows and written to the run's incoming area
-    a batch at a time: orders staged, pages, pages read by Python, preview rows."""
-    pages = 0
+    """Every page of each search pass (up to ``limit`` orders), read into rows and written to
+    the run's incoming area a batch at a time: orders staged, pages, pages read by Python,
+    preview rows."""
+    pages, left = 0, limit
     with (
         open_client() as client,
         PageRows(run_id, window.start, preview=PREVIEW_ROWS) as rows,
@@ -139,11 +153,16 @@ def _stage_pages(
         for search in passes:
             for _ in client.iter_order_pages(page_size=page_size, read=rows.read, **search):
                 pages += 1
+                if left is not None and rows.buffered >= left:
+                    break  # test mode: enough orders read
                 if rows.buffered >= STAGE_EVERY_ROWS:
+                    left = None if left is None else left - rows.buffered
                     staging.put(rows.take())
-        staging.put(rows.take())
+        taken = rows.take()
+        staging.put(taken if left is None else taken.slice(0, left))
         fetched = staging.finish()
-        preview = [order_preview(order) for order in rows.preview_orders]
+        shown = rows.preview_orders if limit is None else rows.preview_orders[:limit]
+        preview = [order_preview(order) for order in shown]
         return fetched, pages, rows.python_pages, preview
 
 

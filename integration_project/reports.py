@@ -73,6 +73,8 @@ def _fetch(report: FetchReport) -> Metadata:
         "preview": md_table(
             ["orderNumber", "createdAt", "ships to", "amountTotal", "currency"], report.preview
         ),
+        # Test mode: the run staged at most this many orders (0: the window was read whole).
+        "test_mode_limit": report.limit or 0,
     }
 
 
