@@ -230,10 +230,13 @@ def test_a_source_behind_the_latest_migration_is_not_touched_unless_asked(
     tmp_path: Path, target: str, capsys: Any
 ) -> None:
     source = _small_ledger(tmp_path)
-    latest = MIGRATIONS[-1].version
+    # A file from before migration 3 (waiting_orders) and every later one: its migrations
+    # create what they need if it is missing, so applying them again brings it up to date.
+    behind = [m.version for m in MIGRATIONS if m.version >= 3]
+    latest = ", ".join(map(str, behind))
     with duckdb.connect(source) as con:
         con.execute("DROP TABLE waiting_orders")
-        con.execute("DELETE FROM schema_migrations WHERE version = ?", [latest])
+        con.execute("DELETE FROM schema_migrations WHERE version >= 3")
     digest = _file_digest(source)
 
     assert copy.main(["--from", source, "--to", target]) == 2
