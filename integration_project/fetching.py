@@ -109,6 +109,21 @@ def fetch_window(
     except BaseException:
         ledger.staging.abort_fetch(run_id)  # staged_orders stays as it was
         raise
+    _log_fetch(log, window, fetched, pages, python_pages, (new, updated, late), limit)
+    staged = ledger.staging.count(window.start, window.end)
+    return FetchReport(window, fetched, new, updated, pages, late, staged, preview, limit)
+
+
+def _log_fetch(
+    log: logging.Logger,
+    window: Window,
+    fetched: int,
+    pages: int,
+    python_pages: int,
+    counts: tuple[int, int, int],
+    limit: int | None,
+) -> None:
+    new, updated, late = counts
     if python_pages:
         log.info("%s of %s pages had orders that needed reading one by one", python_pages, pages)
     log.info(
@@ -127,8 +142,6 @@ def fetch_window(
             "to read it whole",
             limit,
         )
-    staged = ledger.staging.count(window.start, window.end)
-    return FetchReport(window, fetched, new, updated, pages, late, staged, preview, limit)
 
 
 def _stage_pages(
