@@ -290,11 +290,13 @@ def launch_history_backfill(url: str, start: datetime) -> None:
     minutes instead of waiting for the first 5-minute tick."""
     query = "{ assetNodes { assetKey { path } partitionDefinition { type } } }"
     nodes = graphql(url, query)["assetNodes"]
-    # Time windows only: a CSV route's partitions are its files, which its sensor reads.
+    # The routes' windows only: a CSV route's partitions are its files, which its sensor
+    # reads; a Parquet export's are days, which its schedule writes once they are over.
     keys = [
         {"path": n["assetKey"]["path"]}
         for n in nodes
         if (n.get("partitionDefinition") or {}).get("type") == "TIME_WINDOW"
+        and n["assetKey"]["path"][-1] in ("source_orders", "erp_orders")
     ]
     if not keys:
         return

@@ -36,6 +36,7 @@ from integration_project.resources import (
     open_ledger,
 )
 from integration_project.routes.config import CsvFolderSource, RouteConfig
+from integration_project.writeback import build_writeback_asset
 
 DELIVERY_TAG = "integration_project/delivery"
 
@@ -52,10 +53,13 @@ class RouteAssets:
     source_orders: dg.AssetsDefinition
     erp_orders: dg.AssetsDefinition
     erp_delivered_orders: dg.AssetsDefinition
+    #: ``<route_id>/shop_order_writeback`` when the route writes ERP numbers back to the shop.
+    shop_order_writeback: dg.AssetsDefinition | None = None
 
     @property
     def all(self) -> list[dg.AssetsDefinition]:
-        return [self.source_orders, self.erp_orders, self.erp_delivered_orders]
+        after = [self.shop_order_writeback] if self.shop_order_writeback is not None else []
+        return [self.source_orders, self.erp_orders, self.erp_delivered_orders, *after]
 
 
 class DeliveryConfig(dg.Config):
@@ -135,7 +139,10 @@ def build_route_assets(route: RouteConfig) -> RouteAssets:
         source_orders = _source_orders(route, windows)
     erp_orders = _erp_orders(route, windows, source_orders, mapping)
     erp_delivered_orders = _erp_delivered_orders(route, erp_orders, delivery)
-    return RouteAssets(route, windows, source_orders, erp_orders, erp_delivered_orders)
+    writeback = (
+        build_writeback_asset(route, erp_delivered_orders) if route.writeback.enabled else None
+    )
+    return RouteAssets(route, windows, source_orders, erp_orders, erp_delivered_orders, writeback)
 
 
 #: The ledger's backend as a reader knows it, for asset descriptions.

@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,11 +33,11 @@ from integration_project.hooks import Hook, error_text, hook_name, kind_of, sale
 from integration_project.http import ApiError, AuthError
 from integration_project.ledger import Ledger, MappingRow, parse_created_at
 from integration_project.ledger.projection import Projection, Projector, StagedForMapping
-from integration_project.resolver import AccountUnresolved, Resolver
+from integration_project.resolver import AccountUnresolved, LookupUnresolved, Resolver
 from integration_project.settings import ISO_COUNTRIES
 from integration_project.shopware.models import order_number_text, storable_text, unreadable_reason
 from integration_project.transforms import (
-    ORDER_FIELDS_READ,
+    LookupRule,
     MappedOrder,
     MappingRules,
     Quarantined,
@@ -45,6 +45,7 @@ from integration_project.transforms import (
     UnknownItemError,
     UnknownVatCodeError,
     evaluate_order,
+    fields_read,
     outside_reason,
     to_sales_order,
 )
@@ -87,10 +88,20 @@ class MappingReport:
     allowed_countries: frozenset[str]
     quarantine_preview: list[list[Any]]  # order number, reason
     payload_preview: list[list[Any]]  # order number, the sales order as JSON
+    #: Per look-up table (``shipping_method`` ...): orders ``matched``, ``defaulted`` (the
+    #: route's default used) and ``quarantined``.
+    lookups: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
     def staged(self) -> int:
         return sum(self.counts.values())
+
+    def lookup_rows(self) -> list[list[Any]]:
+        """One row per look-up table: name, matched, defaulted, quarantined."""
+        return [
+            [kind, c["matched"], c["defaulted"], c["quarantined"]]
+            for kind, c in sorted(self.lookups.items())
+        ]
 
 
 def map_window(
@@ -114,11 +125,12 @@ def map_window(
         mapper.counts,
         mapper.deferred,
         caught_up,
-        resolver.erp_lookups,
+        resolver.erp_lookups + resolver.tables.erp_lookups,
         resolver.accounts_created,
         mapping.rules.allowed_countries,
         mapper.quarantine_preview,
         mapper.payload_preview,
+        {kind: Counter(c) for kind, c in resolver.tables.counts.items()},
     )
     _log_summary(log, report)
     return report
@@ -177,7 +189,7 @@ def _projection(mapping: RouteMapping) -> Projection:
     unless a before_mapping hook may change or drop them first."""
     hooked = mapping.before_mapping is not None or mapping.after_mapping is not None
     return Projection(
-        fields=None if hooked else ORDER_FIELDS_READ,
+        fields=None if hooked else fields_read(mapping.rules),
         allowed=None if mapping.before_mapping is not None else mapping.rules.allowed_countries,
         known=ISO_COUNTRIES,
     )
@@ -338,7 +350,7 @@ def map_order(
     if isinstance(outcome, Quarantined):
         return row("quarantined", None, outcome.reason)
     assert isinstance(outcome, MappedOrder)
-    body = _sales_order(outcome, resolver)
+    body = _sales_order(outcome, resolver, mapping.rules.lookups)
     if not isinstance(body, _Verdict):
         body = _after_mapping(mapping.after_mapping, body, payload)
     if isinstance(body, _Verdict):
@@ -365,10 +377,14 @@ def _before_mapping(hook: Hook | None, payload: Any) -> Any:
     return payload
 
 
-def _sales_order(order: MappedOrder, resolver: Resolver) -> dict[str, Any] | _Verdict:
+def _sales_order(
+    order: MappedOrder, resolver: Resolver, lookups: tuple[LookupRule, ...] = ()
+) -> dict[str, Any] | _Verdict:
     """The ERP sales order for ``order``, with the ERP's ids, or why it is quarantined."""
     try:
-        # VAT codes first: an order that cannot be taxed creates no ERP account.
+        # Look-up tables and VAT codes first: an order that cannot be booked or taxed
+        # creates no ERP account.
+        fields = resolver.tables.fields_for(order, lookups) if lookups else {}
         vat_codes = resolver.vat_codes_for(order.vat_rates_to_look_up)
         account_id = resolver.account_for(order)
         return to_sales_order(
@@ -376,8 +392,9 @@ def _sales_order(order: MappedOrder, resolver: Resolver) -> dict[str, Any] | _Ve
             account_id=account_id,
             item_ids=resolver.items_for(order.item_codes),
             vat_codes=vat_codes,
+            lookups=fields,
         )
-    except (UnknownItemError, AccountUnresolved) as exc:
+    except (UnknownItemError, AccountUnresolved, LookupUnresolved) as exc:
         return _Verdict("quarantined", str(exc))
     except UnknownVatCodeError as exc:
         lines = [line.description for line in order.lines if line.vat_rate == exc.rate]

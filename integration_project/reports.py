@@ -123,6 +123,11 @@ def _mapping(report: MappingReport) -> Metadata:
         "deferred": report.deferred,
         "erp_lookups": report.erp_lookups,
         "erp_accounts_created": report.accounts_created,
+        # Per look-up table of the route (mapping.lookups): orders matched, given the
+        # route's default, quarantined.
+        "lookups": md_table(
+            ["lookup", "matched", "defaulted", "quarantined"], report.lookup_rows()
+        ),
         "allowed_countries": ", ".join(sorted(report.allowed_countries)),
         "dagster/row_count": counts["mapped"],
         "quarantined_preview": md_table(["orderNumber", "reason"], report.quarantine_preview),

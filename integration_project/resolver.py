@@ -10,6 +10,8 @@ stops before loses only those cache entries: the ERP, the truth, is asked again.
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +25,16 @@ from integration_project.exact.models import (
     account_code,
 )
 from integration_project.ledger import Ledger
-from integration_project.transforms import MappedOrder, UnknownVatCodeError, choose_vat_code
+from integration_project.transforms import (
+    LOOKUP_TARGETS,
+    LookupOutcome,
+    LookupRule,
+    MappedOrder,
+    UnknownVatCodeError,
+    choose_vat_code,
+    decide_lookup,
+    unmatched_lookup,
+)
 
 #: The division's VAT codes are fetched again after this long (or when a rate has no code).
 VAT_CODES_TTL = timedelta(hours=24)
@@ -31,6 +42,10 @@ VAT_CODES_TTL = timedelta(hours=24)
 
 class AccountUnresolved(Exception):
     """The route's rule does not name exactly one ERP account for the order (quarantined)."""
+
+
+class LookupUnresolved(Exception):
+    """A look-up table gives the order no ERP value and the route quarantines it."""
 
 
 class Resolver:
@@ -61,6 +76,8 @@ class Resolver:
         #: learnt from the ERP since the last flush, for the DuckDB cache
         self._new_accounts: dict[str, str] = {}
         self._new_items: dict[str, str | None] = {}
+        #: The route's look-up tables (shipping method, payment method, sales channel).
+        self.tables = LookupTables(ledger, client, log)
 
     def flush(self) -> None:
         """Write what was learnt from the ERP since the last flush to the DuckDB cache, in
@@ -227,3 +244,106 @@ class Resolver:
                 self._new_items[code] = cached[code]
             self._items.update(cached)
         return {code: self._items[code] for code in codes if self._items[code] is not None}
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class LookupTables:
+    """One run's look-up tables: the ERP fields (``ShippingMethod``, ``PaymentCondition``,
+    ``SalesChannel``, ``WarehouseID``) of an order, by the route's rules.
+
+    A table names ERP rows by ``Code`` (what a person sees in Exact); a field that holds an ID
+    gets the row's ID, found once in the ERP and cached in the ledger. A dynamic rule finds
+    the row whose ``Description`` is the shop's name. ``counts`` tallies, per look-up,
+    ``matched`` / ``defaulted`` / ``quarantined`` orders; ``erp_lookups`` the ERP calls."""
+
+    def __init__(self, ledger: Ledger, client: OrderTarget, log: logging.Logger) -> None:
+        self._ledger = ledger
+        self._client = client
+        self._log = log
+        self.erp_lookups = 0
+        self.counts: dict[str, Counter[str]] = {}
+        #: (resource, field, lower-cased key) -> value (None: no row), this run
+        self._known: dict[tuple[str, str, str], str | None] = {}
+        self._ambiguous: dict[tuple[str, str, str], str] = {}  # the same, several rows: why
+
+    def fields_for(self, order: MappedOrder, rules: tuple[LookupRule, ...]) -> dict[str, str]:
+        """The ERP fields of ``order``; :class:`LookupUnresolved` naming every reason to
+        quarantine it (each look-up is counted either way)."""
+        fields: dict[str, str] = {}
+        problems: list[str] = []
+        for rule, key in zip(rules, order.lookup_keys, strict=True):
+            try:
+                outcome = self._resolve(rule, decide_lookup(rule, key))
+            except LookupUnresolved as exc:
+                outcome = LookupOutcome("quarantined", None, str(exc))
+            self.counts.setdefault(rule.kind, Counter())[outcome.status] += 1
+            if outcome.status == "quarantined":
+                problems.append(outcome.reason)
+            elif outcome.value is not None:
+                fields[rule.erp_field] = outcome.value
+        if problems:
+            raise LookupUnresolved("; ".join(problems))
+        return fields
+
+    def _resolve(self, rule: LookupRule, outcome: LookupOutcome) -> LookupOutcome:
+        """The table's outcome with the value the sales order carries: a row found by the
+        shop's name (``ask``), or the ID of the row a code names."""
+        resource, _ = LOOKUP_TARGETS[rule.erp_field]
+        if outcome.status == "ask":
+            name = outcome.value or ""
+            found = self._find(rule, "Description", name)
+            if found is not None:
+                return LookupOutcome("matched", found)
+            outcome = unmatched_lookup(rule, f"the ERP has no row described {name!r} in {resource}")
+        if outcome.value is None:
+            return outcome  # quarantined, or defaulted to leaving the field off
+        value = self._erp_value(rule, outcome.value)
+        if value is None:
+            return LookupOutcome(
+                "quarantined",
+                None,
+                f"{rule.kind.replace('_', ' ')}: the ERP has no row with Code "
+                f"{outcome.value!r} in {resource} (named by mapping.lookups.{rule.kind})",
+            )
+        return LookupOutcome(outcome.status, value)
+
+    def _erp_value(self, rule: LookupRule, code: str) -> str | None:
+        """What the sales order carries for the row the route names by ``code``: a payment
+        condition's code and an ID as they are, else the ID of the row with that ``Code``
+        (None: no such row)."""
+        if _GUID.match(code) or LOOKUP_TARGETS[rule.erp_field][1] == "Code":
+            return code  # the ERP refuses an unknown one when the order is sent
+        return self._find(rule, "Code", code)
+
+    def _find(self, rule: LookupRule, field: str, key: str) -> str | None:
+        """The value of the one row of the rule's list whose ``field`` is ``key``, from this
+        run, the ledger's cache, or the ERP. Several rows: :class:`LookupUnresolved`."""
+        resource, returns = LOOKUP_TARGETS[rule.erp_field]
+        known = (resource, field, key.casefold())
+        if known in self._known:
+            return self._known[known]
+        if known in self._ambiguous:
+            raise LookupUnresolved(self._ambiguous[known])
+        cached, value = self._ledger.lookups.cached_lookup_value(resource, field, key)
+        if not cached:
+            self.erp_lookups += 1
+            rows = self._client.find_lookup_rows(resource, field, key)
+            if len(rows) > 1:  # not cached: a person fixes it in the ERP, the next run sees it
+                codes = ", ".join(repr((r.Code or "").strip()) for r in rows[:5])
+                self._ambiguous[known] = (
+                    f"{rule.kind.replace('_', ' ')}: {len(rows)} rows of {resource} have "
+                    f"{field} {key!r} (codes {codes}); make it unique in the ERP"
+                )
+                raise LookupUnresolved(self._ambiguous[known])
+            row = rows[0] if rows else None
+            value = (
+                None if row is None else (row.ID if returns == "ID" else (row.Code or "").strip())
+            )
+            self._ledger.lookups.cache_lookup_value(resource, field, key, value)
+            self._log.info(
+                "Looked up %s %s %r in the ERP: %s", resource, field, key, value or "none"
+            )
+        self._known[known] = value
+        return value

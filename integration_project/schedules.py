@@ -211,9 +211,11 @@ def _source_job(assets: RouteAssets) -> Any:
 
 def _delivery_job(assets: RouteAssets) -> Any:
     route = assets.route
+    # The shop learns each order's ERP number right after the run that delivered it.
+    after = [assets.shop_order_writeback] if assets.shop_order_writeback is not None else []
     return dg.define_asset_job(
         f"{route.id}__erp_delivery_job",
-        selection=[assets.erp_delivered_orders],
+        selection=[assets.erp_delivered_orders, *after],
         # The run queue allows one delivery run per route at a time (dagster.yaml).
         tags={DELIVERY_TAG: route.id},
         description=f"{route.name}: send every mapped order the ledger does not hold as delivered.",

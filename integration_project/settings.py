@@ -107,6 +107,20 @@ def sandbox_csv_folder(environ: Mapping[str, str] | None = None) -> Path:
     return default_ledger_path(environ, sandbox=True).parent / SANDBOX_CSV_FOLDER
 
 
+#: Where a route with ``export: {parquet: true}`` writes its daily Parquet files (an absolute
+#: path). Outside sandbox mode it must be set: a warehouse reads that folder, so a guessed
+#: local default would export where nobody looks.
+EXPORT_DIR_ENV = "INTEGRATION_EXPORT_DIR"
+#: The export folder in sandbox mode when the variable is unset, beside the sandbox ledger.
+SANDBOX_EXPORT_FOLDER = "sandbox_export"
+
+
+def sandbox_export_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/integration_project/sandbox_export``: the export folder in sandbox mode
+    when ``INTEGRATION_EXPORT_DIR`` is unset."""
+    return default_ledger_path(environ, sandbox=True).parent / SANDBOX_EXPORT_FOLDER
+
+
 # --- The route ---------------------------------------------------------------------------------
 
 #: One partition per window of the shop's createdAt, UTC, half-open [start, end).

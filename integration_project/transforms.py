@@ -21,6 +21,7 @@ give or take a cent per line of rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -34,7 +35,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from integration_project.exact.models import MAX_VAT_CODE, VatCode
+from integration_project.exact.models import (
+    MAX_VAT_CODE,
+    PAYMENT_CONDITIONS,
+    SALES_CHANNELS,
+    SHIPPING_METHODS,
+    WAREHOUSES,
+    VatCode,
+)
 from integration_project.settings import (
     DEFAULT_SHOP_TIMEZONE,
     DISCOUNT_ITEM_CODE,
@@ -123,6 +131,44 @@ ORDER_FIELDS_READ: dict[str, Any] = {
 }
 
 
+#: What the route's look-up tables read besides (only routes that have some read it).
+LOOKUP_FIELDS_READ: dict[str, Any] = {
+    "deliveries": [
+        {
+            "shippingMethodId": True,
+            "shippingMethod": {"name": True, "technicalName": True, "translated": {"name": True}},
+        }
+    ],
+    "transactions": [
+        {
+            "createdAt": True,
+            "paymentMethodId": True,
+            "paymentMethod": {"name": True, "technicalName": True, "translated": {"name": True}},
+        }
+    ],
+    "salesChannelId": True,
+}
+
+
+def fields_read(rules: MappingRules) -> dict[str, Any]:
+    """:data:`ORDER_FIELDS_READ`, with :data:`LOOKUP_FIELDS_READ` merged in when the route
+    has look-up tables."""
+    return (
+        _merge_fields(ORDER_FIELDS_READ, LOOKUP_FIELDS_READ) if rules.lookups else ORDER_FIELDS_READ
+    )
+
+
+def _merge_fields(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {
+            k: _merge_fields(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k))
+            for k in {**a, **b}
+        }
+    if isinstance(a, list) and isinstance(b, list):
+        return [_merge_fields(a[0], b[0])]
+    return True if a is True or b is True else a
+
+
 def outside_reason(country: str) -> str:
     """Why an order shipping to ``country`` outside the route's countries is skipped."""
     return f"ships to {country}, outside the allowed countries"
@@ -135,6 +181,60 @@ class VatPin:
     rate: Decimal
     code: str
     country: str | None = None
+
+
+#: ERP sales order field -> the list it refers to, and which of a row's fields it carries.
+LOOKUP_TARGETS: dict[str, tuple[str, str]] = {
+    "ShippingMethod": (SHIPPING_METHODS, "ID"),
+    "PaymentCondition": (PAYMENT_CONDITIONS, "Code"),
+    "SalesChannel": (SALES_CHANNELS, "ID"),
+    "WarehouseID": (WAREHOUSES, "ID"),
+}
+
+
+@dataclass(frozen=True)
+class LookupRule:
+    """A route's table from one of the order's shop values to an ERP sales order field.
+
+    ``kind``: ``shipping_method`` (the order's delivery), ``payment_method`` (its latest
+    transaction) or ``sales_channel``; ``by``: which shop value is the key (``technical_name``,
+    ``name`` or ``id``); ``table``: (shop value, ERP code) pairs, matched without case; an ERP
+    code is the row's ``Code`` in the list (an ID is also taken as it is). ``dynamic``: no
+    table, the ERP row whose ``Description`` is the shop's name. ``unmatched``: ``quarantine``
+    the order, or use ``default`` (None: leave the field off, the ERP takes the account's)."""
+
+    kind: str
+    erp_field: str
+    by: str = "technical_name"
+    table: tuple[tuple[str, str], ...] = ()
+    dynamic: bool = False
+    default: str | None = None
+    unmatched: str = "quarantine"
+
+    def find(self, value: str) -> str | None:
+        wanted = value.casefold()
+        return next((erp for shop, erp in self.table if shop.casefold() == wanted), None)
+
+
+@dataclass(frozen=True)
+class LookupKey:
+    """What an order gives a look-up: the shop's value (None: the order has none), and where
+    it was read, for the reason a person reads."""
+
+    kind: str
+    value: str | None
+    where: str
+
+
+@dataclass(frozen=True)
+class LookupOutcome:
+    """``matched`` / ``defaulted`` (``value``: the ERP code, None = leave the field off),
+    ``ask`` (``value``: the shop's name, to find by description in the ERP), or
+    ``quarantined`` (``reason``)."""
+
+    status: str
+    value: str | None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +266,8 @@ class MappingRules:
     #: Order numbers must be ASCII digits (Shopware's default number range ``{n}``): routes on
     #: one ERP division are told apart by their YourRef templates on that promise.
     order_number_digits_only: bool = False
+    #: The route's look-up tables (shipping method, payment method, sales channel).
+    lookups: tuple[LookupRule, ...] = ()
 
     def pinned_vat_code(self, rate: Decimal, country: str) -> str | None:
         for pin in self.vat_codes:
@@ -223,6 +325,8 @@ class MappedOrder:
     amount_total: Decimal | None = None
     #: The shop's customer number (orderCustomer.customerNumber), "" when it has none.
     customer_number: str = ""
+    #: What the order gives each of the route's look-up tables.
+    lookup_keys: tuple[LookupKey, ...] = ()
 
     @property
     def item_codes(self) -> frozenset[str]:
@@ -729,7 +833,11 @@ def evaluate_order(raw: Mapping[str, Any], rules: MappingRules | None = None) ->
         skip = _filtered_out(raw, order, rules)
         if skip:
             return Skipped(shop_id, number, country, skip)
-        return _map(order, shop_id, country, rules)
+        mapped = _map(order, shop_id, country, rules)
+        if rules.lookups:
+            keys = tuple(lookup_key(raw, rule) for rule in rules.lookups)
+            mapped = dataclasses.replace(mapped, lookup_keys=keys)
+        return mapped
     except _Reject as reject:
         return Quarantined(shop_id, number, storable_text(str(reject)))
     except RecursionError:  # a value nested too deeply to even describe
@@ -954,9 +1062,11 @@ def to_sales_order(
     account_id: str,
     item_ids: Mapping[str, str],
     vat_codes: Mapping[Decimal, str] | None = None,
+    lookups: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``POST salesorder/SalesOrders`` body, once customer, items and the VAT codes of
-    the rates the route does not pin are ERP ids and codes."""
+    the rates the route does not pin are ERP ids and codes; ``lookups``: the ERP fields the
+    route's look-up tables set (``ShippingMethod``, ``PaymentCondition`` ...)."""
     missing = sorted(order.item_codes - item_ids.keys())
     if missing:
         raise UnknownItemError(
@@ -973,6 +1083,7 @@ def to_sales_order(
         )
     return {
         **dict(order.extra_fields),
+        **(lookups or {}),
         "OrderedBy": account_id,
         "YourRef": order.your_ref or order.order_number,
         "OrderDate": order.order_date,
@@ -995,3 +1106,64 @@ def _sales_order_line(
     if code is not None:
         body["VATCode"] = code
     return body
+
+
+# --- look-up tables ------------------------------------------------------------------------
+
+
+def lookup_key(raw: Mapping[str, Any], rule: LookupRule) -> LookupKey:
+    """The shop value ``rule`` looks up in ``raw``: the first delivery's shipping method, the
+    latest transaction's payment method (as Shopware takes it: transactions by ``createdAt``,
+    the last), or the sales channel's id."""
+    if rule.kind == "sales_channel":
+        return LookupKey(rule.kind, _text(raw.get("salesChannelId")), "salesChannelId")
+    if rule.kind == "shipping_method":
+        rows, name, entity = raw.get("deliveries"), "deliveries", "shippingMethod"
+        entries = list(enumerate(rows)) if isinstance(rows, list) else []
+        entries = [(i, d) for i, d in entries if isinstance(d, Mapping)][:1]
+    else:
+        rows, name, entity = raw.get("transactions"), "transactions", "paymentMethod"
+        entries = [(i, t) for i, t in enumerate(rows or []) if isinstance(t, Mapping)]
+        entries = sorted(entries, key=lambda p: str(p[1].get("createdAt") or ""))[-1:]
+    if not entries:
+        return LookupKey(rule.kind, None, f"{name}[]")
+    index, row = entries[0]
+    where = f"{name}[{index}]"
+    if rule.by == "id":
+        return LookupKey(rule.kind, _text(row.get(f"{entity}Id")), f"{where}.{entity}Id")
+    method = row.get(entity)
+    method = method if isinstance(method, Mapping) else {}
+    if rule.by == "technical_name":
+        return LookupKey(
+            rule.kind, _text(method.get("technicalName")), f"{where}.{entity}.technicalName"
+        )
+    translated = method.get("translated")
+    value = _text(translated.get("name")) if isinstance(translated, Mapping) else None
+    return LookupKey(rule.kind, value or _text(method.get("name")), f"{where}.{entity}.name")
+
+
+def decide_lookup(rule: LookupRule, key: LookupKey) -> LookupOutcome:
+    """What the route's table says of the order's value (no ERP asked: ``ask`` when the route
+    finds it by description in the ERP)."""
+    if key.value is None:
+        return unmatched_lookup(rule, f"{key.where} is missing")
+    if rule.dynamic:
+        return LookupOutcome("ask", key.value)
+    found = rule.find(key.value)
+    if found is not None:
+        return LookupOutcome("matched", found)
+    return unmatched_lookup(
+        rule, f"{key.where} {_show(key.value)} is not in mapping.lookups.{rule.kind}.table"
+    )
+
+
+def unmatched_lookup(rule: LookupRule, why: str) -> LookupOutcome:
+    """The route's rule for a value its table does not cover: its default, or quarantine."""
+    if rule.unmatched == "default":
+        return LookupOutcome("defaulted", rule.default)
+    return LookupOutcome(
+        "quarantined",
+        None,
+        f"{rule.kind.replace('_', ' ')}: {why} (add it to the table, or set "
+        f"mapping.lookups.{rule.kind}.unmatched: default)",
+    )

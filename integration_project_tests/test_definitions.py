@@ -36,6 +36,15 @@ def test_defs_load_the_three_routes_with_the_contract_names(defs: dg.Definitions
         f"{route}/{asset}"
         for route in (DEFAULT_ID, B2B_ID, CSV_ID)
         for asset in ("source_orders", "erp_orders", "erp_delivered_orders")
+    } | {  # the reference route's flow steps: the Parquet export, the write-back to the shop
+        f"{DEFAULT_ID}/delivered_orders_parquet",
+        f"{DEFAULT_ID}/shop_order_writeback",
+    }
+    # The write-back runs in the delivery job, right after the delivery it follows.
+    delivery_job = defs.resolve_job_def(f"{DEFAULT_ID}__erp_delivery_job")
+    assert {k.to_user_string() for k in delivery_job.asset_layer.executable_asset_keys} == {
+        f"{DEFAULT_ID}/erp_delivered_orders",
+        f"{DEFAULT_ID}/shop_order_writeback",
     }
     default = defs.resolve_schedule_def(f"{DEFAULT_ID}__source_orders_schedule")
     assert default.cron_schedule == "*/5 * * * *"
@@ -91,7 +100,7 @@ def test_every_asset_shows_sandbox_mode_and_where_its_route_points(defs: dg.Defi
             assert spec.metadata[SHOP_HOST_KEY] == shops[route].removeprefix("http://")
             assert spec.metadata[ERP_HOST_KEY] == settings.SANDBOX_ERP_URL.removeprefix("http://")
             seen += 1
-    assert seen == 9
+    assert seen == 11  # three routes' three assets, the reference route's export and write-back
     # The asset checks stayed on their assets.
     check_keys = {key.asset_key for key in defs.resolve_asset_graph().asset_check_keys}
     assert dg.AssetKey([DEFAULT_ID, "erp_orders"]) in check_keys

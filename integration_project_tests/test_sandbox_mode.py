@@ -45,6 +45,9 @@ SHIPPED_ASSETS = {
         "csv_orders_to_exact",
     )
     for asset in ("source_orders", "erp_orders", "erp_delivered_orders")
+} | {
+    "eu_orders_shopware_to_exact/delivered_orders_parquet",
+    "eu_orders_shopware_to_exact/shop_order_writeback",
 }
 #: Secrets and URL parts that must never show up in an error.
 SECRET = "s3cr3t-value-never-shown"
@@ -63,6 +66,7 @@ REAL_SYSTEMS = {
     "ERP_CLIENT_SECRET": SECRET,
     "ERP_REFRESH_TOKEN": SECRET,
     "CSV_ORDERS_FOLDER": "/srv/marketplace/orders",
+    "INTEGRATION_EXPORT_DIR": "/srv/warehouse/exports",
 }
 
 # --- loading in a fresh process ------------------------------------------------------------

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from integration_project import settings
 from integration_project.assets import build_route_assets
 from integration_project.checks import build_route_checks
+from integration_project.export import ExportFolderError, build_export_asset, build_export_schedule
 from integration_project.ledger import endpoint_host
 from integration_project.privacy import build_route_retention
 from integration_project.resources import route_resources, sandbox_url
@@ -107,7 +108,10 @@ class OrderRoute(dg.Component):
         problems = self.route.env_problems(sandbox=sandbox)
         if problems:
             raise RouteConfigError(f"{self.where}: " + "; ".join(problems))
-        return build_route_definitions(self.route, sandbox=sandbox)
+        try:
+            return build_route_definitions(self.route, sandbox=sandbox)
+        except ExportFolderError as exc:
+            raise RouteConfigError(f"{self.where}: {exc}") from None
 
 
 def load_routes(path_within_project: Path) -> dg.Definitions:
@@ -203,6 +207,13 @@ def build_route_definitions(route: RouteConfig, *, sandbox: bool | None = None) 
     delivery_job = next(j for j in schedules.jobs if j.name == f"{route.id}__erp_delivery_job")
     source_job = next(j for j in schedules.jobs if j.name == f"{route.id}__source_orders_job")
     retention = build_route_retention(route)  # personal data (README, "Personal data")
+    # A second destination: delivered orders as daily Parquet files (when the route says so).
+    export = build_export_asset(route, assets.erp_delivered_orders, sandbox=on)
+    exports = [export] if export is not None else []
+    export_jobs, export_schedules = [], []
+    if export is not None:
+        export_job, export_schedule = build_export_schedule(route, export)
+        export_jobs, export_schedules = [export_job], [export_schedule]
     # Shown in the UI on every asset of the route (definition metadata): a sandbox route is
     # told apart at a glance, and so is where a real one points (hosts only, no credentials).
     shown = {
@@ -211,10 +222,12 @@ def build_route_definitions(route: RouteConfig, *, sandbox: bool | None = None) 
         ERP_HOST_KEY: route_endpoint(route, "target", sandbox=on),
     }
     return dg.Definitions(
-        assets=dg.map_asset_specs(lambda spec: spec.merge_attributes(metadata=shown), assets.all),
+        assets=dg.map_asset_specs(
+            lambda spec: spec.merge_attributes(metadata=shown), [*assets.all, *exports]
+        ),
         asset_checks=build_route_checks(assets),
-        jobs=[*schedules.jobs, retention.job],
-        schedules=[*schedules.schedules, retention.schedule],
+        jobs=[*schedules.jobs, retention.job, *export_jobs],
+        schedules=[*schedules.schedules, retention.schedule, *export_schedules],
         sensors=build_route_sensors(assets, delivery_job, source_job),
         resources=route_resources(route, sandbox=on),
     )

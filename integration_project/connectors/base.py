@@ -28,6 +28,7 @@ from integration_project.exact.client import CreatedSalesOrder
 from integration_project.exact.models import (
     AccountCreate,
     AccountRef,
+    LookupRow,
     RateLimit,
     SalesOrderLineRef,
     SalesOrderRef,
@@ -102,6 +103,11 @@ class OrderTarget(Protocol):
     def create_account(self, account: AccountCreate) -> str: ...
 
     def find_item_id(self, code: str) -> str | None: ...
+
+    def find_lookup_rows(self, resource: str, field: str, value: str) -> list[LookupRow]:
+        """Rows of a look-up list (shipping methods, payment conditions, ...) whose ``field``
+        (``Code`` or ``Description``) is ``value``: for a route's ``mapping.lookups``."""
+        ...
 
     def list_vat_codes(self) -> list[VatCode]: ...
 

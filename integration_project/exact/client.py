@@ -42,6 +42,7 @@ from integration_project.exact.errors import (
 from integration_project.exact.models import (
     ACCOUNTS,
     ITEMS,
+    LOOKUP_FIELDS,
     SALES_ORDER_LINE_FIELDS,
     SALES_ORDER_LINES,
     SALES_ORDERS,
@@ -49,6 +50,7 @@ from integration_project.exact.models import (
     VAT_CODES,
     AccountCreate,
     AccountRef,
+    LookupRow,
     RateLimit,
     SalesOrderLineRef,
     SalesOrderRef,
@@ -207,6 +209,14 @@ class ExactClient:
         """Every VAT code of the division (a few dozen: one call, paged if more)."""
         rows = self._query(VAT_CODES, None, VAT_CODE_FIELDS)
         return [VatCode.model_validate(row) for row in rows]
+
+    def find_lookup_rows(self, resource: str, field: str, value: str) -> list[LookupRow]:
+        """Rows of a look-up list a sales order refers to (``sales/ShippingMethods``,
+        ``cashflow/PaymentConditions``, ``sales/SalesChannels``, ``inventory/Warehouses``)
+        whose ``field`` (``Code`` or ``Description``) is ``value``: Exact compares text
+        without case, and keeps neither unique, so a caller decides what several mean."""
+        rows = self._query(resource, eq_filter(field, value), LOOKUP_FIELDS)
+        return [LookupRow.model_validate(row) for row in rows]
 
     def find_sales_orders(self, your_ref: str) -> list[SalesOrderRef]:
         rows = self._query(

@@ -19,6 +19,13 @@ ITEMS = "logistics/Items"
 SALES_ORDERS = "salesorder/SalesOrders"
 SALES_ORDER_LINES = "salesorder/SalesOrderLines"
 VAT_CODES = "vat/VATCodes"
+#: What a sales order's ShippingMethod (an ID), PaymentCondition (a Code), SalesChannel (an ID)
+#: and WarehouseID (an ID) refer to (picqer/exact-php-client: SalesShippingMethod.php,
+#: PaymentCondition.php, SalesChannel.php, Warehouse.php).
+SHIPPING_METHODS = "sales/ShippingMethods"
+PAYMENT_CONDITIONS = "cashflow/PaymentConditions"
+SALES_CHANNELS = "sales/SalesChannels"
+WAREHOUSES = "inventory/Warehouses"
 #: The user's divisions (``Code`` = the division number in data URLs).
 DIVISIONS = "hrm/Divisions"
 #: Who the token belongs to and its ``CurrentDivision``: the one data URL without a division
@@ -105,6 +112,13 @@ class SalesOrderCreate(_Wire):
     Description: str
     Currency: str
     SalesOrderLines: list[SalesOrderLine] = Field(min_length=1)
+    #: Optional references, set by the route's look-up tables: an ID of sales/ShippingMethods,
+    #: a Code of cashflow/PaymentConditions, an ID of sales/SalesChannels and of
+    #: inventory/Warehouses. Left out, Exact takes the account's own defaults.
+    ShippingMethod: str | None = None
+    PaymentCondition: str | None = None
+    SalesChannel: str | None = None
+    WarehouseID: str | None = None
 
 
 class VatCode(_Wire):
@@ -125,6 +139,19 @@ class VatCode(_Wire):
 
 
 VAT_CODE_FIELDS = "Code,Description,Percentage,VATTransactionType,IsBlocked,Type"
+
+
+class LookupRow(_Wire):
+    """A row of one of the look-up lists a sales order refers to (sales/ShippingMethods,
+    cashflow/PaymentConditions, sales/SalesChannels, inventory/Warehouses): each has a GUID
+    ``ID``, a ``Code`` and a ``Description``."""
+
+    ID: str
+    Code: str | None = None
+    Description: str | None = None
+
+
+LOOKUP_FIELDS = "ID,Code,Description"
 
 
 class SalesOrderRef(_Wire):

@@ -10,11 +10,13 @@ one ERP division (a ledger used against one ERP refuses to deliver to another). 
 * ``source_files``   order files read, by content hash (:mod:`.source_files`)
 * ``mapped``         what the transforms made of them (:mod:`.mapped`)
 * ``deliveries``     the exactly-once claims and outcomes (:mod:`.deliveries`)
+* ``acknowledgements`` the ERP order numbers written back to the shop (:mod:`.acknowledgements`)
 * ``lease``          one delivery run sends at a time (:mod:`.lease`)
 * ``lookups``        the ERP division's account, item and VAT code caches (:mod:`.lookups`)
 * ``views``          read-only queries for checks and metadata (:mod:`.views`)
 * ``samples``        sampled checks' last results (:mod:`.samples`)
 * ``personal_data``  retention blanking and erasure (:mod:`.personal_data`)
+* ``exports``        delivered orders read for the warehouse export (:mod:`.exports`)
 
 The ERP's token store (:class:`DuckDBTokenStore`) lives in the same file, per ERP, not per
 route: it is built over :attr:`Ledger.db`. The schema is versioned (:mod:`.migrations`) and
@@ -23,9 +25,11 @@ brought up to date on first use (:mod:`.db`).
 
 from __future__ import annotations
 
+from integration_project.ledger.acknowledgements import Acknowledgements
 from integration_project.ledger.db import Connect, Database
 from integration_project.ledger.deliveries import Deliveries, InFlight, Outcome, PendingOrder
 from integration_project.ledger.endpoints import Endpoints, LedgerMismatch, endpoint_host
+from integration_project.ledger.exports import Exports
 from integration_project.ledger.lease import Leases
 from integration_project.ledger.lookups import Lookups
 from integration_project.ledger.mapped import MappedOrders, MappingRow, payload_hash
@@ -70,8 +74,10 @@ class Ledger:
         self.source_files = SourceFiles(self.db, route_id)
         self.mapped = MappedOrders(self.db, route_id)
         self.deliveries = Deliveries(self.db, route_id, self.endpoints)
+        self.acknowledgements = Acknowledgements(self.db, route_id)
         self.lease = Leases(self.db)
         self.lookups = Lookups(self.db, erp_key)
         self.views = Views(self.db, route_id)
         self.samples = CheckSamples(self.db, route_id)
         self.personal_data = PersonalData(self.db, route_id, erp_key)
+        self.exports = Exports(self.db, route_id, erp_key)

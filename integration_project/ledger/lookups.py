@@ -1,6 +1,8 @@
 """Look-up caches of one ERP division (``erp_key``), shared by every route that targets it:
-e-mail -> account id (``erp_accounts``), item code -> item id (``erp_items``) and the VAT codes
-(``erp_vat_codes``). They save the ERP's call budget; the ERP stays the truth."""
+e-mail -> account id (``erp_accounts``), item code -> item id (``erp_items``), the VAT codes
+(``erp_vat_codes``), and the rows of the lists a sales order refers to (shipping methods,
+payment conditions ...) by code or description (``erp_lookup_values``). They save the ERP's
+call budget; the ERP stays the truth."""
 
 from __future__ import annotations
 
@@ -70,6 +72,47 @@ class Lookups:
                 [self._erp_key, codes, now_utc() - missing_ttl],
             ).fetchall()
         return dict(rows)
+
+    def cached_lookup_value(
+        self,
+        resource: str,
+        by_field: str,
+        key: str,
+        *,
+        found_ttl: timedelta = timedelta(hours=24),
+        missing_ttl: timedelta = timedelta(minutes=15),
+    ) -> tuple[bool, str | None]:
+        """``(known, value)`` of a row of ``resource`` whose ``by_field`` is ``key`` (without
+        case): ``(True, None)`` when the ERP had no such row within ``missing_ttl``;
+        ``(False, None)`` when it must be asked. A value found is trusted for ``found_ttl``: a
+        shipping method renamed in the ERP is picked up within a day."""
+        now = now_utc()
+        with self._db.connect() as con:
+            row = con.execute(
+                "SELECT erp_value FROM erp_lookup_values WHERE erp_key = ? AND resource = ? "
+                "AND by_field = ? AND lookup_key = ? AND cached_at > "
+                "CASE WHEN erp_value IS NULL THEN CAST(? AS TIMESTAMPTZ) "
+                "ELSE CAST(? AS TIMESTAMPTZ) END",
+                [
+                    self._erp_key,
+                    resource,
+                    by_field,
+                    key.casefold(),
+                    now - missing_ttl,
+                    now - found_ttl,
+                ],
+            ).fetchone()
+        return (True, row[0]) if row is not None else (False, None)
+
+    def cache_lookup_value(self, resource: str, by_field: str, key: str, value: str | None) -> None:
+        """Remember what the ERP said of a row of ``resource`` (``None``: no such row)."""
+        with self._db.transaction(lock=f"erp caches {self._erp_key}") as con:
+            con.execute(
+                "INSERT INTO erp_lookup_values VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (erp_key, resource, by_field, lookup_key) DO UPDATE SET "
+                "erp_value = excluded.erp_value, cached_at = excluded.cached_at",
+                [self._erp_key, resource, by_field, key.casefold(), value, now_utc()],
+            )
 
     def cached_vat_codes(self) -> tuple[list[VatCode], datetime | None]:
         """The division's VAT codes as last fetched, and when (None: never)."""

@@ -268,6 +268,31 @@ CREATE TABLE IF NOT EXISTS source_files (
 );
 """
 
+# Writing the ERP's order number back to the shop order (writeback.py): when the shop took it
+# (acknowledged_at), or its words when it refused (acknowledge_error, retried on later runs).
+_WRITEBACK = """
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS acknowledged_at TIMESTAMPTZ;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS acknowledge_error VARCHAR;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS acknowledge_attempts INTEGER;
+ALTER TABLE delivered_orders ADD COLUMN IF NOT EXISTS acknowledge_tried_at TIMESTAMPTZ;
+"""
+
+# Look-up values of a division's lists that sales orders refer to (sales/ShippingMethods,
+# cashflow/PaymentConditions, ...): by Code or by Description (lower-cased: Exact compares
+# text without case) -> the value the sales order carries (an ID, or a payment condition's
+# Code); NULL: the ERP had no such row when last asked.
+_LOOKUP_VALUES = """
+CREATE TABLE IF NOT EXISTS erp_lookup_values (
+    erp_key    VARCHAR NOT NULL,
+    resource   VARCHAR NOT NULL,
+    by_field   VARCHAR NOT NULL,
+    lookup_key VARCHAR NOT NULL,
+    erp_value  VARCHAR,
+    cached_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (erp_key, resource, by_field, lookup_key)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the schema of the unversioned ledger", _BASELINE),
     Migration(
@@ -288,4 +313,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(4, "source_files: order files a route read, by content hash", _SOURCE_FILES),
+    Migration(5, "delivered_orders: the ERP order number written back to the shop", _WRITEBACK),
+    Migration(6, "erp_lookup_values: ERP look-up lists by code or name", _LOOKUP_VALUES),
 )

@@ -28,11 +28,13 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -42,6 +44,7 @@ from integration_project.connectors.csv_orders import CsvSourceConfig
 from integration_project.exact.models import MAX_VAT_CODE
 from integration_project.transforms import (
     TEMPLATE_FIELDS,
+    LookupRule,
     MappingRules,
     VatPin,
 )
@@ -283,6 +286,93 @@ class VatCodePin(_Strict):
         return code
 
 
+class LookupTableConfig(_Strict):
+    """One look-up table of ``mapping.lookups``: the shop's value -> an ERP row's code."""
+
+    by: Literal["technical_name", "name", "id"] | None = Field(
+        default=None,
+        description="The shop value that is the key: the method's technicalName (Shopware "
+        "6.5.7+; the default), its name, or its id. Dynamic tables go by name",
+    )
+    table: dict[str, str] = Field(
+        default_factory=dict,
+        description="Shop value -> the ERP row's Code (or its ID); keys match without case",
+    )
+    dynamic: bool = Field(
+        default=False,
+        description="Find the ERP row whose Description is the shop's name (cached), instead "
+        "of a table",
+    )
+    default: str | None = Field(
+        default=None,
+        description="The ERP code for unmatched values (unmatched: default); null leaves the "
+        "field off, so the ERP takes the account's own",
+    )
+    unmatched: Literal["quarantine", "default"] = "quarantine"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LookupTableConfig:
+        if self.dynamic and self.table:
+            raise ValueError("a dynamic look-up has no table: give one or the other")
+        if self.dynamic and self.by not in (None, "name"):
+            raise ValueError("a dynamic look-up finds the ERP row by the shop's name: by: name")
+        if self.default is not None and self.unmatched != "default":
+            raise ValueError("default is only used with unmatched: default")
+        if not self.dynamic and not self.table and self.unmatched == "quarantine":
+            raise ValueError("an empty table would quarantine every order: add entries")
+        return self
+
+
+class SalesChannelLookupConfig(LookupTableConfig):
+    """The sales channel's table: by the channel's id, to the ERP's sales channel or
+    warehouse."""
+
+    by: Literal["id"] | None = Field(
+        default=None, description="Orders name their sales channel by id (salesChannelId)"
+    )
+    field: Literal["SalesChannel", "WarehouseID"] = Field(
+        default="SalesChannel",
+        description="The sales order field set: SalesChannel (sales/SalesChannels) or "
+        "WarehouseID (inventory/Warehouses)",
+    )
+
+    @model_validator(mode="after")
+    def _static(self) -> SalesChannelLookupConfig:
+        if self.dynamic:
+            raise ValueError("an order names its sales channel by id only: give a table")
+        return self
+
+
+class LookupsConfig(_Strict):
+    """``mapping.lookups``: the ERP's ShippingMethod, PaymentCondition and sales channel (or
+    warehouse) of each order, from the shop's shipping method, payment method and channel."""
+
+    shipping_method: LookupTableConfig | None = None
+    payment_method: LookupTableConfig | None = None
+    sales_channel: SalesChannelLookupConfig | None = None
+
+    def rules(self) -> tuple[LookupRule, ...]:
+        fields = {"shipping_method": "ShippingMethod", "payment_method": "PaymentCondition"}
+        out = []
+        for kind in ("shipping_method", "payment_method", "sales_channel"):
+            table = getattr(self, kind)
+            if table is None:
+                continue
+            by = table.by or ("name" if table.dynamic else "technical_name")
+            out.append(
+                LookupRule(
+                    kind=kind,
+                    erp_field=table.field if kind == "sales_channel" else fields[kind],
+                    by="id" if kind == "sales_channel" else by,
+                    table=tuple(sorted(table.table.items())),
+                    dynamic=table.dynamic,
+                    default=table.default,
+                    unmatched=table.unmatched,
+                )
+            )
+        return tuple(out)
+
+
 class MappingConfig(_Strict):
     your_ref: str = Field(
         default="{order_number}",
@@ -316,6 +406,11 @@ class MappingConfig(_Strict):
         description="How an order finds its ERP account: by the customer's e-mail (several "
         "accounts with it quarantine the order), or by the shop's customer number kept in the "
         "account's Code (new accounts are created with it)",
+    )
+    lookups: LookupsConfig = Field(
+        default_factory=LookupsConfig,
+        description="The ERP's ShippingMethod, PaymentCondition and SalesChannel/WarehouseID "
+        "from the shop's shipping method, payment method and sales channel",
     )
 
     @field_validator("tax_free_vat_code")
@@ -371,6 +466,18 @@ class ScheduleConfig(_Strict):
         except dg.DagsterInvalidDefinitionError:
             raise ValueError(f"not a cron expression: {value!r} (e.g. '*/5 * * * *')") from None
         return value
+
+
+class ExportConfig(_Strict):
+    """Second destinations beside the ERP. Off unless a route file turns one on: an export
+    writes files a warehouse reads, so it needs a folder someone chose
+    (``INTEGRATION_EXPORT_DIR``)."""
+
+    parquet: bool = Field(
+        default=False,
+        description="Write the delivered orders, their lines and ERP numbers as daily Parquet "
+        "files (asset '<route_id>/delivered_orders_parquet', folder INTEGRATION_EXPORT_DIR)",
+    )
 
 
 class HooksConfig(_Strict):
@@ -602,6 +709,51 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+class WritebackConfig(_Strict):
+    """After delivery, the ERP's order number written onto the shop order (Shopware sources
+    only), once per order: as a custom field, or as a tag (``writeback.py``)."""
+
+    enabled: bool = False
+    mode: Literal["custom_field", "tag"] = "custom_field"
+    custom_field: str = Field(
+        default="erp_order_number",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="The order's custom field that gets the number (merged, others kept)",
+    )
+    tag_template: str = Field(
+        default="ERP {erp_order_number}",
+        min_length=1,
+        max_length=255,
+        description="The tag's name; fields {erp_order_number} and {order_number}",
+    )
+    max_per_run: int = Field(default=200, ge=1, le=5000, description="Most writes per run")
+    pause_s: float = Field(default=0.1, ge=0, le=10, description="Pause between two writes")
+
+    @field_validator("tag_template")
+    @classmethod
+    def _tag_template(cls, value: str) -> str:
+        try:
+            value.format(erp_order_number=1, order_number="1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"template {value!r} uses an unknown or malformed field ({exc}); available "
+                "fields: {erp_order_number}, {order_number}"
+            ) from None
+        return value
+
+
+def _writeback_source(value: WritebackConfig, info: ValidationInfo) -> WritebackConfig:
+    """Write-back speaks Shopware's Admin API: refused for any other source, at load."""
+    source = info.data.get("source")
+    if value.enabled and source is not None and source.type != "shopware":
+        raise ValueError(
+            f"writeback.enabled: the ERP order number can only be written back to a Shopware "
+            f"shop, and this route's source.type is {source.type!r}; remove the writeback "
+            "section or set enabled: false"
+        )
+    return value
+
+
 class RouteConfig(_Strict):
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
@@ -635,6 +787,8 @@ class RouteConfig(_Strict):
         description="Keep customers' personal data this long after an order is delivered or "
         "skipped, e.g. '30d' (at least 1 day); README 'Personal data'",
     )
+    writeback: Annotated[WritebackConfig, AfterValidator(_writeback_source)] = WritebackConfig()
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @field_validator("lookback", "late_orders", mode="before")
     @classmethod
@@ -708,6 +862,7 @@ class RouteConfig(_Strict):
             ),
             shop_timezone=self.source.timezone,
             order_number_digits_only=self.order_number_digits_only,
+            lookups=self.mapping.lookups.rules(),
         )
 
     def _sides(self) -> tuple[tuple[str, Side], ...]:

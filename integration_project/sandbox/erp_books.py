@@ -21,14 +21,25 @@ from integration_project.exact.models import (
     ACCOUNTS,
     DIVISIONS,
     ME,
+    PAYMENT_CONDITIONS,
+    SALES_CHANNELS,
     SALES_ORDER_LINES,
     SALES_ORDERS,
+    SHIPPING_METHODS,
     VAT_CODES,
+    WAREHOUSES,
     account_code,
 )
 from integration_project.sandbox.common import Clock
 from integration_project.sandbox.erp_vat import ITEM_SALES_VAT_CODE, Invoice, cents, seed_vat_codes
-from integration_project.sandbox.world import VAT_RATES, SandboxData
+from integration_project.sandbox.world import (
+    ERP_PAYMENT_CONDITIONS,
+    ERP_SALES_CHANNELS,
+    ERP_SHIPPING_METHODS,
+    ERP_WAREHOUSES,
+    VAT_RATES,
+    SandboxData,
+)
 from integration_project.settings import DISCOUNT_ITEM_CODE, SHIPPING_ITEM_CODE
 
 _STATE_LINE_FIELDS = (
@@ -61,6 +72,14 @@ class ErpBooks:
         self.sales_orders: list[dict[str, Any]] = []
         #: The division's VAT codes (``vat/VATCodes``), keyed by ID, in listing order.
         self.vat_codes: dict[str, dict[str, Any]] = {}
+        #: The lists a sales order refers to (shipping methods, payment conditions, sales
+        #: channels, warehouses): resource -> rows (ID, Code, Description), in listing order.
+        self.lookup_lists: dict[str, list[dict[str, Any]]] = {
+            SHIPPING_METHODS: [],
+            PAYMENT_CONDITIONS: [],
+            SALES_CHANNELS: [],
+            WAREHOUSES: [],
+        }
         self._rng = random.Random(f"erp:{seed}")
         self._next_order_number = 1
         #: The one lock around the books (and the ERP's other state).
@@ -81,6 +100,15 @@ class ErpBooks:
         for row in seed_vat_codes():  # after items and accounts: their IDs stay as they were
             row = {"ID": self.guid(), **row}
             self.vat_codes[row["ID"]] = row
+        seeds = (
+            (SHIPPING_METHODS, ERP_SHIPPING_METHODS),
+            (PAYMENT_CONDITIONS, ERP_PAYMENT_CONDITIONS),
+            (SALES_CHANNELS, ERP_SALES_CHANNELS),
+            (WAREHOUSES, ERP_WAREHOUSES),
+        )
+        for resource, rows in seeds:  # last: every ID drawn before stays as it was
+            for code, description in rows:
+                self.add_lookup_row(resource, code, description)
 
     # --- for tests ---------------------------------------------------------------------
 
@@ -121,6 +149,21 @@ class ErpBooks:
         with self.lock:
             wanted = code.strip()
             return next((v for v in self.vat_codes.values() if v["Code"].strip() == wanted), None)
+
+    def add_lookup_row(self, resource: str, code: str, description: str) -> dict[str, Any]:
+        """A row of a list a sales order refers to, made in the division (as a bookkeeper
+        would: e.g. a second shipping method with a description another one has)."""
+        with self.lock:
+            row = {"ID": self.guid(), "Code": code, "Description": description}
+            if resource == WAREHOUSES:
+                row["Main"] = int(not self.lookup_lists[resource])
+            self.lookup_lists[resource].append(row)
+            return row
+
+    def lookup_row(self, resource: str, field: str, value: str) -> dict[str, Any] | None:
+        """The first row of ``resource`` whose ``field`` is ``value`` (exact match), or None."""
+        with self.lock:
+            return next((r for r in self.lookup_lists[resource] if r[field] == value), None)
 
     def invoices(self) -> dict[str, Invoice]:
         """``YourRef`` -> what the ERP will invoice for it (the first order with that ref)."""
@@ -225,6 +268,8 @@ class ErpBooks:
             return list(self.vat_codes.values())
         if resource == SALES_ORDER_LINES:
             return [line for order in self.sales_orders for line in self.lines_of(order)]
+        if resource in self.lookup_lists:
+            return list(self.lookup_lists[resource])
         return list((self.accounts if resource == ACCOUNTS else self.items).values())
 
     def summary(self) -> dict[str, Any]:

@@ -20,10 +20,15 @@ from integration_project.exact.models import (
     DIVISIONS,
     ITEMS,
     ME,
+    PAYMENT_CONDITIONS,
+    SALES_CHANNELS,
     SALES_ORDER_LINES,
     SALES_ORDERS,
+    SHIPPING_METHODS,
     VAT_CODES,
+    WAREHOUSES,
     AccountCreate,
+    LookupRow,
     SalesOrderCreate,
     SalesOrderLineRef,
     SalesOrderRef,
@@ -73,6 +78,19 @@ RESOURCES: dict[str, tuple[str, str, frozenset[str]]] = {
         ),
     ),
     VAT_CODES: ("ID", "Exact.Web.Api.Models.VATCode", _fields(VatCode, extra="ID")),
+    # Read-only here: the lists a sales order refers to.
+    SHIPPING_METHODS: ("ID", "Exact.Web.Api.Models.Sales.ShippingMethod", _fields(LookupRow)),
+    PAYMENT_CONDITIONS: (
+        "ID",
+        "Exact.Web.Api.Models.Cashflow.PaymentCondition",
+        _fields(LookupRow),
+    ),
+    SALES_CHANNELS: ("ID", "Exact.Web.Api.Models.Sales.SalesChannel", _fields(LookupRow)),
+    WAREHOUSES: (
+        "ID",
+        "Exact.Web.Api.Models.Inventory.Warehouse",
+        _fields(LookupRow, extra="Main"),
+    ),
     # Read-only here: lines are created with their order.
     SALES_ORDER_LINES: (
         "ID",
@@ -95,12 +113,15 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     SALES_ORDERS: {
         "OrderID": _G, "OrderedBy": _G, "OrderNumber": _I, "Status": _I, "AmountFC": _D,
         "AmountFCExclVat": _D, "VATAmount": _D, "OrderDate": _T, "Created": _T,
+        "ShippingMethod": _G, "SalesChannel": _G, "WarehouseID": _G,
     },
     SALES_ORDER_LINES: {
         "ID": _G, "OrderID": _G, "Item": _G, "LineNumber": _I, "Quantity": _D, "NetPrice": _D,
         "VATAmount": _D, "VATPercentage": _D, "AmountFC": _D, "AmountFCExclVat": _D,
     },
     VAT_CODES: {"ID": _G, "Percentage": _D, "IsBlocked": _B},
+    SHIPPING_METHODS: {"ID": _G}, PAYMENT_CONDITIONS: {"ID": _G}, SALES_CHANNELS: {"ID": _G},
+    WAREHOUSES: {"ID": _G, "Main": _I},
 }  # fmt: skip
 
 

@@ -1,9 +1,11 @@
 """Which resource and method of the sandbox ERP's REST API does what, once a call is admitted.
 
 ``/api/v1/{division}/crm/Accounts``, ``logistics/Items``, ``salesorder/SalesOrders``,
-``salesorder/SalesOrderLines``, ``vat/VATCodes``, ``hrm/Divisions`` and ``current/Me`` answer
-GETs (:func:`~integration_project.sandbox.erp_odata.query`); accounts and sales orders take
-POSTs, an account ``PUT crm/Accounts(guid'…')`` (:mod:`~integration_project.sandbox.erp_writes`).
+``salesorder/SalesOrderLines``, ``vat/VATCodes``, the lists a sales order refers to
+(``sales/ShippingMethods``, ``cashflow/PaymentConditions``, ``sales/SalesChannels``,
+``inventory/Warehouses``), ``hrm/Divisions`` and ``current/Me`` answer GETs
+(:func:`~integration_project.sandbox.erp_odata.query`); accounts and sales orders take POSTs,
+an account ``PUT crm/Accounts(guid'…')`` (:mod:`~integration_project.sandbox.erp_writes`).
 A GET of sales orders gives their lines as a ``__deferred`` link
 (``SalesOrders(guid'…')/SalesOrderLines``, served here too) unless ``$expand``-ed.
 """

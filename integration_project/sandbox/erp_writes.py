@@ -4,8 +4,10 @@ POST creates accounts (only ``Name`` required; a ``Code`` sent is kept, right-al
 and sales orders (only ``OrderedBy`` and lines with ``Item`` and ``Quantity`` required: the
 date, the division's currency, the item's price and description are filled in). A sales order
 line's VAT comes from its ``VATCode``, else from its item's ``SalesVatCode``; unknown, blocked
-and purchase-only codes are refused. Lines and header carry ``AmountFC`` / ``AmountFCExclVat``
-/ ``VATAmount`` (header ``AmountFC`` = what will be invoiced, VAT included). ``PUT
+and purchase-only codes are refused, as are a ``ShippingMethod``, ``SalesChannel`` or
+``WarehouseID`` that is no row's ID and a ``PaymentCondition`` that is no row's code. Lines
+and header carry ``AmountFC`` / ``AmountFCExclVat`` / ``VATAmount`` (header ``AmountFC`` =
+what will be invoiced, VAT included). ``PUT
 crm/Accounts(guid'…')`` updates the fields sent. ``YourRef`` is NOT deduplicated (the real ERP
 does not either), which is how tests see a route that sends twice. Every function here is
 called holding the books' lock and raises :class:`Refused` with Exact's message for a write
@@ -19,7 +21,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from integration_project.exact.models import MAX_VAT_CODE, account_code
+from integration_project.exact.models import (
+    MAX_VAT_CODE,
+    PAYMENT_CONDITIONS,
+    SALES_CHANNELS,
+    SHIPPING_METHODS,
+    WAREHOUSES,
+    account_code,
+)
 from integration_project.sandbox.erp_books import ErpBooks
 from integration_project.sandbox.erp_vat import line_amounts
 from integration_project.settings import CURRENCIES, ISO_COUNTRIES
@@ -70,6 +79,20 @@ class _SalesOrderPost(_Lenient):
     OrderDate: str | None = None
     Description: str | None = None
     Currency: str | None = None
+    ShippingMethod: str | None = None  # an ID of sales/ShippingMethods
+    PaymentCondition: str | None = None  # a Code of cashflow/PaymentConditions
+    SalesChannel: str | None = None  # an ID of sales/SalesChannels
+    WarehouseID: str | None = None  # an ID of inventory/Warehouses
+
+
+#: A sales order's references to the division's lists: field -> (list, the row's field it
+#: names, what Exact calls the row in its message).
+_REFERENCES = (
+    ("ShippingMethod", SHIPPING_METHODS, "ID", "shipping method"),
+    ("PaymentCondition", PAYMENT_CONDITIONS, "Code", "payment condition"),
+    ("SalesChannel", SALES_CHANNELS, "ID", "sales channel"),
+    ("WarehouseID", WAREHOUSES, "ID", "warehouse"),
+)
 
 
 def create_account(books: ErpBooks, body: Any) -> dict[str, Any]:
@@ -163,6 +186,7 @@ def _check_sales_order(
         problems.append(f"OrderedBy: account {order.OrderedBy} does not exist")
     if currency not in CURRENCIES:
         problems.append(f"Currency: '{order.Currency}' is not a known currency")
+    problems += _reference_problems(books, order)
     vat_codes = {v["Code"].strip(): v for v in books.vat_codes.values()}
     line_vat: list[dict[str, Any]] = []
     for n, line in enumerate(order.SalesOrderLines, start=1):
@@ -190,6 +214,21 @@ def _check_sales_order(
             line_vat.append(vat)
     _refuse_if(problems)
     return line_vat
+
+
+def _reference_problems(books: ErpBooks, order: _SalesOrderPost) -> list[str]:
+    """What Exact says of references to rows the division does not have (an ID compared
+    without case, a payment condition's code without padding or case)."""
+    problems = []
+    for name, resource, key, what in _REFERENCES:
+        value = getattr(order, name)
+        if value is None or value == "":
+            continue  # left off: Exact takes the account's own
+        wanted = value.strip().casefold()
+        rows = books.lookup_lists[resource]
+        if not any(str(row[key]).strip().casefold() == wanted for row in rows):
+            problems.append(f"{name}: {what} {value} does not exist")
+    return problems
 
 
 def _line_row(

@@ -13,7 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from integration_project.sandbox.order_prices import ROUNDING
-from integration_project.sandbox.world import COUNTRIES, CURRENCIES, Customer, Product, stable_id
+from integration_project.sandbox.world import (
+    COUNTRIES,
+    CURRENCIES,
+    PAYMENT_METHODS,
+    SHIPPING_METHODS,
+    Customer,
+    Product,
+    stable_id,
+)
 from integration_project.settings import EU_27
 from integration_project.shopware.models import format_shop_datetime
 
@@ -61,6 +69,75 @@ def currency_json(iso: str) -> dict[str, Any]:
         "translated": {"shortName": iso, "name": name},
         "createdAt": _EPOCH,
         "updatedAt": None,
+    }
+
+
+def shipping_method_json(zone: str) -> dict[str, Any]:
+    """The shipping method of a zone, as the ``deliveries.shippingMethod`` association
+    answers it (the fields of Shopware's ``ShippingMethodDefinition`` a client may read)."""
+    name, technical = SHIPPING_METHODS[zone]
+    return {
+        "id": stable_id("shipping_method", zone),
+        "name": name,
+        "technicalName": technical,
+        "active": True,
+        "position": 1,
+        "description": None,
+        "trackingUrl": None,
+        "deliveryTimeId": stable_id("delivery_time", "1-3 days"),
+        "availabilityRuleId": stable_id("rule", "always"),
+        "taxType": "auto",
+        "taxId": None,
+        "mediaId": None,
+        "customFields": None,
+        "translated": {"name": name, "description": None, "trackingUrl": None},
+        "createdAt": _EPOCH,
+        "updatedAt": None,
+    }
+
+
+def payment_method_json(technical: str) -> dict[str, Any]:
+    """A payment method, as the ``transactions.paymentMethod`` association answers it."""
+    name = dict((t, n) for n, t in PAYMENT_METHODS)[technical]
+    return {
+        "id": stable_id("payment_method", technical),
+        "name": name,
+        "distinguishableName": name,
+        "technicalName": technical,
+        "handlerIdentifier": "Shopware\\Core\\Checkout\\Payment\\Cart\\PaymentHandler\\"
+        + technical.removeprefix("payment_").title().replace("payment", "Payment"),
+        "active": True,
+        "afterOrderEnabled": True,
+        "position": 1,
+        "description": None,
+        "mediaId": None,
+        "availabilityRuleId": None,
+        "customFields": None,
+        "translated": {"name": name, "distinguishableName": name, "description": None},
+        "createdAt": _EPOCH,
+        "updatedAt": None,
+    }
+
+
+def transaction_json(order_id: str, created: str, price: dict[str, Any]) -> dict[str, Any]:
+    """The order's one payment transaction (state open). Its payment method follows from the
+    order id, and its id is derived from it too, so adding it drew nothing from the order's
+    random stream (earlier seeds give the same orders as before)."""
+    technical = PAYMENT_METHODS[int(order_id[:8], 16) % len(PAYMENT_METHODS)][1]
+    return {
+        "id": stable_id("order_transaction", order_id),
+        **_child(order_id, created),
+        "paymentMethodId": stable_id("payment_method", technical),
+        "paymentMethod": payment_method_json(technical),
+        "amount": {
+            "unitPrice": price["totalPrice"],
+            "totalPrice": price["totalPrice"],
+            "quantity": 1,
+            "calculatedTaxes": price["calculatedTaxes"],
+            "taxRules": price["taxRules"],
+        },
+        "stateId": stable_id("state", "order_transaction.state", "open"),
+        "customFields": None,
     }
 
 
@@ -216,6 +293,7 @@ def delivery_json(
         "shippingOrderAddressVersionId": _VERSION,
         "shippingOrderAddress": address,
         "shippingMethodId": stable_id("shipping_method", zone),
+        "shippingMethod": shipping_method_json(zone),
         "stateId": stable_id("state", "order_delivery.state", state),
         "shippingDateEarliest": format_shop_datetime(created_at + timedelta(days=1)),
         "shippingDateLatest": format_shop_datetime(created_at + timedelta(days=3)),
@@ -268,4 +346,5 @@ def order_json(
         "stateMachineState": _state_json("order.state", technical, name),
         "currency": currency_json(currency) if currency_loaded else None,
         **associations,
+        "transactions": [transaction_json(order_id, created, amounts["price"])],
     }

@@ -30,6 +30,7 @@ from integration_project.sandbox.shop_auth import ShopTokens
 from integration_project.sandbox.shop_criteria import BadCriteria, parse_criteria
 from integration_project.sandbox.shop_orders import ShopOrders
 from integration_project.sandbox.shop_search import MatchCache, answer_bytes, find_page
+from integration_project.sandbox.shop_writes import FAULTS_WRITE, ORDER_PATH_PREFIX, OrderWrites
 from integration_project.sandbox.world import SandboxData
 from integration_project.settings import (
     SANDBOX_SHOP2_CLIENT_ID,
@@ -113,6 +114,8 @@ class SandboxShop(ShopOrders):
         #: Answer from the bulk index and splice answers from ready texts where the criteria
         #: allow; False = always the general path (tests compare the two).
         self.fast_search = True
+        #: ``PATCH /api/order/{id}``: tags, writes taken, the refusal hook (:mod:`.shop_writes`).
+        self.writes = OrderWrites()
 
     @classmethod
     def b2b(cls, **options: Any) -> SandboxShop:
@@ -135,6 +138,9 @@ class SandboxShop(ShopOrders):
                 "tokens_issued": self.tokens.tokens_issued,
                 "calls": dict(self.calls),
                 "faults_injected": dict(self.faults.injected),
+                # Orders a route wrote back to (their ERP number), and the writes taken.
+                "orders_written": len({order for order, _ in self.writes.log}),
+                "writes": len(self.writes.log),
             }
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -147,6 +153,8 @@ class SandboxShop(ShopOrders):
             return self._search(request)
         if route == ("GET", STATE_PATH):
             return Response(200, self.state())
+        if request.method == "PATCH" and request.path.startswith(ORDER_PATH_PREFIX):
+            return self._write_order(request)
         detail = f'No route found for "{request.method} {request.path}"'
         return shop_error(404, "Not Found", detail, "FRAMEWORK__ROUTE_NOT_FOUND")
 
@@ -168,6 +176,21 @@ class SandboxShop(ShopOrders):
             return refused
         with self._lock:
             return self.tokens.issue(self.clock())
+
+    def _write_order(self, request: Request) -> Response:
+        with self._lock:
+            self.calls["order_write"] += 1
+            unauthorised = self.tokens.unauthorised(request.bearer(), self.clock())
+        if unauthorised is not None:
+            headers = {"WWW-Authenticate": "Bearer"}
+            return shop_error(401, "Unauthorized", unauthorised, "9", headers)
+        fault = self.faults.take(request.method, request.path, FAULTS_WRITE)
+        if fault is not None and (answer := fault_answer(fault)) is not None:
+            return answer
+        with self._lock:
+            answer = self.writes.apply(self.orders, request, f"http://{request.host}")
+            self._version += 1  # searches show the change
+            return answer
 
     def _search(self, request: Request) -> Response:
         with self._lock:

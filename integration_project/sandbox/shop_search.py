@@ -1,6 +1,7 @@
 """The sandbox shop's order search: matching, sorting, paging and the shape of the answer.
 
-Association fields (order state, line items, currency, addresses, deliveries) are only filled
+Association fields (order state, line items, currency, addresses, deliveries and their
+shipping method, transactions and their payment method) are only filled
 when the criteria ask for them, as Shopware 6.6 does (6.5 still autoloaded
 ``stateMachineState``); otherwise they are ``null``. The order's customer (``orderCustomer``, a
 one-to-one association) is autoloaded, as in both versions. Filters see the whole stored order,
@@ -53,7 +54,8 @@ LOADABLE_ASSOCIATIONS: dict[str, dict[str, Any]] = {
     "lineItems": {},
     "currency": {},
     "billingAddress": {"country": {}},
-    "deliveries": {"shippingOrderAddress": {"country": {}}},
+    "deliveries": {"shippingOrderAddress": {"country": {}}, "shippingMethod": {}},
+    "transactions": {"paymentMethod": {}},
 }
 
 

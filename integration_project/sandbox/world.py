@@ -134,6 +134,33 @@ CURRENCIES: dict[str, tuple[str, str, float]] = {
     "SEK": ("Svensk krona", "kr", 11.2),
 }
 
+# --- Shipping, payment, sales channels -----------------------------------------------------
+
+#: The shop's shipping method per shipping zone (``order_prices.shipping_zone``): (name,
+#: technicalName). Shopware 6.5.7 gave its own "Standard" and "Express" a technical name
+#: (``shipping_standard``, ``shipping_express``); a method a merchant made before 6.7 may have
+#: none (the column is nullable until then), as the world-wide one here.
+SHIPPING_METHODS: dict[str, tuple[str, str | None]] = {
+    "DE": ("Standard", "shipping_standard"),
+    "EU": ("Express", "shipping_express"),
+    "WORLD": ("Weltweiter Versand", None),
+}
+#: The shop's payment methods: (name, technicalName), as Shopware's own are named since 6.5.7
+#: (``payment_`` + the handler's short name, lower-cased). An order pays with one of them.
+PAYMENT_METHODS: tuple[tuple[str, str], ...] = (
+    ("Rechnung", "payment_invoicepayment"),
+    ("Vorkasse", "payment_prepayment"),
+    ("Nachnahme", "payment_cashpayment"),
+)
+#: The ERP's lists a sales order refers to, as (Code, Description): shipping methods
+#: (sales/ShippingMethods), payment conditions (cashflow/PaymentConditions; a sales order names
+#: one by Code), sales channels (sales/SalesChannels) and warehouses (inventory/Warehouses).
+#: Some descriptions are the shop's names (a dynamic look-up finds them), some are not.
+ERP_SHIPPING_METHODS = (("STD", "Standard"), ("EXP", "Express"), ("DHL", "DHL Paket"))
+ERP_PAYMENT_CONDITIONS = (("14", "14 Tage netto"), ("RE", "Rechnung"), ("VK", "Vorkasse"))
+ERP_SALES_CHANNELS = (("WEB", "Webshop"), ("B2B", "B2B-Portal"))
+ERP_WAREHOUSES = (("1", "Hauptlager"), ("2", "Lager Süd"))
+
 # --- Customers -----------------------------------------------------------------------------
 
 

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 #: Renew the token this many seconds before Shopware says it expires.
 TOKEN_RENEW_MARGIN_S = 30.0
+#: One order of the Admin API's entity routes (``PATCH /api/order/{id}``).
+ORDER_PATH = "/api/order"
+#: Shopware's ids: 32 lowercase hex characters (``Uuid::isValid``).
+SHOP_ID = re.compile(r"[0-9a-f]{32}")
 #: An OAuth error code from a token answer may go into an error text; nothing else of its body.
 SAFE_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 
@@ -262,6 +266,17 @@ class ShopwareClient:
                 after, page = facts.last_key, 1
             else:
                 page += 1
+
+    def update_order(self, order_id: str, changes: dict[str, Any]) -> None:
+        """``PATCH /api/order/{id}`` with ``changes``; Shopware answers 204 No Content. Sent
+        once (only a connection never made is retried). :class:`ApiError` names the call, with
+        the status and the shop's ``title``/``detail``, or no status when no answer came."""
+        if not SHOP_ID.fullmatch(order_id):
+            raise ValueError(f"not a Shopware id (32 lowercase hex characters): {order_id!r}")
+        url = f"{self._base_url}{ORDER_PATH}/{order_id}"
+        response = self._authorized("PATCH", url, json=changes)
+        if not response.ok:
+            self._parse(response, ShopErrorResponse, "PATCH", url)  # raises, with its words
 
     # --- plumbing --------------------------------------------------------------------------
 

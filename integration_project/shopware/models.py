@@ -38,7 +38,19 @@ ORDER_ASSOCIATIONS: dict[str, Any] = {
     "currency": {},
     "orderCustomer": {},
     "billingAddress": {"associations": {"country": {}}},
-    "deliveries": {"associations": {"shippingOrderAddress": {"associations": {"country": {}}}}},
+    "deliveries": {
+        "associations": {
+            "shippingOrderAddress": {"associations": {"country": {}}},
+            # name and technicalName (6.5.7+) for the route's shipping method look-up
+            "shippingMethod": {},
+        }
+    },
+    # The payment method of each transaction; Shopware's own code takes the last by createdAt
+    # as the order's (e.g. PaymentTransactionChainProcessor).
+    "transactions": {
+        "associations": {"paymentMethod": {}},
+        "sort": [{"field": "createdAt", "order": "ASC"}],
+    },
 }
 
 LineItemType = Literal[
