@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
+from integration_project.assets import files_partitions
 from integration_project.connectors.csv_files import REASON_SUFFIX, REJECTED_FOLDER
 from integration_project.file_sensor import build_file_sensor
 from integration_project.ledger import Ledger
@@ -70,11 +70,15 @@ def route_assets() -> Any:
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    """An instance of the test's own (the files' partitions start empty), with a ref, as the
-    daemon's sensor context has: the sensor's partitioned run requests are resolved with it."""
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
+def instance(dagster_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """The session's test instance (it has a ref, as the daemon's sensor context has: the
+    sensor's partitioned run requests are resolved with it), with the files' partitions
+    emptied: every test starts with no file seen. (An instance per test would leave Dagster's
+    process-wide instance pointer dangling for the tests after it.)"""
+    name = files_partitions(ROUTE).name
+    for key in dagster_instance.get_dynamic_partitions(name):
+        dagster_instance.delete_dynamic_partition(name, key)
+    return dagster_instance
 
 
 @pytest.fixture

@@ -63,7 +63,12 @@ class Route:
         job = self.defs.resolve_job_def(f"{self.id}__erp_delivery_job")
         result = job.execute_in_process(instance=self.instance)
         assert result.dagster_run.tags[DELIVERY_TAG] == self.id
-        [event] = result.get_asset_materialization_events()
+        # The job also writes ERP numbers back to the shop (the route's write-back).
+        [event] = [
+            e
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == self.assets.erp_delivered_orders.key
+        ]
         return {k: v.value for k, v in event.materialization.metadata.items()}
 
     def fetch_and_map(self) -> int:

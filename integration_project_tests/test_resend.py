@@ -51,7 +51,12 @@ def run_job(
     run_config = {"ops": {DELIVERY_OP: {"config": config}}} if config else None
     result = defs.resolve_job_def(name).execute_in_process(run_config=run_config, instance=instance)
     assert result.success
-    [event] = result.get_asset_materialization_events()
+    # The delivery job also writes ERP numbers back to the shop (the route's write-back).
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "erp_delivered_orders"
+    ]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
