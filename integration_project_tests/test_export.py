@@ -208,7 +208,9 @@ def test_export_is_off_unless_the_route_file_turns_it_on() -> None:
         RouteConfig.model_validate({"name": "x", "export": {"csv": True}})
 
 
-def test_the_schedule_exports_yesterday(export_asset: dg.AssetsDefinition) -> None:
+def test_the_schedule_exports_yesterday(
+    export_asset: dg.AssetsDefinition, dagster_instance: dg.DagsterInstance
+) -> None:
     job, schedule = build_export_schedule(shipped_route(), export_asset)
     unused = dg.ResourceDefinition.none_resource()  # a tick launches nothing here
     defs = dg.Definitions(
@@ -219,13 +221,14 @@ def test_the_schedule_exports_yesterday(export_asset: dg.AssetsDefinition) -> No
     )
     resolved = defs.resolve_schedule_def(f"{ROUTE}__parquet_export_schedule")
     assert resolved.cron_schedule == "30 0 * * *"
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=datetime(2026, 12, 3, 0, 30, tzinfo=UTC),
-            repository_def=defs.get_repository_def(),
-        )
-        requests = resolved.evaluate_tick(context).run_requests or []
+    # The session's instance: one per test would leave Dagster's process-wide instance
+    # pointer dangling for the tests after it.
+    context = dg.build_schedule_context(
+        instance=dagster_instance,
+        scheduled_execution_time=datetime(2026, 12, 3, 0, 30, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    requests = resolved.evaluate_tick(context).run_requests or []
     assert [r.partition_key for r in requests] == ["2026-12-02"]
 
 
