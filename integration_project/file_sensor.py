@@ -20,6 +20,7 @@ from integration_project.assets import FILE_TAG, OrderFileConfig, RouteAssets
 from integration_project.connectors.csv_files import CsvFolderError, FolderFile, ready_files
 from integration_project.resources import CsvFolderResource
 from integration_project.routes.config import CsvFolderSource
+from integration_project.schedules import sensor_status
 
 #: How often the daemon looks in a route's folder.
 FILE_SENSOR_INTERVAL_S = 30
@@ -35,9 +36,7 @@ def build_file_sensor(assets: RouteAssets, source_job: Any) -> dg.SensorDefiniti
     )
     files = assets.partitions_def
     op_name = assets.source_orders.op.name
-    status = (
-        dg.DefaultSensorStatus.RUNNING if route.schedule.running else dg.DefaultSensorStatus.STOPPED
-    )
+    status = sensor_status(route)
 
     @dg.sensor(
         name=f"{route.id}__order_files_sensor",

@@ -199,6 +199,13 @@ def schedule_status(route: RouteConfig) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.STOPPED
 
 
+def sensor_status(route: RouteConfig) -> dg.DefaultSensorStatus:
+    """A route's sensors run when its schedules do (``schedule.running``)."""
+    if route.schedule.running:
+        return dg.DefaultSensorStatus.RUNNING
+    return dg.DefaultSensorStatus.STOPPED
+
+
 def _source_job(assets: RouteAssets) -> Any:
     route = assets.route
     return dg.define_asset_job(

@@ -27,7 +27,12 @@ from integration_project.assets import DELIVERY_TAG, RouteAssets, is_file_route
 from integration_project.file_sensor import build_file_sensor
 from integration_project.http import build_session, safe_url
 from integration_project.resources import ErpResource, ShopResource, SprykerResource
-from integration_project.schedules import DeliveryWatch, active_run_id, mapped_count
+from integration_project.schedules import (
+    DeliveryWatch,
+    active_run_id,
+    mapped_count,
+    sensor_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +81,7 @@ def _delivery_sensor(assets: RouteAssets, delivery_job: Any) -> dg.SensorDefinit
     route_id = route.id
     erp_orders_key = assets.erp_orders.key
     watch = DeliveryWatch.of(assets, delivery_job.name)
-    status = (
-        dg.DefaultSensorStatus.RUNNING if route.schedule.running else dg.DefaultSensorStatus.STOPPED
-    )
+    status = sensor_status(route)
 
     @dg.sensor(
         name=f"{route_id}__erp_delivery_sensor",

@@ -12,6 +12,7 @@ quarantines them, so they show in the ledger's quarantine like any shop order's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -92,16 +93,19 @@ def ready_files(
     cache: dict[str, list[Any]] = {}
     files = []
     for entry in _entries(folder):
-        if not _is_candidate(entry.name) or not entry.is_file():
-            continue
-        stat = entry.stat()
-        if now - stat.st_mtime < settle_s:
-            continue  # still being written, perhaps: the next tick looks again
-        cached = known.get(entry.name)
-        if cached and cached[:2] == [stat.st_size, stat.st_mtime_ns]:
-            digest = cached[2]
-        else:
-            digest = hash_file(Path(entry.path))
+        try:
+            if not _is_candidate(entry.name) or not entry.is_file():
+                continue
+            stat = entry.stat()
+            if now - stat.st_mtime < settle_s:
+                continue  # still being written, perhaps: the next tick looks again
+            cached = known.get(entry.name)
+            if cached and cached[:2] == [stat.st_size, stat.st_mtime_ns]:
+                digest = cached[2]
+            else:
+                digest = hash_file(Path(entry.path))
+        except FileNotFoundError:
+            continue  # moved away meanwhile (a run rejected it, someone tidied the folder)
         cache[entry.name] = [stat.st_size, stat.st_mtime_ns, digest]
         files.append(FolderFile(entry.name, digest, stat.st_size, stat.st_mtime_ns))
     return files, cache
@@ -122,11 +126,16 @@ def _entries(folder: Path) -> Iterator[os.DirEntry[str]]:
 def find_file(folder: Path, sha256: str, name: str | None = None) -> Path | None:
     """The file in ``folder`` with this content: ``name`` first, else any ready file."""
     if name and _is_candidate(name) and (folder / name).is_file():
-        if hash_file(folder / name) == sha256:
-            return folder / name
+        with contextlib.suppress(FileNotFoundError):
+            if hash_file(folder / name) == sha256:
+                return folder / name
     for entry in _entries(folder):
-        if _is_candidate(entry.name) and entry.is_file() and hash_file(Path(entry.path)) == sha256:
-            return Path(entry.path)
+        try:
+            if _is_candidate(entry.name) and entry.is_file():
+                if hash_file(Path(entry.path)) == sha256:
+                    return Path(entry.path)
+        except FileNotFoundError:
+            continue  # moved away meanwhile
     return None
 
 
