@@ -174,9 +174,12 @@ def _source_orders(
         ledger = _ledger(context, route)
         # Refuses a shop other than the one its rows came from.
         ledger.endpoints.bind_shop(shop.api_url)
+        open_client = shop.get_client
+        if isinstance(shop, ShopResource) and _reads_methods(route):
+            open_client = partial(shop.get_client, with_methods=True)
         report = fetch_window(
             ledger,
-            shop.get_client,
+            open_client,
             _window(context, route),
             page_size=route.page_size,
             run_id=context.run.run_id,
@@ -305,6 +308,13 @@ def _erp_delivered_orders(
 def _ledger(context: dg.AssetExecutionContext, route: RouteConfig) -> Ledger:
     erp: ErpResource = getattr(context.resources, route.erp_key)
     return open_ledger(context.resources.duckdb, route.id, erp.token_key)
+
+
+def _reads_methods(route: RouteConfig) -> bool:
+    """Whether the route's look-ups read the orders' shipping or payment method (the order
+    search then loads them too)."""
+    lookups = route.mapping.lookups
+    return lookups.shipping_method is not None or lookups.payment_method is not None
 
 
 def _window(context: dg.AssetExecutionContext, route: RouteConfig) -> Window:

@@ -34,6 +34,7 @@ from integration_project.routes.config import (
     url_problem,
 )
 from integration_project.shopware.client import ShopwareClient
+from integration_project.shopware.models import METHOD_ASSOCIATIONS, ORDER_ASSOCIATIONS
 from integration_project.spryker.client import SprykerClient
 
 
@@ -75,7 +76,9 @@ class ShopResource(dg.ConfigurableResource):
         "names): the run-failure alert redacts their values",
     )
 
-    def get_client(self) -> ShopwareClient:
+    def get_client(self, *, with_methods: bool = False) -> ShopwareClient:
+        """``with_methods``: also load each order's shipping and payment method (a route
+        whose ``mapping.lookups`` reads them)."""
         return ShopwareClient(
             base_url=self.api_url,
             client_id=self.client_id,
@@ -84,6 +87,7 @@ class ShopResource(dg.ConfigurableResource):
             max_retries=self.max_retries,
             backoff_factor=self.backoff_factor,
             credential_names=(self.client_id_env, self.client_secret_env),
+            associations=METHOD_ASSOCIATIONS if with_methods else ORDER_ASSOCIATIONS,
         )
 
     @field_validator("api_url", mode="before")

@@ -262,3 +262,29 @@ def test_a_lookup_option_the_schema_does_not_know_fails_naming_it():
             shipped_route(mapping={"lookups": bad})
         assert named in str(raised.value)
     assert isinstance(shipped_route(mapping={"lookups": {}}), RouteConfig)
+
+
+def test_only_a_route_with_method_lookups_loads_the_methods(sandbox, resources):
+    """The shipping and payment methods make every order's answer about a quarter bigger: a
+    route asks the shop for them only when its look-ups read them."""
+    import json
+
+    sandbox.shop.add_orders(2, start=WINDOW_START, end=WINDOW_END, shipping_country="DE")
+    plain = route_assets(name="No lookups")
+    with_lookups = route_assets(
+        name="With lookups",
+        mapping={"lookups": {"payment_method": {"dynamic": True, "unmatched": "default"}}},
+    )
+    for assets, loaded in ((plain, False), (with_lookups, True)):
+        assert fetch_and_map(resources, assets=assets).success
+        ledger = open_ledger(resources["duckdb"], assets.route.id)
+        with ledger.db.connect() as con:
+            payloads = con.execute(
+                "SELECT payload::VARCHAR FROM staged_orders WHERE route_id = ?",
+                [assets.route.id],
+            ).fetchall()
+        orders = [json.loads(text) for (text,) in payloads]
+        assert len(orders) == 2
+        for order in orders:
+            assert (order["transactions"] is not None) is loaded, assets.route.id
+            assert (order["deliveries"][0]["shippingMethod"] is not None) is loaded

@@ -4,6 +4,7 @@ bulk index: answers from the index and from ready texts are byte for byte the ge
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -222,7 +223,14 @@ def test_derived_bulk_orders_are_their_template_made_at_their_own_time():
                 mapping: dict[str, str] = {}
                 assert same_but_ids(made, orders[i], own_ids(made), mapping), i
                 assert all(new != old for old, new in mapping.items())
-            assert segment.answer(i) == json.dumps(orders[i], ensure_ascii=False).encode()
+            # The answer to the route's search: the order, with the associations a route asks
+            # for only when it has look-ups (shipping and payment methods) left null, as
+            # Shopware leaves an association nobody asked for.
+            expected = copy.deepcopy(orders[i])
+            expected["transactions"] = None
+            for delivery in expected["deliveries"]:
+                delivery["shippingMethod"] = None
+            assert json.loads(segment.answer(i)) == expected
             ShopOrder.model_validate(orders[i])
 
         ids = [x for o in orders for x in own_ids(o)]

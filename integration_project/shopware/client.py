@@ -31,6 +31,7 @@ from integration_project.http import (
 )
 from integration_project.shopware.models import (
     MAX_ORDER_DEPTH,
+    ORDER_ASSOCIATIONS,
     ORDER_SEARCH_PATH,
     TOKEN_PATH,
     ClientCredentialsGrant,
@@ -136,8 +137,10 @@ class ShopwareClient:
         backoff_factor: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         credential_names: tuple[str, str] = ("SHOP_CLIENT_ID", "SHOP_CLIENT_SECRET"),
+        associations: dict[str, Any] = ORDER_ASSOCIATIONS,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._associations = associations  # what each order search loads
         self._client_id = client_id
         self._client_secret = client_secret
         self._timeout = timeout
@@ -207,7 +210,9 @@ class ShopwareClient:
     ) -> OrderPage:
         """One page of the orders created in ``[start, end)`` by page number, oldest first,
         parsed (an answer that is no order search page raises :class:`ApiError` here)."""
-        criteria = created_at_window_criteria(start=start, end=end, page=page, limit=limit)
+        criteria = created_at_window_criteria(
+            start=start, end=end, page=page, limit=limit, associations=self._associations
+        )
         result = self._order_page(criteria)
         result.facts  # noqa: B018 - parse now: a bad answer is this call's error
         return result
@@ -256,6 +261,7 @@ class ShopwareClient:
                 stored_up_to=stored_up_to,
                 page=page,
                 limit=page_size,
+                associations=self._associations,
             )
             result = self._order_page(criteria)
             facts = read(result)
