@@ -180,7 +180,7 @@ def _source_orders(
         report = fetch_window(
             ledger,
             open_client,
-            _window(context, route),
+            _window(context, route, ledger),
             page_size=route.page_size,
             run_id=context.run.run_id,
             log=context.log,
@@ -252,7 +252,7 @@ def _erp_orders(
             ledger,
             partial(erp_client, erp, ledger, holder=run_id),
             mapping,
-            _window(context, route),
+            _window(context, route, ledger),
             run_id=run_id,
             log=context.log,
         )
@@ -317,9 +317,10 @@ def _reads_methods(route: RouteConfig) -> bool:
     return lookups.shipping_method is not None or lookups.payment_method is not None
 
 
-def _window(context: dg.AssetExecutionContext, route: RouteConfig) -> Window:
+def _window(context: dg.AssetExecutionContext, route: RouteConfig, ledger: Ledger) -> Window:
+    """The partition's window; for a file, the span of its orders, read from ``ledger``."""
     if is_file_route(route):
-        return file_window(_ledger(context, route), context.partition_key)
+        return file_window(ledger, context.partition_key)
     window = context.partition_time_window
     return Window(window.start, window.end, route.lookback)
 

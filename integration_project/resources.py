@@ -29,8 +29,8 @@ from integration_project.routes.config import (
     ShopSource,
     Side,
     SprykerSourceConfig,
-    address_env,
     env_is_set,
+    side_uses_sandbox,
     url_problem,
 )
 from integration_project.shopware.client import ShopwareClient
@@ -344,7 +344,7 @@ def source_resource(
 
 def _uses_sandbox(section: Side, sandbox: bool | None) -> bool:
     on = settings.sandbox_mode() if sandbox is None else sandbox
-    return on and section.sandbox != "none" and not env_is_set(address_env(section))
+    return side_uses_sandbox(section, on, os.environ)
 
 
 def _spryker_resource(source: SprykerSourceConfig, *, sandbox: bool | None) -> SprykerResource:

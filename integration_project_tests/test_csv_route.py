@@ -20,6 +20,7 @@ from integration_project.file_sensor import build_file_sensor
 from integration_project.ledger import Ledger
 from integration_project.resources import CsvFolderResource, open_ledger
 from integration_project.sandbox import Sandbox
+from integration_project.schedules import build_route_schedules
 from integration_project_testkit.invoices import assert_invoiced_as_paid
 from integration_project_testkit.resources import TEST_CLIENT, ledger_resource, sandbox_resources
 from integration_project_testkit.routes import shipped_route
@@ -126,9 +127,9 @@ def tick(
 
 
 def _source_job(assets: Any) -> Any:
-    return dg.define_asset_job(
-        f"{ROUTE.id}__source_orders_job", selection=[assets.source_orders, assets.erp_orders]
-    )
+    """The route's own source job, as its definitions build it."""
+    jobs = build_route_schedules(assets).jobs
+    return next(job for job in jobs if job.name == f"{ROUTE.id}__source_orders_job")
 
 
 def run_file(

@@ -536,7 +536,9 @@ def address_env(section: Side) -> str:
     return section.folder_env if isinstance(section, CsvFolderSource) else section.api_url_env
 
 
-def _uses_sandbox(section: Side, on: bool, environ: Mapping[str, str]) -> bool:
+def side_uses_sandbox(section: Side, on: bool, environ: Mapping[str, str]) -> bool:
+    """Whether a side talks to the local sandbox: sandbox mode ``on``, its ``sandbox`` not
+    ``none`` and its address variable unset in ``environ``."""
     return on and section.sandbox != "none" and not env_is_set(address_env(section), environ)
 
 
@@ -879,7 +881,7 @@ class RouteConfig(_Strict):
         URL variable is unset and its ``sandbox`` is not ``none``."""
         env = os.environ if environ is None else environ
         on = settings.sandbox_mode(env) if sandbox is None else sandbox
-        return _uses_sandbox(self.source if side == "source" else self.target, on, env)
+        return side_uses_sandbox(self.source if side == "source" else self.target, on, env)
 
     def missing_env(
         self, *, sandbox: bool | None = None, environ: Mapping[str, str] | None = None
@@ -891,7 +893,7 @@ class RouteConfig(_Strict):
         on = settings.sandbox_mode(env) if sandbox is None else sandbox
         missing: list[tuple[str, str]] = []
         for side, section in self._sides():
-            if _uses_sandbox(section, on, env):
+            if side_uses_sandbox(section, on, env):
                 continue
             missing += [
                 (f"{side}.{name}", variable)
